@@ -1,6 +1,12 @@
 //! pdex: a health plan's FHIR R4 server for the Da Vinci PDex exchanges.
 //! See `ARCHITECTURE.md` for the map of the code.
 
+pub mod app;
+pub mod auth;
+pub mod config;
 pub mod fhir;
+pub mod import;
 pub mod search;
+pub mod server;
+pub mod store;
 pub mod synth;

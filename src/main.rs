@@ -1,1 +1,213 @@
-fn main() {}
+//! The `pdex` command line: parses arguments and calls into the library, nothing else.
+
+use clap::{Args, Parser, Subcommand};
+use pdex::config::{self, FileConfig, ServerConfig, pick};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "pdex",
+    version,
+    about = "A health plan's FHIR R4 server for the Da Vinci PDex exchanges"
+)]
+struct Cli {
+    /// Configuration file (default: config/pdex.toml when it exists).
+    #[arg(long, global = true, env = "PDEX_CONFIG")]
+    config: Option<PathBuf>,
+    /// Database: sqlite://PATH (default sqlite://./pdex-data/pdex.db) or postgres://…
+    #[arg(long, global = true, env = "PDEX_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, global = true, env = "PDEX_LOG_FORMAT")]
+    log_format: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the FHIR server.
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Load NDJSON files, Bundle JSON files, or folders of them.
+    Import(ImportArgs),
+    /// Write a deterministic synthetic payer data set as NDJSON.
+    Synth(SynthArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on (default 127.0.0.1:8080).
+    #[arg(long, env = "PDEX_LISTEN")]
+    listen: Option<String>,
+    /// FHIR base URL as clients see it (default http://LISTEN/fhir).
+    #[arg(long, env = "PDEX_BASE_URL")]
+    base_url: Option<String>,
+    /// Do not apply migrations on start.
+    #[arg(long, env = "PDEX_NO_MIGRATE")]
+    no_migrate: bool,
+    /// Load the bundled demo data set into an empty store.
+    #[arg(long)]
+    demo: bool,
+}
+
+#[derive(Args)]
+struct ImportArgs {
+    /// Files or folders.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Stop at the first bad line and write nothing.
+    #[arg(long)]
+    strict: bool,
+}
+
+#[derive(Args)]
+struct SynthArgs {
+    /// Number of members.
+    #[arg(long)]
+    members: u64,
+    /// Random seed (same seed, same files).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// First year of clinical history.
+    #[arg(long, default_value_t = 2016)]
+    start_year: i32,
+    /// Share of members with sensitive data (0.0–1.0).
+    #[arg(long, default_value_t = 0.1)]
+    sensitive_share: f64,
+}
+
+fn init_logging(format: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("PDEX_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run(Cli::parse()).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("pdex: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    let file = FileConfig::load(cli.config.as_deref())?;
+    let log_format = pick(cli.log_format.clone(), file.log_format.clone(), || {
+        "text".into()
+    });
+    if !matches!(log_format.as_str(), "text" | "json") {
+        anyhow::bail!("--log-format must be text or json, not {log_format:?}");
+    }
+    init_logging(&log_format);
+    let database_url = pick(cli.database_url.clone(), file.database_url.clone(), || {
+        config::DEFAULT_DATABASE_URL.into()
+    });
+    let labels = file.sensitive_labels.clone().unwrap_or_default();
+    match cli.command {
+        Command::Serve(args) => {
+            let listen = pick(args.listen, file.listen.clone(), || {
+                config::DEFAULT_LISTEN.into()
+            });
+            let config = ServerConfig {
+                database_url,
+                base_url: pick(args.base_url, file.base_url.clone(), String::new),
+                listen,
+                migrate: !args.no_migrate && file.migrate.unwrap_or(true),
+                sensitive_labels: labels,
+                demo: args.demo,
+            };
+            let server = pdex::app::Server::bind(&config).await?;
+            if config.demo {
+                pdex::app::load_demo(&server.state).await?;
+            }
+            tracing::info!(
+                listen = %server.local_addr,
+                base_url = %server.state.base_url,
+                database = %redact(&config.database_url),
+                "pdex serving"
+            );
+            eprintln!("pdex serving FHIR R4 at {}", server.state.base_url);
+            server.run().await?;
+        }
+        Command::Migrate => {
+            let store = pdex::store::Store::open(&database_url, Default::default(), true).await?;
+            store.db.close().await;
+            eprintln!("migrations applied to {}", redact(&database_url));
+        }
+        Command::Import(args) => {
+            let sensitivity = if labels.is_empty() {
+                Default::default()
+            } else {
+                pdex::store::sensitivity::SensitivityLabels::parse(
+                    labels.iter().map(String::as_str),
+                )?
+            };
+            let store = pdex::store::Store::open(&database_url, sensitivity, true).await?;
+            let summary = pdex::import::import(
+                &store,
+                &args.paths,
+                pdex::import::ImportOptions {
+                    strict: args.strict,
+                    progress: true,
+                },
+            )
+            .await?;
+            store.db.close().await;
+            println!("{}", summary.line());
+            if !summary.errors.is_empty() {
+                return Ok(std::process::ExitCode::from(if args.strict {
+                    1
+                } else {
+                    2
+                }));
+            }
+        }
+        Command::Synth(args) => {
+            let opts = pdex::synth::SynthOptions {
+                members: args.members,
+                seed: args.seed,
+                out: args.out,
+                start_year: args.start_year,
+                sensitive_share: args.sensitive_share,
+            };
+            let started = std::time::Instant::now();
+            let summary = tokio::task::spawn_blocking(move || pdex::synth::run(&opts)).await??;
+            let total: u64 = summary.counts.iter().map(|(_, n)| n).sum();
+            println!(
+                "wrote {total} resources for {} members in {:.1}s",
+                args.members,
+                started.elapsed().as_secs_f64()
+            );
+            for (rtype, n) in summary.counts {
+                println!("  {rtype:<28} {n}");
+            }
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// A database URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}

@@ -7,6 +7,7 @@
 
 pub mod extract;
 pub mod fhirpath;
+pub mod query;
 pub mod registry;
 
 pub use extract::{IndexEntries, extract};

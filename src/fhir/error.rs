@@ -1,0 +1,162 @@
+//! Errors as FHIR OperationOutcome responses. Every failure a client can cause becomes a
+//! 4xx with an OperationOutcome that says what was wrong; server faults become a 500 whose
+//! body says nothing about internals (details go to the log).
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// OperationOutcome.issue.code values we use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssueType {
+    Invalid,
+    Structure,
+    Required,
+    Value,
+    NotFound,
+    Deleted,
+    NotSupported,
+    Conflict,
+    Duplicate,
+    Forbidden,
+    Login,
+    TooCostly,
+    Throttled,
+    Processing,
+    BusinessRule,
+    Exception,
+    Informational,
+}
+
+impl IssueType {
+    pub fn code(self) -> &'static str {
+        match self {
+            IssueType::Invalid => "invalid",
+            IssueType::Structure => "structure",
+            IssueType::Required => "required",
+            IssueType::Value => "value",
+            IssueType::NotFound => "not-found",
+            IssueType::Deleted => "deleted",
+            IssueType::NotSupported => "not-supported",
+            IssueType::Conflict => "conflict",
+            IssueType::Duplicate => "duplicate",
+            IssueType::Forbidden => "forbidden",
+            IssueType::Login => "login",
+            IssueType::TooCostly => "too-costly",
+            IssueType::Throttled => "throttled",
+            IssueType::Processing => "processing",
+            IssueType::BusinessRule => "business-rule",
+            IssueType::Exception => "exception",
+            IssueType::Informational => "informational",
+        }
+    }
+}
+
+/// A failure to report as an OperationOutcome with an HTTP status.
+#[derive(Debug, Clone)]
+pub struct FhirError {
+    pub status: StatusCode,
+    pub issue: IssueType,
+    pub diagnostics: String,
+}
+
+impl FhirError {
+    pub fn new(status: StatusCode, issue: IssueType, diagnostics: impl Into<String>) -> Self {
+        FhirError {
+            status,
+            issue,
+            diagnostics: diagnostics.into(),
+        }
+    }
+    /// 400: the request itself is malformed.
+    pub fn bad_request(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, IssueType::Invalid, msg)
+    }
+    /// 404.
+    pub fn not_found(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, IssueType::NotFound, msg)
+    }
+    /// 410: the resource was deleted.
+    pub fn gone(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::GONE, IssueType::Deleted, msg)
+    }
+    /// 422: the resource is not acceptable.
+    pub fn unprocessable(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, IssueType::Invalid, msg)
+    }
+    /// 409.
+    pub fn conflict(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, IssueType::Conflict, msg)
+    }
+    /// 412: an If-Match precondition failed.
+    pub fn precondition_failed(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::PRECONDITION_FAILED, IssueType::Conflict, msg)
+    }
+    /// 403.
+    pub fn forbidden(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, IssueType::Forbidden, msg)
+    }
+    /// 500: logs the cause, tells the client only that it was our fault.
+    pub fn internal(err: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %err, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            IssueType::Exception,
+            "internal server error; the details are in the server log",
+        )
+    }
+
+    /// The OperationOutcome body.
+    pub fn outcome(&self) -> serde_json::Value {
+        operation_outcome(
+            if self.status.is_server_error() {
+                "fatal"
+            } else {
+                "error"
+            },
+            self.issue,
+            &self.diagnostics,
+        )
+    }
+}
+
+impl std::fmt::Display for FhirError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status.as_u16(), self.diagnostics)
+    }
+}
+
+impl std::error::Error for FhirError {}
+
+impl From<anyhow::Error> for FhirError {
+    fn from(err: anyhow::Error) -> Self {
+        match err.downcast::<FhirError>() {
+            Ok(e) => e,
+            Err(err) => FhirError::internal(format!("{err:#}")),
+        }
+    }
+}
+
+/// An OperationOutcome with one issue.
+pub fn operation_outcome(severity: &str, issue: IssueType, diagnostics: &str) -> serde_json::Value {
+    json!({
+        "resourceType": "OperationOutcome",
+        "issue": [{
+            "severity": severity,
+            "code": issue.code(),
+            "diagnostics": diagnostics,
+        }]
+    })
+}
+
+impl IntoResponse for FhirError {
+    fn into_response(self) -> Response {
+        let body = self.outcome().to_string();
+        let mut resp = (self.status, body).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(super::FHIR_JSON),
+        );
+        resp
+    }
+}

@@ -1,0 +1,361 @@
+//! `pdex import`: streams NDJSON files, Bundle JSON files and folders of them into the
+//! store. Parsing and indexing run on a blocking thread while the previous batch is being
+//! written, batches are written in one transaction each (or the whole import in one, with
+//! `--strict`), a bad line is reported with its file and line number, and re-importing the
+//! same files changes nothing (same ids update in place; identical content is skipped).
+
+use crate::fhir::json::{RawResource, replace_string_literal};
+use crate::store::{IdRule, Store, WriteKind, WriteOp, WriteOutcome};
+use anyhow::Context;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Resources per write transaction.
+pub const BATCH: usize = 1000;
+
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// Stop at the first bad line, and write nothing at all if any line is bad.
+    pub strict: bool,
+    /// Draw a progress bar (when stderr is a terminal).
+    pub progress: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ImportSummary {
+    pub files: usize,
+    pub created: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub deleted: u64,
+    /// `file:line: message` for every rejected line.
+    pub errors: Vec<String>,
+    pub seconds: f64,
+}
+
+impl ImportSummary {
+    pub fn written(&self) -> u64 {
+        self.created + self.updated + self.unchanged + self.deleted
+    }
+    /// One line for logs and non-interactive runs.
+    pub fn line(&self) -> String {
+        let n = self.written();
+        format!(
+            "imported {n} resources from {} files in {:.1}s ({:.0}/s): {} created, {} updated, {} unchanged, {} deleted, {} errors",
+            self.files,
+            self.seconds,
+            n as f64 / self.seconds.max(1e-9),
+            self.created,
+            self.updated,
+            self.unchanged,
+            self.deleted,
+            self.errors.len()
+        )
+    }
+}
+
+/// A batch of write operations, or the errors found while preparing it.
+struct Batch {
+    ops: Vec<WriteOp>,
+    errors: Vec<String>,
+}
+
+/// Lists the files under `paths` (folders recursively, `.ndjson` and `.json`), sorted.
+pub fn list_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found = Vec::new();
+            walk(p, &mut found)?;
+            found.sort();
+            out.extend(found);
+        } else if p.is_file() {
+            out.push(p.clone());
+        } else {
+            anyhow::bail!("{} does not exist", p.display());
+        }
+    }
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            walk(&path, out)?;
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("ndjson") | Some("json")
+        ) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Imports `paths` into `store`.
+pub async fn import(
+    store: &Store,
+    paths: &[PathBuf],
+    opts: ImportOptions,
+) -> anyhow::Result<ImportSummary> {
+    let files = list_files(paths)?;
+    let started = Instant::now();
+    let mut summary = ImportSummary {
+        files: files.len(),
+        ..Default::default()
+    };
+    let bar = progress_bar(opts.progress);
+
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(2);
+    let producer_store = store.clone();
+    let producer = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        for file in files {
+            read_file(&producer_store, &file, &tx)?;
+        }
+        Ok(())
+    });
+
+    let mut strict_tx = if opts.strict {
+        Some(store.db.begin().await?)
+    } else {
+        None
+    };
+    let mut failed = false;
+    while let Some(batch) = rx.recv().await {
+        if !batch.errors.is_empty() {
+            for e in &batch.errors {
+                bar.println(format!("error: {e}"));
+            }
+            summary.errors.extend(batch.errors);
+            if opts.strict {
+                failed = true;
+                break;
+            }
+        }
+        if batch.ops.is_empty() {
+            continue;
+        }
+        let results = match strict_tx.as_mut() {
+            Some(t) => store.write_in(t.as_mut(), batch.ops).await,
+            None => store.write(batch.ops).await,
+        };
+        match results {
+            Ok(results) => {
+                for r in &results {
+                    match r.outcome {
+                        WriteOutcome::Created => summary.created += 1,
+                        WriteOutcome::Updated => summary.updated += 1,
+                        WriteOutcome::Unchanged => summary.unchanged += 1,
+                        WriteOutcome::Deleted | WriteOutcome::NoOp => summary.deleted += 1,
+                    }
+                }
+            }
+            Err(e) => {
+                let msg = format!("a batch was not written: {}", e.diagnostics);
+                bar.println(format!("error: {msg}"));
+                summary.errors.push(msg);
+                if opts.strict {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        let n = summary.written();
+        bar.set_position(n);
+        bar.set_message(format!(
+            "{:.0}/s, {} errors",
+            n as f64 / started.elapsed().as_secs_f64().max(1e-9),
+            summary.errors.len()
+        ));
+    }
+    drop(rx);
+    let produced = producer.await?;
+    if let Err(e) = produced {
+        failed = true;
+        summary.errors.push(format!("{e:#}"));
+    }
+    if let Some(t) = strict_tx {
+        if failed {
+            drop(t); // rolls back: a strict import that fails leaves nothing behind
+            summary.created = 0;
+            summary.updated = 0;
+            summary.unchanged = 0;
+            summary.deleted = 0;
+        } else {
+            t.commit().await?;
+        }
+    }
+    bar.finish_and_clear();
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+fn progress_bar(enabled: bool) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !enabled || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {pos} resources  {msg}  [{elapsed}]")
+            .expect("valid template"),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}
+
+/// Reads one file and sends its batches. Returns Err only when the channel is gone or the
+/// file cannot be read at all.
+fn read_file(
+    store: &Store,
+    file: &Path,
+    tx: &tokio::sync::mpsc::Sender<Batch>,
+) -> anyhow::Result<()> {
+    let name = file.display().to_string();
+    let is_ndjson = file.extension().and_then(|e| e.to_str()) == Some("ndjson");
+    let send = |b: Batch| {
+        tx.blocking_send(b)
+            .map_err(|_| anyhow::anyhow!("import stopped"))
+    };
+    if is_ndjson {
+        let reader = std::io::BufReader::with_capacity(
+            1 << 20,
+            std::fs::File::open(file).with_context(|| format!("cannot open {name}"))?,
+        );
+        let mut batch = Batch {
+            ops: Vec::with_capacity(BATCH),
+            errors: vec![],
+        };
+        for (n, line) in reader.lines().enumerate() {
+            let line = line.with_context(|| format!("{name}:{}: cannot read", n + 1))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            match store.prepare(&line, None, IdRule::FromBody) {
+                Ok(p) => batch.ops.push(WriteOp::put(WriteKind::Import, p)),
+                Err(e) => batch
+                    .errors
+                    .push(format!("{name}:{}: {}", n + 1, e.diagnostics)),
+            }
+            if batch.ops.len() >= BATCH || !batch.errors.is_empty() && batch.ops.is_empty() {
+                send(std::mem::replace(
+                    &mut batch,
+                    Batch {
+                        ops: Vec::with_capacity(BATCH),
+                        errors: vec![],
+                    },
+                ))?;
+            }
+        }
+        if !batch.ops.is_empty() || !batch.errors.is_empty() {
+            send(batch)?;
+        }
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {name}"))?;
+    send(json_file_batch(store, &name, &text))
+}
+
+/// A `.json` file: one resource, or a Bundle (collection, searchset, transaction, batch)
+/// whose entries are imported with their ids; `urn:uuid:` references are rewritten.
+/// Entry resources are kept as raw JSON, so decimals keep their precision.
+fn json_file_batch(store: &Store, name: &str, text: &str) -> Batch {
+    #[derive(serde::Deserialize)]
+    struct BundleHead {
+        #[serde(rename = "resourceType")]
+        resource_type: Option<String>,
+        #[serde(default)]
+        entry: Vec<EntryRaw>,
+    }
+    #[derive(serde::Deserialize)]
+    struct EntryRaw {
+        #[serde(rename = "fullUrl")]
+        full_url: Option<String>,
+        resource: Option<Box<serde_json::value::RawValue>>,
+        request: Option<serde_json::Value>,
+    }
+    let mut batch = Batch {
+        ops: vec![],
+        errors: vec![],
+    };
+    let head: BundleHead = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            batch
+                .errors
+                .push(format!("{name}:{}: invalid JSON: {e}", e.line()));
+            return batch;
+        }
+    };
+    if head.resource_type.as_deref() != Some("Bundle") {
+        match store.prepare(text, None, IdRule::FromBody) {
+            Ok(p) => batch.ops.push(WriteOp::put(WriteKind::Import, p)),
+            Err(e) => batch.errors.push(format!("{name}: {}", e.diagnostics)),
+        }
+        return batch;
+    }
+    // Ids for entries: their own, or a new one; urn: fullUrls map to Type/id.
+    let mut rewrites = Vec::new();
+    let mut resources = Vec::new();
+    for (i, e) in head.entry.iter().enumerate() {
+        let method = e
+            .request
+            .as_ref()
+            .and_then(|r| r["method"].as_str())
+            .unwrap_or("PUT");
+        if method == "DELETE" {
+            let url = e
+                .request
+                .as_ref()
+                .and_then(|r| r["url"].as_str())
+                .unwrap_or_default();
+            match url.split_once('/') {
+                Some((t, rid)) => batch.ops.push(WriteOp::delete(t, rid, None)),
+                None => batch
+                    .errors
+                    .push(format!("{name}: entry {i}: DELETE needs Type/id")),
+            }
+            continue;
+        }
+        if method == "GET" || method == "HEAD" {
+            continue;
+        }
+        let Some(raw) = &e.resource else {
+            batch
+                .errors
+                .push(format!("{name}: entry {i} has no resource"));
+            continue;
+        };
+        let mut resource = match RawResource::parse(raw.get()) {
+            Ok(r) => r,
+            Err(err) => {
+                batch.errors.push(format!("{name}: entry {i}: {err}"));
+                continue;
+            }
+        };
+        let id = resource
+            .id()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        resource.set_id(&id);
+        if let (Some(full), Some(rt)) = (&e.full_url, resource.resource_type())
+            && full.starts_with("urn:")
+        {
+            rewrites.push((full.clone(), format!("{rt}/{id}")));
+        }
+        resources.push((i, resource.to_json()));
+    }
+    for (i, mut text) in resources {
+        for (from, to) in &rewrites {
+            text = replace_string_literal(&text, from, to);
+        }
+        match store.prepare(&text, None, IdRule::FromBody) {
+            Ok(p) => batch.ops.push(WriteOp::put(WriteKind::Import, p)),
+            Err(err) => batch
+                .errors
+                .push(format!("{name}: entry {i}: {}", err.diagnostics)),
+        }
+    }
+    batch
+}

@@ -1,0 +1,388 @@
+//! `POST /fhir` with a transaction or batch Bundle. A transaction runs in one database
+//! transaction (all or nothing) and rewrites `urn:uuid:` references to the ids it assigns;
+//! a batch runs each entry on its own and reports each entry's outcome.
+
+use super::http::{Return, body_text, fhir_json, prefer, query_pairs};
+use super::rest::require_write;
+use super::{Access, SharedState};
+use crate::auth::AccessContext;
+use crate::fhir::bundle::{Entry, write_bundle};
+use crate::fhir::datetime::format_instant;
+use crate::fhir::json::replace_string_literal;
+use crate::fhir::{FhirError, is_valid_id};
+use crate::store::{IdRule, WriteKind, WriteOp, WriteOutcome, WriteResult};
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::json;
+use serde_json::value::RawValue;
+
+#[derive(Deserialize)]
+struct BundleIn {
+    #[serde(rename = "resourceType")]
+    resource_type: Option<String>,
+    #[serde(rename = "type")]
+    bundle_type: Option<String>,
+    #[serde(default)]
+    entry: Vec<EntryIn>,
+}
+
+#[derive(Deserialize)]
+struct EntryIn {
+    #[serde(rename = "fullUrl")]
+    full_url: Option<String>,
+    resource: Option<Box<RawValue>>,
+    request: Option<RequestIn>,
+}
+
+#[derive(Deserialize)]
+struct RequestIn {
+    method: String,
+    url: String,
+    #[serde(rename = "ifMatch")]
+    if_match: Option<String>,
+    #[serde(rename = "ifNoneExist")]
+    if_none_exist: Option<String>,
+}
+
+/// What one entry asks for, once checked.
+enum Action {
+    Write { op: WriteOp },
+    Get { url: String },
+}
+
+pub async fn transaction_or_batch(
+    axum::extract::State(state): axum::extract::State<SharedState>,
+    Access(ctx): Access,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, FhirError> {
+    let text = body_text(&headers, &body)?;
+    let bundle: BundleIn = serde_json::from_str(&text)
+        .map_err(|e| FhirError::bad_request(format!("not a Bundle: {e}")))?;
+    if bundle.resource_type.as_deref() != Some("Bundle") {
+        return Err(FhirError::bad_request("POST to the base takes a Bundle"));
+    }
+    let ret = prefer(&headers).ret;
+    match bundle.bundle_type.as_deref() {
+        Some("transaction") => transaction(&state, &ctx, bundle, ret).await,
+        Some("batch") => batch(&state, &ctx, bundle, ret).await,
+        other => Err(FhirError::bad_request(format!(
+            "Bundle.type must be transaction or batch, not {other:?}"
+        ))),
+    }
+}
+
+/// Splits `Type/id` (or `Type`, or `Type?query`).
+fn parse_url(url: &str) -> (String, Option<String>, Option<String>) {
+    let (path, query) = match url.split_once('?') {
+        Some((p, q)) => (p, Some(q.to_owned())),
+        None => (url, None),
+    };
+    let mut parts = path.trim_matches('/').splitn(2, '/');
+    let rtype = parts.next().unwrap_or_default().to_owned();
+    let id = parts.next().map(str::to_owned);
+    (rtype, id, query)
+}
+
+fn parse_if_match(v: &Option<String>) -> Result<Option<i64>, FhirError> {
+    match v {
+        None => Ok(None),
+        Some(t) => {
+            let inner = t
+                .trim()
+                .strip_prefix("W/")
+                .unwrap_or(t.trim())
+                .trim_matches('"');
+            inner
+                .parse()
+                .map(Some)
+                .map_err(|_| FhirError::bad_request(format!("ifMatch {t:?} is not a version ETag")))
+        }
+    }
+}
+
+/// Checks one entry and prepares its action. `resource_text` has references rewritten.
+fn plan_entry(
+    state: &SharedState,
+    entry: &EntryIn,
+    resource_text: Option<&str>,
+    assigned_id: Option<&str>,
+) -> Result<Action, FhirError> {
+    let request = entry
+        .request
+        .as_ref()
+        .ok_or_else(|| FhirError::bad_request("every entry needs a request"))?;
+    if request.if_none_exist.is_some() {
+        return Err(FhirError::new(
+            StatusCode::BAD_REQUEST,
+            crate::fhir::IssueType::NotSupported,
+            "conditional create (ifNoneExist) is not supported",
+        ));
+    }
+    let (rtype, id, query) = parse_url(&request.url);
+    super::rest::check_type(state, &rtype)?;
+    let body = || {
+        resource_text.ok_or_else(|| {
+            FhirError::bad_request(format!(
+                "{} {} needs a resource",
+                request.method, request.url
+            ))
+        })
+    };
+    match request.method.as_str() {
+        "POST" => {
+            let rule = match assigned_id {
+                Some(id) => IdRule::Given(id.to_owned()),
+                None => IdRule::Assign,
+            };
+            let text = body()?;
+            let prepared = if let IdRule::Given(id) = &rule {
+                // The entry's resource may have no id; give it the assigned one.
+                let mut raw =
+                    crate::fhir::json::RawResource::parse(text).map_err(FhirError::bad_request)?;
+                raw.set_identity(id, 1, "1970-01-01T00:00:00.000Z");
+                state
+                    .store
+                    .prepare(&raw.to_json(), Some(&rtype), rule.clone())?
+            } else {
+                state.store.prepare(text, Some(&rtype), rule)?
+            };
+            Ok(Action::Write {
+                op: WriteOp::put(WriteKind::Create, prepared),
+            })
+        }
+        "PUT" => {
+            let id = id.filter(|i| is_valid_id(i)).ok_or_else(|| {
+                FhirError::bad_request(format!(
+                    "PUT {} needs Type/id (conditional update is not supported)",
+                    request.url
+                ))
+            })?;
+            let prepared = state
+                .store
+                .prepare(body()?, Some(&rtype), IdRule::Given(id))?;
+            Ok(Action::Write {
+                op: WriteOp::put(
+                    WriteKind::Update {
+                        if_match: parse_if_match(&request.if_match)?,
+                    },
+                    prepared,
+                ),
+            })
+        }
+        "DELETE" => {
+            let id = id.filter(|i| is_valid_id(i)).ok_or_else(|| {
+                FhirError::bad_request(format!(
+                    "DELETE {} needs Type/id (conditional delete is not supported)",
+                    request.url
+                ))
+            })?;
+            Ok(Action::Write {
+                op: WriteOp::delete(&rtype, &id, parse_if_match(&request.if_match)?),
+            })
+        }
+        "GET" | "HEAD" => {
+            let _ = query;
+            Ok(Action::Get {
+                url: request.url.clone(),
+            })
+        }
+        other => Err(FhirError::bad_request(format!(
+            "request.method {other} is not supported in a Bundle"
+        ))),
+    }
+}
+
+/// Runs a GET entry and returns (status, resource JSON).
+async fn run_get(
+    state: &SharedState,
+    ctx: &AccessContext,
+    url: &str,
+) -> Result<(StatusCode, String), FhirError> {
+    let (rtype, id, query) = parse_url(url);
+    super::rest::check_type(state, &rtype)?;
+    match id {
+        Some(id) => {
+            let r = state
+                .store
+                .read(ctx, &rtype, &id)
+                .await?
+                .filter(|r| !r.deleted)
+                .ok_or_else(|| FhirError::not_found(format!("{rtype}/{id} is not known")))?;
+            Ok((StatusCode::OK, r.content))
+        }
+        None => {
+            let pairs = query_pairs(query.as_deref());
+            let resp =
+                super::rest::run_search(state, ctx, &rtype, pairs, &HeaderMap::new()).await?;
+            let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .map_err(FhirError::internal)?;
+            Ok((StatusCode::OK, String::from_utf8_lossy(&bytes).into_owned()))
+        }
+    }
+}
+
+fn response_entry(state: &SharedState, r: &WriteResult, ret: Return) -> Entry {
+    let status = match r.outcome {
+        WriteOutcome::Created => "201 Created",
+        WriteOutcome::Deleted | WriteOutcome::NoOp => "204 No Content",
+        _ => "200 OK",
+    };
+    let mut response = json!({"status": status});
+    if matches!(
+        r.outcome,
+        WriteOutcome::Created | WriteOutcome::Updated | WriteOutcome::Unchanged
+    ) {
+        response["location"] = json!(format!(
+            "{}/_history/{}",
+            format!("{}/{}", r.rtype, r.id),
+            r.version
+        ));
+        response["etag"] = json!(format!("W/\"{}\"", r.version));
+        response["lastModified"] = json!(format_instant(r.last_updated));
+    }
+    let resource = match (ret, &r.content) {
+        (Return::Representation, Some(c)) => Some(c.clone()),
+        _ => None,
+    };
+    Entry {
+        full_url: resource
+            .as_ref()
+            .map(|_| format!("{}/{}/{}", state.base_url, r.rtype, r.id)),
+        resource,
+        extra: vec![("response", response)],
+    }
+}
+
+fn error_entry(e: &FhirError) -> Entry {
+    Entry {
+        full_url: None,
+        resource: None,
+        extra: vec![(
+            "response",
+            json!({"status": e.status.as_u16().to_string(), "outcome": e.outcome()}),
+        )],
+    }
+}
+
+/// FHIR transaction processing order (R4 http §3.1.0.11.2): DELETE, POST, PUT/PATCH, GET.
+fn order_of(entry: &EntryIn) -> u8 {
+    match entry.request.as_ref().map(|r| r.method.as_str()) {
+        Some("DELETE") => 0,
+        Some("POST") => 1,
+        Some("PUT") | Some("PATCH") => 2,
+        _ => 3,
+    }
+}
+
+async fn transaction(
+    state: &SharedState,
+    ctx: &AccessContext,
+    bundle: BundleIn,
+    ret: Return,
+) -> Result<Response, FhirError> {
+    // Assign ids to POSTed entries first, so every urn:uuid reference can be rewritten.
+    let mut rewrites: Vec<(String, String)> = Vec::new();
+    let mut assigned: Vec<Option<String>> = Vec::with_capacity(bundle.entry.len());
+    for entry in &bundle.entry {
+        let is_post = entry.request.as_ref().is_some_and(|r| r.method == "POST");
+        if is_post {
+            let id = uuid::Uuid::new_v4().to_string();
+            if let (Some(full), Some(req)) = (&entry.full_url, &entry.request) {
+                let (rtype, _, _) = parse_url(&req.url);
+                rewrites.push((full.clone(), format!("{rtype}/{id}")));
+            }
+            assigned.push(Some(id));
+        } else {
+            assigned.push(None);
+        }
+    }
+    let mut order: Vec<usize> = (0..bundle.entry.len()).collect();
+    order.sort_by_key(|&i| order_of(&bundle.entry[i]));
+
+    let mut writes: Vec<(usize, WriteOp)> = Vec::new();
+    let mut gets: Vec<(usize, String)> = Vec::new();
+    for &i in &order {
+        let entry = &bundle.entry[i];
+        let text = entry.resource.as_ref().map(|r| {
+            let mut t = r.get().to_owned();
+            for (from, to) in &rewrites {
+                if from.starts_with("urn:uuid:") || from.starts_with("urn:oid:") {
+                    t = replace_string_literal(&t, from, to);
+                }
+            }
+            t
+        });
+        let action =
+            plan_entry(state, entry, text.as_deref(), assigned[i].as_deref()).map_err(|e| {
+                FhirError::new(e.status, e.issue, format!("entry {i}: {}", e.diagnostics))
+            })?;
+        match action {
+            Action::Write { op } => writes.push((i, op)),
+            Action::Get { url } => gets.push((i, url)),
+        }
+    }
+    if !writes.is_empty() {
+        require_write(ctx)?;
+    }
+    let (positions, ops): (Vec<usize>, Vec<WriteOp>) = writes.into_iter().unzip();
+    let results = state.store.write(ops).await?;
+    let mut out: Vec<Option<Entry>> = (0..bundle.entry.len()).map(|_| None).collect();
+    for (pos, r) in positions.into_iter().zip(results.iter()) {
+        out[pos] = Some(response_entry(state, r, ret));
+    }
+    for (pos, url) in gets {
+        let entry = match run_get(state, ctx, &url).await {
+            Ok((status, body)) => Entry {
+                full_url: None,
+                resource: Some(body),
+                extra: vec![("response", json!({"status": status.as_u16().to_string()}))],
+            },
+            Err(e) => error_entry(&e),
+        };
+        out[pos] = Some(entry);
+    }
+    let entries: Vec<Entry> = out.into_iter().flatten().collect();
+    Ok(fhir_json(
+        StatusCode::OK,
+        write_bundle("transaction-response", vec![], &entries),
+    ))
+}
+
+async fn batch(
+    state: &SharedState,
+    ctx: &AccessContext,
+    bundle: BundleIn,
+    ret: Return,
+) -> Result<Response, FhirError> {
+    let mut entries = Vec::with_capacity(bundle.entry.len());
+    for entry in &bundle.entry {
+        let text = entry.resource.as_ref().map(|r| r.get().to_owned());
+        let result: Result<Entry, FhirError> = async {
+            match plan_entry(state, entry, text.as_deref(), None)? {
+                Action::Write { op } => {
+                    require_write(ctx)?;
+                    let results = state.store.write(vec![op]).await?;
+                    Ok(response_entry(state, &results[0], ret))
+                }
+                Action::Get { url } => {
+                    let (status, body) = run_get(state, ctx, &url).await?;
+                    Ok(Entry {
+                        full_url: None,
+                        resource: Some(body),
+                        extra: vec![("response", json!({"status": status.as_u16().to_string()}))],
+                    })
+                }
+            }
+        }
+        .await;
+        entries.push(result.unwrap_or_else(|e| error_entry(&e)));
+    }
+    Ok(fhir_json(
+        StatusCode::OK,
+        write_bundle("batch-response", vec![], &entries),
+    ))
+}

@@ -1,0 +1,96 @@
+//! `GET /fhir/metadata`: the CapabilityStatement, generated from what this server really
+//! supports (the resource types and search parameters of the registry). Readable without
+//! authorization, as US Core and the PDex kit require.
+
+use super::SharedState;
+use super::http::fhir_json;
+use crate::search::ParamType;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{Value, json};
+
+fn type_code(kind: ParamType) -> &'static str {
+    match kind {
+        ParamType::Number => "number",
+        ParamType::Date => "date",
+        ParamType::String => "string",
+        ParamType::Token => "token",
+        ParamType::Reference => "reference",
+        ParamType::Composite => "composite",
+        ParamType::Quantity => "quantity",
+        ParamType::Uri => "uri",
+        ParamType::Special => "special",
+    }
+}
+
+/// The CapabilityStatement as JSON.
+pub fn capability_statement(state: &SharedState) -> Value {
+    let registry = &state.store.registry;
+    let mut types: Vec<&str> = registry.resource_types();
+    types.sort_unstable();
+    let resources: Vec<Value> = types
+        .iter()
+        .map(|t| {
+            let params: Vec<Value> = registry
+                .for_type(t)
+                .into_iter()
+                .filter(|p| p.path.is_some() || p.code == "_id" || p.code == "_lastUpdated")
+                .map(|p| json!({"name": p.code, "definition": p.url, "type": type_code(p.kind)}))
+                .collect();
+            let mut includes: Vec<String> = registry
+                .for_type(t)
+                .into_iter()
+                .filter(|p| p.kind == ParamType::Reference && p.path.is_some())
+                .map(|p| format!("{t}:{}", p.code))
+                .collect();
+            includes.push(format!("{t}:*"));
+            json!({
+                "type": t,
+                "interaction": [
+                    {"code": "read"}, {"code": "vread"}, {"code": "update"}, {"code": "delete"},
+                    {"code": "history-instance"}, {"code": "create"}, {"code": "search-type"}
+                ],
+                "versioning": "versioned",
+                "readHistory": true,
+                "updateCreate": true,
+                "conditionalCreate": false,
+                "conditionalUpdate": false,
+                "conditionalDelete": "not-supported",
+                "searchInclude": includes,
+                "searchRevInclude": ["Provenance:target"],
+                "searchParam": params,
+            })
+        })
+        .collect();
+    json!({
+        "resourceType": "CapabilityStatement",
+        "id": "pdex-server",
+        "status": "active",
+        "date": "2026-11-22",
+        "publisher": "pdex",
+        "kind": "instance",
+        "software": {"name": "pdex", "version": env!("CARGO_PKG_VERSION")},
+        "implementation": {"description": "pdex FHIR R4 server", "url": state.base_url},
+        "fhirVersion": "4.0.1",
+        "format": ["json", "application/fhir+json", "application/json"],
+        "rest": [{
+            "mode": "server",
+            "resource": resources,
+            "interaction": [{"code": "transaction"}, {"code": "batch"}],
+            "searchParam": [
+                {"name": "_count", "type": "number"},
+                {"name": "_sort", "type": "string"},
+                {"name": "_include", "type": "string"},
+                {"name": "_revinclude", "type": "string"},
+                {"name": "_summary", "type": "token"},
+                {"name": "_total", "type": "token"},
+                {"name": "_elements", "type": "string"}
+            ]
+        }]
+    })
+}
+
+pub async fn metadata(State(state): State<SharedState>) -> Response {
+    fhir_json(StatusCode::OK, capability_statement(&state).to_string())
+}

@@ -1,0 +1,161 @@
+//! The HTTP side: router assembly, middleware (request ids, tracing without PHI, panics and
+//! bare errors turned into OperationOutcomes, body limits), the listener and graceful shutdown.
+//!
+//! Depends on `store`, `search`, `fhir`, `auth`. Handlers live in `rest.rs` (FHIR REST
+//! interactions), `bundle.rs` (transaction/batch) and `capability.rs` (`/metadata`).
+
+pub mod bundle;
+pub mod capability;
+pub mod http;
+pub mod rest;
+
+use crate::auth::AccessContext;
+use crate::fhir::{FHIR_JSON, FhirError, IssueType};
+use crate::store::Store;
+use axum::Router;
+use axum::extract::{FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use std::sync::Arc;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::TraceLayer;
+
+/// What every handler shares.
+pub struct AppState {
+    pub store: Store,
+    /// FHIR base URL without a trailing slash, e.g. `http://127.0.0.1:8080/fhir`.
+    pub base_url: String,
+}
+
+pub type SharedState = Arc<AppState>;
+
+/// The caller's access, extracted per request. Until the authorization server lands every
+/// caller is the operator; handlers already take it so that nothing changes for them then.
+pub struct Access(pub AccessContext);
+
+impl<S: Send + Sync> FromRequestParts<S> for Access {
+    type Rejection = FhirError;
+    async fn from_request_parts(_parts: &mut Parts, _state: &S) -> Result<Self, FhirError> {
+        Ok(Access(AccessContext::operator()))
+    }
+}
+
+/// Largest request body we accept (transaction Bundles included).
+const BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Builds the application router.
+pub fn router(state: SharedState) -> Router {
+    let fhir = Router::new()
+        .route("/metadata", get(capability::metadata))
+        .route(
+            "/",
+            post(bundle::transaction_or_batch).get(rest::system_search),
+        )
+        .route("/{rtype}", get(rest::search_get).post(rest::create))
+        .route("/{rtype}/_search", post(rest::search_post))
+        .route(
+            "/{rtype}/{id}",
+            get(rest::read).put(rest::update).delete(rest::delete),
+        )
+        .route("/{rtype}/{id}/_history", get(rest::instance_history))
+        .route("/{rtype}/{id}/_history/{vid}", get(rest::vread));
+    Router::new()
+        .nest("/fhir", fhir)
+        .route("/health", get(|| async { "ok" }))
+        .fallback(|| async { FhirError::not_found("no such endpoint") })
+        .with_state(state)
+        .layer(middleware::from_fn(errors_as_operation_outcomes))
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(CatchPanicLayer::custom(|_| {
+            FhirError::internal("a request handler panicked").into_response()
+        }))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            // Method and route template only: paths and queries can carry PHI.
+            let route = req
+                .extensions()
+                .get::<axum::extract::MatchedPath>()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_default();
+            let request_id = req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            tracing::info_span!("request", method = %req.method(), route, request_id)
+        }))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::COOKIE,
+        ]))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// Errors produced outside our handlers (unknown method → 405, body too large → 413,
+/// extractor rejections) arrive without a FHIR body; give them one.
+async fn errors_as_operation_outcomes(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_fhir = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/fhir+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_fhir {
+        return resp;
+    }
+    let (issue, text) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            (IssueType::NotSupported, "method not allowed on this URL")
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => (IssueType::TooCostly, "the request body is too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            IssueType::NotSupported,
+            "unsupported Content-Type; send application/fhir+json",
+        ),
+        StatusCode::NOT_FOUND => (IssueType::NotFound, "not found"),
+        s if s.is_server_error() => (IssueType::Exception, "internal server error"),
+        _ => (IssueType::Invalid, "the request could not be processed"),
+    };
+    let mut out = FhirError::new(status, issue, text).into_response();
+    out.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+    out
+}
+
+/// Serves `router` on `listener` until SIGINT/SIGTERM, then drains in-flight requests.
+pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> anyhow::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}

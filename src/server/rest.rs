@@ -1,0 +1,394 @@
+//! FHIR REST interactions on resources: read, vread, instance history, create, update,
+//! delete, and search by GET and by POST `_search`.
+
+use super::http::{
+    Return, body_text, check_format, fhir_json, if_match, prefer, query_pairs, resource_response,
+};
+use super::{Access, SharedState};
+use crate::fhir::bundle::{Entry, write_bundle};
+use crate::fhir::datetime::format_instant;
+use crate::fhir::{FhirError, is_valid_id};
+use crate::search::query;
+use crate::store::{IdRule, StoredResource, WriteKind, WriteOp, WriteOutcome};
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde_json::json;
+
+/// Checks that `rtype` is a resource type we serve.
+pub fn check_type(state: &SharedState, rtype: &str) -> Result<(), FhirError> {
+    if state.store.registry.resource_types().contains(&rtype) {
+        Ok(())
+    } else {
+        Err(FhirError::not_found(format!(
+            "{rtype:?} is not a resource type this server supports"
+        )))
+    }
+}
+
+fn check_id(id: &str) -> Result<(), FhirError> {
+    if is_valid_id(id) {
+        Ok(())
+    } else {
+        Err(FhirError::bad_request(format!(
+            "{id:?} is not a valid FHIR id"
+        )))
+    }
+}
+
+pub async fn read(
+    State(state): State<SharedState>,
+    Access(ctx): Access,
+    Path((rtype, id)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, FhirError> {
+    check_type(&state, &rtype)?;
+    check_format(&headers, &query_pairs(q.as_deref()))?;
+    check_id(&id)?;
+    let r = state
+        .store
+        .read(&ctx, &rtype, &id)
+        .await?
+        .ok_or_else(|| FhirError::not_found(format!("{rtype}/{id} is not known")))?;
+    if r.deleted {
+        return Err(FhirError::gone(format!("{rtype}/{id} was deleted")));
+    }
+    Ok(resource_response(
+        StatusCode::OK,
+        &r,
+        None,
+        &state.base_url,
+        Return::Representation,
+        false,
+    ))
+}
+
+pub async fn vread(
+    State(state): State<SharedState>,
+    Access(ctx): Access,
+    Path((rtype, id, vid)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, FhirError> {
+    check_type(&state, &rtype)?;
+    check_format(&headers, &[])?;
+    check_id(&id)?;
+    let version: i64 = vid
+        .parse()
+        .map_err(|_| FhirError::bad_request(format!("{vid:?} is not a version id")))?;
+    let r = state
+        .store
+        .vread(&ctx, &rtype, &id, version)
+        .await?
+        .ok_or_else(|| FhirError::not_found(format!("{rtype}/{id} has no version {version}")))?;
+    if r.deleted {
+        return Err(FhirError::gone(format!(
+            "version {version} of {rtype}/{id} is a deletion"
+        )));
+    }
+    Ok(resource_response(
+        StatusCode::OK,
+        &r,
+        None,
+        &state.base_url,
+        Return::Representation,
+        false,
+    ))
+}
+
+pub async fn instance_history(
+    State(state): State<SharedState>,
+    Access(ctx): Access,
+    Path((rtype, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, FhirError> {
+    check_type(&state, &rtype)?;
+    check_format(&headers, &[])?;
+    check_id(&id)?;
+    let versions = state.store.history(&ctx, &rtype, &id).await?;
+    if versions.is_empty() {
+        return Err(FhirError::not_found(format!("{rtype}/{id} is not known")));
+    }
+    let entries: Vec<Entry> = versions
+        .iter()
+        .map(|r| {
+            let url = format!("{}/{}/{}", state.base_url, r.rtype, r.id);
+            let (method, status) = match (r.deleted, r.version) {
+                (true, _) => ("DELETE", "204"),
+                (false, 1) => ("POST", "201"),
+                _ => ("PUT", "200"),
+            };
+            Entry {
+                full_url: Some(url),
+                resource: (!r.deleted).then(|| r.content.clone()),
+                extra: vec![
+                    (
+                        "request",
+                        json!({"method": method, "url": format!("{}/{}", r.rtype, r.id)}),
+                    ),
+                    (
+                        "response",
+                        json!({"status": status, "etag": format!("W/\"{}\"", r.version), "lastModified": format_instant(r.last_updated)}),
+                    ),
+                ],
+            }
+        })
+        .collect();
+    let body = write_bundle("history", vec![("total", json!(entries.len()))], &entries);
+    Ok(fhir_json(StatusCode::OK, body))
+}
+
+pub async fn create(
+    State(state): State<SharedState>,
+    Access(ctx): Access,
+    Path(rtype): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, FhirError> {
+    check_type(&state, &rtype)?;
+    require_write(&ctx)?;
+    let text = body_text(&headers, &body)?;
+    let prepared = state.store.prepare(&text, Some(&rtype), IdRule::Assign)?;
+    let results = state
+        .store
+        .write(vec![WriteOp::put(WriteKind::Create, prepared)])
+        .await?;
+    let r = stored_of(&results[0]);
+    Ok(resource_response(
+        StatusCode::CREATED,
+        &r,
+        None,
+        &state.base_url,
+        prefer(&headers).ret,
+        true,
+    ))
+}
+
+pub async fn update(
+    State(state): State<SharedState>,
+    Access(ctx): Access,
+    Path((rtype, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, FhirError> {
+    check_type(&state, &rtype)?;
+    check_id(&id)?;
+    require_write(&ctx)?;
+    let text = body_text(&headers, &body)?;
+    let if_match = if_match(&headers)?;
+    let prepared = state
+        .store
+        .prepare(&text, Some(&rtype), IdRule::Given(id.clone()))?;
+    let results = state
+        .store
+        .write(vec![WriteOp::put(WriteKind::Update { if_match }, prepared)])
+        .await?;
+    let r = stored_of(&results[0]);
+    let created = results[0].outcome == WriteOutcome::Created;
+    Ok(resource_response(
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        &r,
+        None,
+        &state.base_url,
+        prefer(&headers).ret,
+        true,
+    ))
+}
+
+pub async fn delete(
+    State(state): State<SharedState>,
+    Access(ctx): Access,
+    Path((rtype, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, FhirError> {
+    check_type(&state, &rtype)?;
+    check_id(&id)?;
+    require_write(&ctx)?;
+    let if_match = if_match(&headers)?;
+    let results = state
+        .store
+        .write(vec![WriteOp::delete(&rtype, &id, if_match)])
+        .await?;
+    let result = &results[0];
+    let text = match result.outcome {
+        WriteOutcome::Deleted => format!("{rtype}/{id} deleted (version {})", result.version),
+        _ => format!("{rtype}/{id} did not exist or was already deleted"),
+    };
+    let mut resp = fhir_json(
+        StatusCode::OK,
+        crate::fhir::error::operation_outcome(
+            "information",
+            crate::fhir::IssueType::Informational,
+            &text,
+        )
+        .to_string(),
+    );
+    if result.outcome == WriteOutcome::Deleted {
+        resp.headers_mut()
+            .insert(axum::http::header::ETAG, super::http::etag(result.version));
+    }
+    Ok(resp)
+}
+
+pub fn require_write(ctx: &crate::auth::AccessContext) -> Result<(), FhirError> {
+    if ctx.can_write {
+        Ok(())
+    } else {
+        Err(FhirError::forbidden(
+            "this access token does not allow writes",
+        ))
+    }
+}
+
+/// A [`StoredResource`] view of a write result.
+pub fn stored_of(r: &crate::store::WriteResult) -> StoredResource {
+    StoredResource {
+        pk: 0,
+        rtype: r.rtype.clone(),
+        id: r.id.clone(),
+        version: r.version,
+        last_updated: r.last_updated,
+        deleted: r.outcome == WriteOutcome::Deleted,
+        content: r.content.clone().unwrap_or_default(),
+    }
+}
+
+pub async fn search_get(
+    State(state): State<SharedState>,
+    Access(ctx): Access,
+    Path(rtype): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, FhirError> {
+    let pairs = query_pairs(q.as_deref());
+    run_search(&state, &ctx, &rtype, pairs, &headers).await
+}
+
+pub async fn search_post(
+    State(state): State<SharedState>,
+    Access(ctx): Access,
+    Path(rtype): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, FhirError> {
+    let ct = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct.starts_with("application/x-www-form-urlencoded") {
+        return Err(FhirError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            crate::fhir::IssueType::NotSupported,
+            "POST _search takes an application/x-www-form-urlencoded body",
+        ));
+    }
+    let mut pairs = query_pairs(q.as_deref());
+    pairs.extend(form_urlencoded::parse(&body).map(|(k, v)| (k.into_owned(), v.into_owned())));
+    run_search(&state, &ctx, &rtype, pairs, &headers).await
+}
+
+/// `GET /fhir?…`: whole-system search is not offered.
+pub async fn system_search() -> Result<Response, FhirError> {
+    Err(FhirError::new(
+        StatusCode::BAD_REQUEST,
+        crate::fhir::IssueType::NotSupported,
+        "whole-system search is not supported; search a resource type, e.g. GET /fhir/Patient?…",
+    ))
+}
+
+/// Runs a search and renders the searchset Bundle.
+pub async fn run_search(
+    state: &SharedState,
+    ctx: &crate::auth::AccessContext,
+    rtype: &str,
+    pairs: Vec<(String, String)>,
+    headers: &HeaderMap,
+) -> Result<Response, FhirError> {
+    check_type(state, rtype)?;
+    check_format(headers, &pairs)?;
+    let lenient = prefer(headers).lenient;
+    let req = query::parse(
+        &state.store.registry,
+        rtype,
+        &pairs,
+        &state.base_url,
+        lenient,
+    )
+    .map_err(FhirError::bad_request)?;
+    let page = state.store.search(ctx, &req).await?;
+
+    let link_to = |cursor: Option<&str>| {
+        let mut ser = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &req.echo {
+            ser.append_pair(k, v);
+        }
+        if let Some(c) = cursor {
+            ser.append_pair("_cursor", c);
+        }
+        let q = ser.finish();
+        if q.is_empty() {
+            format!("{}/{}", state.base_url, rtype)
+        } else {
+            format!("{}/{}?{}", state.base_url, rtype, q)
+        }
+    };
+    let mut links = vec![json!({"relation": "self", "url": link_to(req.cursor.as_deref())})];
+    if let Some(next) = &page.next_cursor {
+        links.push(json!({"relation": "next", "url": link_to(Some(next))}));
+    }
+    let mut head = vec![];
+    if let Some(total) = page.total {
+        head.push(("total", json!(total)));
+    }
+    head.push(("link", json!(links)));
+
+    let shape = |content: &str| -> String {
+        let mut c = content.to_owned();
+        if let Some(el) = &req.elements {
+            c = crate::fhir::json::select_elements(&c, el);
+        }
+        if req.summary_data {
+            c = crate::fhir::json::without_text(&c);
+        }
+        c
+    };
+    let mut entries: Vec<Entry> = Vec::with_capacity(page.matches.len() + page.included.len() + 1);
+    for r in &page.matches {
+        entries.push(Entry {
+            full_url: Some(format!("{}/{}/{}", state.base_url, r.rtype, r.id)),
+            resource: Some(shape(&r.content)),
+            extra: vec![("search", json!({"mode": "match"}))],
+        });
+    }
+    for r in &page.included {
+        entries.push(Entry {
+            full_url: Some(format!("{}/{}/{}", state.base_url, r.rtype, r.id)),
+            resource: Some(r.content.clone()),
+            extra: vec![("search", json!({"mode": "include"}))],
+        });
+    }
+    if !req.ignored.is_empty() {
+        let outcome = json!({
+            "resourceType": "OperationOutcome",
+            "issue": req.ignored.iter().map(|msg| json!({
+                "severity": "warning", "code": "not-supported",
+                "diagnostics": format!("ignored (Prefer: handling=lenient): {msg}")
+            })).collect::<Vec<_>>()
+        });
+        entries.push(Entry {
+            full_url: None,
+            resource: Some(outcome.to_string()),
+            extra: vec![("search", json!({"mode": "outcome"}))],
+        });
+    }
+    Ok(fhir_json(
+        StatusCode::OK,
+        write_bundle("searchset", head, &entries),
+    ))
+}

@@ -1,0 +1,29 @@
+//! The one place that turns an [`AccessContext`] into SQL restrictions on `resources`.
+//! Every read path (read, vread, history, search, includes, exports) appends this.
+
+use super::db::SqlValue;
+use crate::auth::{AccessContext, DataScope};
+
+/// A SQL condition on the `resources` row aliased `alias`, with its parameters.
+pub fn restriction(ctx: &AccessContext, alias: &str) -> (String, Vec<SqlValue>) {
+    let mut sql = String::from("1=1");
+    let mut params = Vec::new();
+    if let DataScope::Patients(ids) = &ctx.scope {
+        // Shared resources (no compartment owner) stay visible; anything owned by another
+        // member is not.
+        sql.push_str(&format!(" AND ({alias}.patient_id IS NULL"));
+        if !ids.is_empty() {
+            sql.push_str(&format!(" OR {alias}.patient_id IN ("));
+            for (i, id) in ids.iter().enumerate() {
+                sql.push_str(if i == 0 { "?" } else { ",?" });
+                params.push(SqlValue::from(id));
+            }
+            sql.push(')');
+        }
+        sql.push(')');
+    }
+    if !ctx.allow_sensitive {
+        sql.push_str(&format!(" AND {alias}.sensitive = 0"));
+    }
+    (sql, params)
+}

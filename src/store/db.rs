@@ -1,0 +1,135 @@
+//! The database seam: one small trait (`Database`) with two implementations, SQLite
+//! (`sqlite.rs`) and PostgreSQL (`postgres.rs`). Everything above it — resources, history,
+//! index rows, search — is written once in portable SQL with `?` placeholders and
+//! [`SqlValue`] parameters; the Postgres implementation numbers the placeholders.
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+/// A bound parameter or a column value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(String),
+}
+
+impl SqlValue {
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            SqlValue::Int(v) => Some(*v),
+            SqlValue::Real(v) => Some(*v as i64),
+            SqlValue::Text(s) => s.parse().ok(),
+            SqlValue::Null => None,
+        }
+    }
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            SqlValue::Text(s) => Some(s),
+            _ => None,
+        }
+    }
+    pub fn into_string(self) -> Option<String> {
+        match self {
+            SqlValue::Text(s) => Some(s),
+            SqlValue::Int(v) => Some(v.to_string()),
+            SqlValue::Real(v) => Some(v.to_string()),
+            SqlValue::Null => None,
+        }
+    }
+}
+
+impl From<&str> for SqlValue {
+    fn from(v: &str) -> Self {
+        SqlValue::Text(v.to_owned())
+    }
+}
+impl From<String> for SqlValue {
+    fn from(v: String) -> Self {
+        SqlValue::Text(v)
+    }
+}
+impl From<&String> for SqlValue {
+    fn from(v: &String) -> Self {
+        SqlValue::Text(v.clone())
+    }
+}
+impl From<i64> for SqlValue {
+    fn from(v: i64) -> Self {
+        SqlValue::Int(v)
+    }
+}
+impl From<bool> for SqlValue {
+    fn from(v: bool) -> Self {
+        SqlValue::Int(v as i64)
+    }
+}
+impl From<f64> for SqlValue {
+    fn from(v: f64) -> Self {
+        SqlValue::Real(v)
+    }
+}
+impl<T: Into<SqlValue>> From<Option<T>> for SqlValue {
+    fn from(v: Option<T>) -> Self {
+        v.map(Into::into).unwrap_or(SqlValue::Null)
+    }
+}
+
+/// One result row, columns in select order.
+pub type Row = Vec<SqlValue>;
+
+/// Which SQL engine is behind a [`Database`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// Largest number of bind parameters we put in one statement (SQLite allows 32,766,
+/// Postgres 65,535).
+pub const MAX_PARAMS: usize = 30_000;
+
+/// A connection pool to one database.
+#[async_trait]
+pub trait Database: Send + Sync + 'static {
+    fn dialect(&self) -> Dialect;
+    /// Applies the embedded migrations for this engine.
+    async fn migrate(&self) -> anyhow::Result<()>;
+    async fn fetch(&self, sql: &str, params: &[SqlValue]) -> anyhow::Result<Vec<Row>>;
+    /// Streams rows without buffering the whole result (exports).
+    fn stream<'a>(
+        &'a self,
+        sql: String,
+        params: Vec<SqlValue>,
+    ) -> BoxStream<'a, anyhow::Result<Row>>;
+    /// Starts a write transaction (on SQLite an immediate one, so writers queue instead of
+    /// failing on lock upgrade).
+    async fn begin(&self) -> anyhow::Result<Box<dyn Transaction>>;
+    async fn close(&self);
+}
+
+/// An open transaction; dropped without `commit` it rolls back.
+#[async_trait]
+pub trait Transaction: Send {
+    async fn fetch(&mut self, sql: &str, params: &[SqlValue]) -> anyhow::Result<Vec<Row>>;
+    async fn execute(&mut self, sql: &str, params: &[SqlValue]) -> anyhow::Result<u64>;
+    async fn commit(self: Box<Self>) -> anyhow::Result<()>;
+}
+
+/// Opens the database named by `url` (`sqlite://…` or `postgres://…`).
+pub async fn connect(url: &str) -> anyhow::Result<std::sync::Arc<dyn Database>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(
+            super::postgres::PostgresDatabase::connect(url).await?,
+        ))
+    } else if url.starts_with("sqlite:") {
+        Ok(std::sync::Arc::new(
+            super::sqlite::SqliteDatabase::connect(url).await?,
+        ))
+    } else {
+        anyhow::bail!(
+            "unsupported database URL {url:?}: use sqlite://PATH or postgres://USER@HOST/DB"
+        )
+    }
+}

@@ -1,0 +1,100 @@
+//! The database: resources with their history and tombstones, search index rows, and the
+//! engine-specific connection behind one trait (`db::Database`: SQLite and PostgreSQL).
+//!
+//! Depends on `fhir`, `search` (extraction at write time, planned SQL at read time) and
+//! `auth::AccessContext` (turned into SQL in `access.rs` only). Never on `server`.
+
+pub mod access;
+pub mod compartment;
+pub mod db;
+pub mod postgres;
+pub mod prepare;
+pub mod read;
+pub mod search;
+pub mod sensitivity;
+pub mod sqlite;
+pub mod write;
+
+use crate::search::Registry;
+use std::sync::Arc;
+
+pub use db::{Database, Dialect, SqlValue};
+pub use prepare::{IdRule, Prepared};
+pub use write::{WriteKind, WriteOp, WriteOutcome, WriteResult};
+
+/// A resource row as stored.
+#[derive(Debug, Clone)]
+pub struct StoredResource {
+    pub pk: i64,
+    pub rtype: String,
+    pub id: String,
+    pub version: i64,
+    /// Epoch milliseconds.
+    pub last_updated: i64,
+    pub deleted: bool,
+    /// The JSON we serve.
+    pub content: String,
+}
+
+/// The store: a database plus what is needed to index what goes into it.
+#[derive(Clone)]
+pub struct Store {
+    pub db: Arc<dyn Database>,
+    pub registry: Arc<Registry>,
+    pub compartment: Arc<compartment::Compartment>,
+    pub sensitivity: Arc<sensitivity::SensitivityLabels>,
+}
+
+impl Store {
+    /// Opens (and, if `migrate`, migrates) the database at `url`.
+    pub async fn open(
+        url: &str,
+        sensitivity: sensitivity::SensitivityLabels,
+        migrate: bool,
+    ) -> anyhow::Result<Store> {
+        let db = db::connect(url).await?;
+        if migrate {
+            db.migrate().await?;
+        }
+        Ok(Store {
+            db,
+            registry: Arc::new(Registry::load_builtin()?),
+            compartment: Arc::new(compartment::Compartment::load_builtin()?),
+            sensitivity: Arc::new(sensitivity),
+        })
+    }
+}
+
+/// Columns selected for a [`StoredResource`], in order, for the `resources` alias `r`.
+pub(crate) const RESOURCE_COLUMNS: &str =
+    "r.pk, r.rtype, r.id, r.version, r.last_updated, r.deleted, r.content";
+
+pub(crate) fn stored_from_row(row: db::Row) -> anyhow::Result<StoredResource> {
+    let mut it = row.into_iter();
+    let mut next = || it.next().unwrap_or(SqlValue::Null);
+    let pk = next().as_i64().unwrap_or_default();
+    let rtype = next().into_string().unwrap_or_default();
+    let id = next().into_string().unwrap_or_default();
+    let version = next().as_i64().unwrap_or_default();
+    let last_updated = next().as_i64().unwrap_or_default();
+    let deleted = next().as_i64().unwrap_or_default() != 0;
+    let content = next().into_string().unwrap_or_default();
+    Ok(StoredResource {
+        pk,
+        rtype,
+        id,
+        version,
+        last_updated,
+        deleted,
+        content,
+    })
+}
+
+/// `?,?,?` with `n` placeholders.
+pub(crate) fn placeholders(n: usize) -> String {
+    let mut s = String::with_capacity(n * 2);
+    for i in 0..n {
+        s.push_str(if i == 0 { "?" } else { ",?" });
+    }
+    s
+}

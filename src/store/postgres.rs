@@ -1,0 +1,147 @@
+//! PostgreSQL implementation of [`Database`]. Portable SQL arrives with `?` placeholders;
+//! they are numbered (`$1`, `$2`, …) here. Our SQL never contains a literal `?`.
+
+use super::db::{Database, Dialect, Row, SqlValue, Transaction};
+use anyhow::Context;
+use async_trait::async_trait;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions, PgRow};
+use sqlx::{AssertSqlSafe, Column, Row as _, TypeInfo, ValueRef};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+pub struct PostgresDatabase {
+    pool: PgPool,
+}
+
+impl PostgresDatabase {
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .connect(url)
+            .await
+            .with_context(|| "cannot connect to PostgreSQL (check PDEX_DATABASE_URL)")?;
+        Ok(PostgresDatabase { pool })
+    }
+}
+
+/// Rewrites `?` placeholders into `$n`.
+pub fn number_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn bind(
+    sql: &str,
+    params: &[SqlValue],
+) -> sqlx::query::Query<'static, sqlx::Postgres, PgArguments> {
+    let mut q = sqlx::query(AssertSqlSafe(number_placeholders(sql)));
+    for p in params {
+        q = match p {
+            SqlValue::Null => q.bind(None::<String>),
+            SqlValue::Int(v) => q.bind(*v),
+            SqlValue::Real(v) => q.bind(*v),
+            SqlValue::Text(v) => q.bind(v.clone()),
+        };
+    }
+    q
+}
+
+fn decode(row: &PgRow) -> anyhow::Result<Row> {
+    let mut out = Vec::with_capacity(row.columns().len());
+    for (i, column) in row.columns().iter().enumerate() {
+        if row.try_get_raw(i)?.is_null() {
+            out.push(SqlValue::Null);
+            continue;
+        }
+        let value = match column.type_info().name() {
+            "INT8" => SqlValue::Int(row.try_get::<i64, _>(i)?),
+            "INT4" => SqlValue::Int(row.try_get::<i32, _>(i)? as i64),
+            "INT2" => SqlValue::Int(row.try_get::<i16, _>(i)? as i64),
+            "BOOL" => SqlValue::Int(row.try_get::<bool, _>(i)? as i64),
+            "FLOAT8" => SqlValue::Real(row.try_get::<f64, _>(i)?),
+            "FLOAT4" => SqlValue::Real(row.try_get::<f32, _>(i)? as f64),
+            "NUMERIC" => SqlValue::Real(row.try_get::<f64, _>(i).unwrap_or(0.0)),
+            _ => SqlValue::Text(row.try_get::<String, _>(i)?),
+        };
+        out.push(value);
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl Database for PostgresDatabase {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    async fn migrate(&self) -> anyhow::Result<()> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .context("PostgreSQL migration failed")
+    }
+
+    async fn fetch(&self, sql: &str, params: &[SqlValue]) -> anyhow::Result<Vec<Row>> {
+        let rows = bind(sql, params).fetch_all(&self.pool).await?;
+        rows.iter().map(decode).collect()
+    }
+
+    fn stream<'a>(
+        &'a self,
+        sql: String,
+        params: Vec<SqlValue>,
+    ) -> BoxStream<'a, anyhow::Result<Row>> {
+        let pool = &self.pool;
+        Box::pin(
+            futures::stream::once(async move {
+                bind(&sql, &params)
+                    .fetch(pool)
+                    .map(|r| r.map_err(anyhow::Error::from).and_then(|row| decode(&row)))
+            })
+            .flatten(),
+        )
+    }
+
+    async fn begin(&self) -> anyhow::Result<Box<dyn Transaction>> {
+        Ok(Box::new(PostgresTransaction {
+            tx: self.pool.begin().await?,
+        }))
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+struct PostgresTransaction {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+}
+
+#[async_trait]
+impl Transaction for PostgresTransaction {
+    async fn fetch(&mut self, sql: &str, params: &[SqlValue]) -> anyhow::Result<Vec<Row>> {
+        let rows = bind(sql, params).fetch_all(&mut *self.tx).await?;
+        rows.iter().map(decode).collect()
+    }
+    async fn execute(&mut self, sql: &str, params: &[SqlValue]) -> anyhow::Result<u64> {
+        Ok(bind(sql, params)
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected())
+    }
+    async fn commit(self: Box<Self>) -> anyhow::Result<()> {
+        Ok(self.tx.commit().await?)
+    }
+}

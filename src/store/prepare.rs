@@ -1,0 +1,168 @@
+//! Preparing a resource for writing: parse, check, assign identity, extract search index
+//! rows, compute the compartment owner and the sensitivity flag — everything done once, at
+//! write time, so that reads can serve stored bytes.
+
+use super::Store;
+use crate::fhir::json::RawResource;
+use crate::fhir::{FhirError, is_valid_id};
+use crate::search::{IndexEntries, extract};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// A resource ready to be written (identity not yet stamped: version and time are set by
+/// the write, inside its transaction).
+pub struct Prepared {
+    pub rtype: String,
+    pub id: String,
+    pub raw: RawResource,
+    pub source_hash: String,
+    pub index: IndexEntries,
+    pub patient_id: Option<String>,
+    pub sensitive: bool,
+}
+
+/// Where the logical id comes from.
+#[derive(Debug, Clone)]
+pub enum IdRule {
+    /// Create: the server assigns a new id (any id in the body is ignored, per FHIR create).
+    Assign,
+    /// Update: the id from the URL; a body id must agree.
+    Given(String),
+    /// Import: the body's id, or a new one when it has none.
+    FromBody,
+}
+
+impl Store {
+    /// Checks and prepares `text` as a resource of `expected_type` (when known).
+    pub fn prepare(
+        &self,
+        text: &str,
+        expected_type: Option<&str>,
+        id_rule: IdRule,
+    ) -> Result<Prepared, FhirError> {
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| FhirError::bad_request(format!("the body is not valid JSON: {e}")))?;
+        let obj = value
+            .as_object()
+            .ok_or_else(|| FhirError::bad_request("a resource must be a JSON object"))?;
+        let rtype = obj
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .ok_or_else(|| FhirError::bad_request("the resource has no resourceType"))?
+            .to_owned();
+        if let Some(expected) = expected_type
+            && expected != rtype
+        {
+            return Err(FhirError::bad_request(format!(
+                "resourceType {rtype} does not match the URL's type {expected}"
+            )));
+        }
+        if !self.registry.resource_types().contains(&rtype.as_str()) {
+            return Err(FhirError::bad_request(format!(
+                "{rtype:?} is not a FHIR R4 resource type"
+            )));
+        }
+        check_structure(&value, &rtype)?;
+        let body_id = match obj.get("id") {
+            None => None,
+            Some(Value::String(id)) if is_valid_id(id) => Some(id.clone()),
+            Some(other) => {
+                return Err(FhirError::unprocessable(format!(
+                    "id {other} is not a valid FHIR id ([A-Za-z0-9-.], 1-64 characters)"
+                )));
+            }
+        };
+        let id = match id_rule {
+            IdRule::Assign => uuid::Uuid::new_v4().to_string(),
+            IdRule::Given(id) => {
+                if let Some(body_id) = &body_id
+                    && *body_id != id
+                {
+                    return Err(FhirError::bad_request(format!(
+                        "the body's id {body_id:?} does not match the URL's id {id:?}"
+                    )));
+                }
+                if body_id.is_none() {
+                    return Err(FhirError::bad_request(
+                        "an update must carry the resource id in the body",
+                    ));
+                }
+                id
+            }
+            IdRule::FromBody => body_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        };
+        let raw = RawResource::parse(text).map_err(FhirError::bad_request)?;
+        let index = extract(&self.registry, &rtype, &value);
+        let patient_id = self.compartment.owner(&rtype, &id, &index);
+        let sensitive = self.sensitivity.is_sensitive(&value);
+        let source_hash = hex(&Sha256::digest(text.as_bytes()));
+        Ok(Prepared {
+            rtype,
+            id,
+            raw,
+            source_hash,
+            index,
+            patient_id,
+            sensitive,
+        })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// FHIR JSON rules a resource must meet (R4 JSON §2.6.2): no `null`, no empty objects or
+/// arrays, no empty strings, and only element names (letters and digits, `_` prefix for
+/// primitive extensions).
+fn check_structure(value: &Value, path: &str) -> Result<(), FhirError> {
+    match value {
+        Value::Null => Err(FhirError::unprocessable(format!(
+            "{path}: null is not allowed in FHIR JSON"
+        ))),
+        Value::String(s) if s.is_empty() => Err(FhirError::unprocessable(format!(
+            "{path}: empty strings are not allowed in FHIR JSON"
+        ))),
+        Value::Array(items) => {
+            if items.is_empty() {
+                return Err(FhirError::unprocessable(format!(
+                    "{path}: empty arrays are not allowed in FHIR JSON"
+                )));
+            }
+            for (i, item) in items.iter().enumerate() {
+                // Arrays of primitives may hold null placeholders paired with `_name`.
+                if item.is_null() {
+                    continue;
+                }
+                check_structure(item, &format!("{path}[{i}]"))?;
+            }
+            Ok(())
+        }
+        Value::Object(members) => {
+            if members.is_empty() {
+                return Err(FhirError::unprocessable(format!(
+                    "{path}: empty objects are not allowed in FHIR JSON"
+                )));
+            }
+            for (k, v) in members {
+                let name = k.strip_prefix('_').unwrap_or(k);
+                let valid = !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+                if !valid {
+                    return Err(FhirError::unprocessable(format!(
+                        "{path}: {k:?} is not a FHIR element name"
+                    )));
+                }
+                // The narrative div is XHTML and is not checked further.
+                if k == "div" {
+                    continue;
+                }
+                check_structure(v, &format!("{path}.{k}"))?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}

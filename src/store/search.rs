@@ -1,0 +1,745 @@
+//! Search execution: turns a parsed [`SearchRequest`] into SQL over the index tables
+//! (index lookups, never scans of resource JSON), pages with a keyset cursor (stable when
+//! rows are inserted), and resolves `_include` / `_revinclude`.
+
+use super::db::SqlValue;
+use super::{RESOURCE_COLUMNS, Store, StoredResource, access, placeholders, stored_from_row};
+use crate::auth::AccessContext;
+use crate::fhir::FhirError;
+use crate::fhir::datetime::Prefix;
+use crate::search::ParamType;
+use crate::search::query::{
+    Filter, FilterValue, IncludeSpec, Modifier, SearchRequest, SortKey, TokenSystem,
+};
+use base64::Engine;
+use std::collections::HashSet;
+
+/// One page of results.
+pub struct SearchPage {
+    pub matches: Vec<StoredResource>,
+    pub included: Vec<StoredResource>,
+    /// Cursor for the next page, if there is one.
+    pub next_cursor: Option<String>,
+    pub total: Option<i64>,
+}
+
+/// A SQL condition with its parameters.
+#[derive(Default)]
+struct Sql {
+    text: String,
+    params: Vec<SqlValue>,
+}
+
+impl Sql {
+    fn push(&mut self, text: &str) {
+        self.text.push_str(text);
+    }
+    fn bind(&mut self, v: impl Into<SqlValue>) {
+        self.params.push(v.into());
+    }
+    fn append(&mut self, other: Sql) {
+        self.text.push_str(&other.text);
+        self.params.extend(other.params);
+    }
+}
+
+const MAX_INCLUDE_DEPTH: usize = 3;
+
+impl Store {
+    /// Runs a search for `ctx`.
+    pub async fn search(
+        &self,
+        ctx: &AccessContext,
+        req: &SearchRequest,
+    ) -> Result<SearchPage, FhirError> {
+        let where_sql = self.where_clause(ctx, req, "r")?;
+        if req.summary_count {
+            let total = self.count(&where_sql).await?;
+            return Ok(SearchPage {
+                matches: vec![],
+                included: vec![],
+                next_cursor: None,
+                total: Some(total),
+            });
+        }
+
+        let keys: Vec<Sql> = req.sort.iter().map(|k| sort_expr(k, "r")).collect();
+        let mut sql = Sql::default();
+        sql.push(&format!("SELECT * FROM (SELECT {RESOURCE_COLUMNS}"));
+        for (i, k) in keys.into_iter().enumerate() {
+            sql.push(", ");
+            sql.append(k);
+            sql.push(&format!(" AS s{i}"));
+        }
+        sql.push(" FROM resources r WHERE ");
+        sql.append(self.where_clause(ctx, req, "r")?);
+        sql.push(") t");
+        let n_keys = req.sort.len();
+        if let Some(cursor) = &req.cursor {
+            let values = decode_cursor(cursor, n_keys)?;
+            sql.push(" WHERE ");
+            sql.append(keyset_condition(&req.sort, values));
+        }
+        sql.push(" ORDER BY ");
+        for (i, k) in req.sort.iter().enumerate() {
+            sql.push(&format!(
+                "s{i}{}, ",
+                if k.descending { " DESC" } else { "" }
+            ));
+        }
+        sql.push("pk LIMIT ?");
+        sql.bind(req.count as i64 + 1);
+
+        let rows = self.db.fetch(&sql.text, &sql.params).await?;
+        let has_more = rows.len() > req.count;
+        let mut matches = Vec::with_capacity(rows.len());
+        let mut cursor_values = Vec::new();
+        for row in rows {
+            if matches.len() == req.count {
+                break;
+            }
+            cursor_values = row[7..].to_vec();
+            cursor_values.push(row[0].clone());
+            matches.push(stored_from_row(row[..7].to_vec())?);
+        }
+        let next_cursor = if has_more && req.count > 0 {
+            Some(encode_cursor(&cursor_values))
+        } else {
+            None
+        };
+        // Count only when asked for (a full count costs a scan), or when it is free.
+        let total = if req.total_accurate && req.cursor.is_none() {
+            Some(self.count(&where_sql).await?)
+        } else if req.cursor.is_none() && next_cursor.is_none() {
+            Some(matches.len() as i64)
+        } else {
+            None
+        };
+        let included = self.includes(ctx, req, &matches).await?;
+        Ok(SearchPage {
+            matches,
+            included,
+            next_cursor,
+            total,
+        })
+    }
+
+    async fn count(&self, where_sql: &Sql) -> Result<i64, FhirError> {
+        let rows = self
+            .db
+            .fetch(
+                &format!("SELECT COUNT(*) FROM resources r WHERE {}", where_sql.text),
+                &where_sql.params,
+            )
+            .await?;
+        Ok(rows
+            .first()
+            .and_then(|r| r.first())
+            .and_then(SqlValue::as_i64)
+            .unwrap_or(0))
+    }
+
+    /// The WHERE clause (type, not deleted, access, filters) on alias `a`.
+    fn where_clause(
+        &self,
+        ctx: &AccessContext,
+        req: &SearchRequest,
+        a: &str,
+    ) -> Result<Sql, FhirError> {
+        let mut sql = Sql::default();
+        sql.push(&format!("{a}.rtype = ? AND {a}.deleted = 0 AND "));
+        sql.bind(&req.rtype);
+        let (restrict, params) = access::restriction(ctx, a);
+        sql.push(&restrict);
+        sql.params.extend(params);
+        for f in &req.filters {
+            sql.push(" AND ");
+            sql.append(self.filter_sql(ctx, &req.rtype, f, a)?);
+        }
+        Ok(sql)
+    }
+
+    fn filter_sql(
+        &self,
+        ctx: &AccessContext,
+        rtype: &str,
+        f: &Filter,
+        a: &str,
+    ) -> Result<Sql, FhirError> {
+        let mut sql = Sql::default();
+        if f.code == "_id" {
+            sql.push(&format!("{a}.id IN ({})", placeholders(f.values.len())));
+            for v in &f.values {
+                if let FilterValue::Exact(id) = v {
+                    sql.bind(id);
+                }
+            }
+            return Ok(sql);
+        }
+        if f.code == "_lastUpdated" {
+            sql.push("(");
+            for (i, v) in f.values.iter().enumerate() {
+                if i > 0 {
+                    sql.push(" OR ");
+                }
+                if let FilterValue::Date { prefix, range } = v {
+                    sql.append(date_condition(
+                        *prefix,
+                        range.low,
+                        range.high,
+                        &format!("{a}.last_updated"),
+                        &format!("{a}.last_updated"),
+                    ));
+                }
+            }
+            sql.push(")");
+            return Ok(sql);
+        }
+        if let Some(chain) = &f.chain {
+            // subject:Patient.name=x → references whose target matches the inner filter.
+            sql.push(&format!(
+                "{a}.pk IN (SELECT x.res_pk FROM idx_reference x WHERE x.rtype = ? AND x.param = ? AND ("
+            ));
+            sql.bind(rtype);
+            sql.bind(&f.code);
+            for (i, target) in chain.target_types.iter().enumerate() {
+                if i > 0 {
+                    sql.push(" OR ");
+                }
+                let alias = "c";
+                sql.push(&format!(
+                    "(x.target_type = ? AND x.target_id IN (SELECT {alias}.id FROM resources {alias} WHERE {alias}.rtype = ? AND {alias}.deleted = 0 AND "
+                ));
+                sql.bind(target);
+                sql.bind(target);
+                let (restrict, params) = access::restriction(ctx, alias);
+                sql.push(&restrict);
+                sql.params.extend(params);
+                sql.push(" AND ");
+                let inner_rtype_filter = &chain.filter;
+                if self
+                    .registry
+                    .get(target, &inner_rtype_filter.code)
+                    .is_none()
+                {
+                    return Err(FhirError::bad_request(format!(
+                        "{target} has no search parameter {}",
+                        inner_rtype_filter.code
+                    )));
+                }
+                sql.append(self.filter_sql(ctx, target, inner_rtype_filter, alias)?);
+                sql.push("))");
+            }
+            sql.push("))");
+            return Ok(sql);
+        }
+
+        let (table, alias) = match (f.kind, &f.modifier) {
+            (ParamType::Reference, Some(Modifier::Identifier)) => ("idx_token", "t"),
+            (ParamType::Token | ParamType::Uri, _) => ("idx_token", "t"),
+            (ParamType::String, _) => ("idx_string", "s"),
+            (ParamType::Date, _) => ("idx_date", "d"),
+            (ParamType::Number | ParamType::Quantity, _) => ("idx_quantity", "q"),
+            (ParamType::Reference, _) => ("idx_reference", "x"),
+            (kind, _) => {
+                return Err(FhirError::bad_request(format!(
+                    "{kind:?} search parameters are not supported"
+                )));
+            }
+        };
+        let param = if matches!(f.modifier, Some(Modifier::Identifier)) {
+            format!("{}:identifier", f.code)
+        } else {
+            f.code.clone()
+        };
+        let negate = matches!(
+            f.modifier,
+            Some(Modifier::Not) | Some(Modifier::Missing(true))
+        );
+        sql.push(&format!(
+            "{a}.pk {}IN (SELECT {alias}.res_pk FROM {table} {alias} WHERE {alias}.rtype = ? AND {alias}.param = ?",
+            if negate { "NOT " } else { "" }
+        ));
+        sql.bind(rtype);
+        sql.bind(param);
+        if matches!(f.modifier, Some(Modifier::Missing(_))) {
+            sql.push(")");
+            return Ok(sql);
+        }
+        sql.push(" AND (");
+        for (i, v) in f.values.iter().enumerate() {
+            if i > 0 {
+                sql.push(" OR ");
+            }
+            sql.append(value_condition(f, v, alias)?);
+        }
+        sql.push("))");
+        Ok(sql)
+    }
+
+    /// `_include` and `_revinclude` targets of `matches` (and, with `:iterate`, of what they
+    /// bring in), deduplicated and restricted by access like everything else.
+    async fn includes(
+        &self,
+        ctx: &AccessContext,
+        req: &SearchRequest,
+        matches: &[StoredResource],
+    ) -> Result<Vec<StoredResource>, FhirError> {
+        if (req.include.is_empty() && req.revinclude.is_empty()) || matches.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut seen: HashSet<i64> = matches.iter().map(|r| r.pk).collect();
+        let mut out: Vec<StoredResource> = Vec::new();
+        let mut frontier: Vec<StoredResource> = matches.to_vec();
+        for depth in 0..MAX_INCLUDE_DEPTH {
+            let mut found = Vec::new();
+            for spec in &req.include {
+                if depth > 0 && !spec.iterate {
+                    continue;
+                }
+                found.extend(self.include_targets(ctx, spec, &frontier).await?);
+            }
+            for spec in &req.revinclude {
+                if depth > 0 && !spec.iterate {
+                    continue;
+                }
+                found.extend(self.revinclude_sources(ctx, spec, &frontier).await?);
+            }
+            let fresh: Vec<StoredResource> =
+                found.into_iter().filter(|r| seen.insert(r.pk)).collect();
+            if fresh.is_empty() {
+                break;
+            }
+            out.extend(fresh.iter().cloned());
+            frontier = fresh;
+        }
+        Ok(out)
+    }
+
+    async fn include_targets(
+        &self,
+        ctx: &AccessContext,
+        spec: &IncludeSpec,
+        from: &[StoredResource],
+    ) -> Result<Vec<StoredResource>, FhirError> {
+        let pks: Vec<i64> = from
+            .iter()
+            .filter(|r| r.rtype == spec.source_type)
+            .map(|r| r.pk)
+            .collect();
+        if pks.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut sql = Sql::default();
+        sql.push(&format!(
+            "SELECT DISTINCT x.target_type, x.target_id FROM idx_reference x WHERE x.res_pk IN ({}) AND x.rtype = ? AND x.target_id IS NOT NULL",
+            placeholders(pks.len())
+        ));
+        for pk in &pks {
+            sql.bind(*pk);
+        }
+        sql.bind(&spec.source_type);
+        if let Some(p) = &spec.param {
+            sql.push(" AND x.param = ?");
+            sql.bind(p);
+        }
+        if let Some(t) = &spec.target_type {
+            sql.push(" AND x.target_type = ?");
+            sql.bind(t);
+        }
+        let rows = self.db.fetch(&sql.text, &sql.params).await?;
+        let mut by_type: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for row in rows {
+            let mut it = row.into_iter();
+            if let (Some(t), Some(id)) = (
+                it.next().and_then(SqlValue::into_string),
+                it.next().and_then(SqlValue::into_string),
+            ) {
+                by_type.entry(t).or_default().push(id);
+            }
+        }
+        let mut out = Vec::new();
+        for (rtype, ids) in by_type {
+            let mut sql = Sql::default();
+            sql.push(&format!(
+                "SELECT {RESOURCE_COLUMNS} FROM resources r WHERE r.rtype = ? AND r.deleted = 0 AND r.id IN ({}) AND ",
+                placeholders(ids.len())
+            ));
+            sql.bind(rtype);
+            for id in ids {
+                sql.bind(id);
+            }
+            let (restrict, params) = access::restriction(ctx, "r");
+            sql.push(&restrict);
+            sql.params.extend(params);
+            for row in self.db.fetch(&sql.text, &sql.params).await? {
+                out.push(stored_from_row(row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn revinclude_sources(
+        &self,
+        ctx: &AccessContext,
+        spec: &IncludeSpec,
+        to: &[StoredResource],
+    ) -> Result<Vec<StoredResource>, FhirError> {
+        let mut targets: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+        for r in to {
+            if spec.target_type.as_deref().is_none_or(|t| t == r.rtype) {
+                targets.entry(&r.rtype).or_default().push(&r.id);
+            }
+        }
+        let mut out = Vec::new();
+        for (rtype, ids) in targets {
+            let mut sql = Sql::default();
+            sql.push(&format!(
+                "SELECT {RESOURCE_COLUMNS} FROM resources r WHERE r.rtype = ? AND r.deleted = 0 AND r.pk IN \
+                 (SELECT x.res_pk FROM idx_reference x WHERE x.rtype = ? AND x.target_type = ? AND x.target_id IN ({})",
+                placeholders(ids.len())
+            ));
+            sql.bind(&spec.source_type);
+            sql.bind(&spec.source_type);
+            sql.bind(rtype);
+            for id in ids {
+                sql.bind(id);
+            }
+            if let Some(p) = &spec.param {
+                sql.push(" AND x.param = ?");
+                sql.bind(p);
+            }
+            sql.push(") AND ");
+            let (restrict, params) = access::restriction(ctx, "r");
+            sql.push(&restrict);
+            sql.params.extend(params);
+            sql.push(" ORDER BY r.pk");
+            for row in self.db.fetch(&sql.text, &sql.params).await? {
+                out.push(stored_from_row(row)?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn value_condition(f: &Filter, v: &FilterValue, t: &str) -> Result<Sql, FhirError> {
+    let mut sql = Sql::default();
+    match (v, &f.modifier) {
+        (FilterValue::Token { system, code }, _) => {
+            let mut parts = Vec::new();
+            match system {
+                TokenSystem::Any => {}
+                TokenSystem::None => parts.push(format!("{t}.system IS NULL")),
+                TokenSystem::Is(s) => {
+                    parts.push(format!("{t}.system = ?"));
+                    sql.bind(s);
+                }
+            }
+            if let Some(c) = code {
+                parts.push(format!("{t}.code = ?"));
+                sql.bind(c);
+            }
+            if parts.is_empty() {
+                parts.push("1=1".into());
+            }
+            sql.push(&format!("({})", parts.join(" AND ")));
+        }
+        (FilterValue::String { normalized, .. }, Some(Modifier::Text)) => {
+            sql.push(&format!("{t}.text LIKE ?"));
+            sql.bind(format!("%{normalized}%"));
+        }
+        (FilterValue::String { raw, .. }, Some(Modifier::Exact)) => {
+            sql.push(&format!("{t}.exact = ?"));
+            sql.bind(raw);
+        }
+        (FilterValue::String { normalized, .. }, Some(Modifier::Contains)) => {
+            sql.push(&format!("{t}.normalized LIKE ?"));
+            sql.bind(format!("%{normalized}%"));
+        }
+        (FilterValue::String { normalized, .. }, _) => {
+            // starts-with as an index range: [prefix, prefix + U+10FFFF)
+            sql.push(&format!("({t}.normalized >= ? AND {t}.normalized < ?)"));
+            sql.bind(normalized);
+            sql.bind(format!("{normalized}\u{10FFFF}"));
+        }
+        (FilterValue::Exact(value), Some(Modifier::Below)) => {
+            sql.push(&format!("{t}.code LIKE ?"));
+            sql.bind(format!("{}%", value.replace('%', "")));
+        }
+        (FilterValue::Exact(value), _) => {
+            sql.push(&format!("{t}.code = ?"));
+            sql.bind(value);
+        }
+        (FilterValue::Date { prefix, range }, _) => {
+            sql.append(date_condition(
+                *prefix,
+                range.low,
+                range.high,
+                &format!("{t}.low"),
+                &format!("{t}.high"),
+            ));
+        }
+        (
+            FilterValue::Quantity {
+                prefix,
+                value,
+                low,
+                high,
+                system,
+                code,
+            },
+            _,
+        ) => {
+            let col = format!("{t}.value");
+            let (cond, binds): (String, Vec<f64>) = match prefix {
+                Prefix::Eq => (format!("({col} >= ? AND {col} < ?)"), vec![*low, *high]),
+                Prefix::Ne => (format!("NOT ({col} >= ? AND {col} < ?)"), vec![*low, *high]),
+                Prefix::Gt | Prefix::Sa => (format!("{col} > ?"), vec![*value]),
+                Prefix::Lt | Prefix::Eb => (format!("{col} < ?"), vec![*value]),
+                Prefix::Ge => (format!("{col} >= ?"), vec![*value]),
+                Prefix::Le => (format!("{col} <= ?"), vec![*value]),
+                Prefix::Ap => {
+                    let w = (value.abs() * 0.1).max(*high - *low);
+                    (
+                        format!("({col} >= ? AND {col} <= ?)"),
+                        vec![value - w, value + w],
+                    )
+                }
+            };
+            sql.push("(");
+            sql.push(&cond);
+            for b in binds {
+                sql.bind(b);
+            }
+            if let Some(s) = system {
+                sql.push(&format!(" AND {t}.system = ?"));
+                sql.bind(s);
+            }
+            if let Some(c) = code {
+                sql.push(&format!(" AND {t}.code = ?"));
+                sql.bind(c);
+            }
+            sql.push(")");
+        }
+        (FilterValue::Reference { url, .. }, Some(Modifier::Identifier)) => {
+            // value is system|value
+            let parts = crate::search::query::split_unescaped(url, '|');
+            match parts.as_slice() {
+                [value] => {
+                    sql.push(&format!("{t}.code = ?"));
+                    sql.bind(value);
+                }
+                [system, value] => {
+                    sql.push(&format!("({t}.system = ? AND {t}.code = ?)"));
+                    sql.bind(system);
+                    sql.bind(value);
+                }
+                _ => {
+                    return Err(FhirError::bad_request(format!(
+                        "{url:?} is not system|value"
+                    )));
+                }
+            }
+        }
+        (
+            FilterValue::Reference {
+                target_type,
+                id,
+                url,
+            },
+            _,
+        ) => match id {
+            Some(id) => {
+                sql.push(&format!("({t}.target_id = ?"));
+                sql.bind(id);
+                if let Some(tt) = target_type {
+                    sql.push(&format!(" AND {t}.target_type = ?"));
+                    sql.bind(tt);
+                }
+                sql.push(")");
+            }
+            None => {
+                sql.push(&format!("{t}.url = ?"));
+                sql.bind(url);
+            }
+        },
+    }
+    Ok(sql)
+}
+
+/// FHIR date prefix semantics (R4 search "prefixes") on a stored range [`lo_col`, `hi_col`]
+/// against the search range [low, high]; the same rules as `fhir::datetime::matches`.
+fn date_condition(prefix: Prefix, low: i64, high: i64, lo_col: &str, hi_col: &str) -> Sql {
+    let mut sql = Sql::default();
+    let contained = format!("({lo_col} >= ? AND {hi_col} <= ?)");
+    match prefix {
+        Prefix::Eq => {
+            sql.push(&contained);
+            sql.bind(low);
+            sql.bind(high);
+        }
+        Prefix::Ne => {
+            sql.push(&format!("NOT {contained}"));
+            sql.bind(low);
+            sql.bind(high);
+        }
+        Prefix::Gt => {
+            sql.push(&format!("{hi_col} > ?"));
+            sql.bind(high);
+        }
+        Prefix::Lt => {
+            sql.push(&format!("{lo_col} < ?"));
+            sql.bind(low);
+        }
+        Prefix::Ge => {
+            sql.push(&format!("({hi_col} > ? OR {contained})"));
+            sql.bind(high);
+            sql.bind(low);
+            sql.bind(high);
+        }
+        Prefix::Le => {
+            sql.push(&format!("({lo_col} < ? OR {contained})"));
+            sql.bind(low);
+            sql.bind(low);
+            sql.bind(high);
+        }
+        Prefix::Sa => {
+            sql.push(&format!("{lo_col} > ?"));
+            sql.bind(high);
+        }
+        Prefix::Eb => {
+            sql.push(&format!("{hi_col} < ?"));
+            sql.bind(low);
+        }
+        Prefix::Ap => {
+            // Approximately: overlaps the search range widened by 10% of its distance from
+            // now (at least one day), as R4 leaves "ap" to the server.
+            let now = chrono::Utc::now().timestamp_millis();
+            let w = ((now - low).abs() / 10).max(86_400_000);
+            sql.push(&format!("({hi_col} >= ? AND {lo_col} <= ?)"));
+            sql.bind(low.saturating_sub(w));
+            sql.bind(high.saturating_add(w));
+        }
+    }
+    sql
+}
+
+/// The sort value of a resource for `_sort` (missing values sort last).
+fn sort_expr(key: &SortKey, a: &str) -> Sql {
+    let mut sql = Sql::default();
+    if key.code == "_lastUpdated" {
+        sql.push(&format!("{a}.last_updated"));
+        return sql;
+    }
+    if key.code == "_id" {
+        sql.push(&format!("{a}.id"));
+        return sql;
+    }
+    let agg = if key.descending { "MAX" } else { "MIN" };
+    let (table, col, missing): (&str, &str, SqlValue) = match key.kind {
+        ParamType::Date => (
+            "idx_date",
+            if key.descending { "high" } else { "low" },
+            SqlValue::Int(if key.descending { i64::MIN } else { i64::MAX }),
+        ),
+        ParamType::Number | ParamType::Quantity => (
+            "idx_quantity",
+            "value",
+            SqlValue::Real(if key.descending { f64::MIN } else { f64::MAX }),
+        ),
+        ParamType::Token => (
+            "idx_token",
+            "code",
+            SqlValue::Text(if key.descending {
+                String::new()
+            } else {
+                "\u{10FFFF}".into()
+            }),
+        ),
+        _ => (
+            "idx_string",
+            "normalized",
+            SqlValue::Text(if key.descending {
+                String::new()
+            } else {
+                "\u{10FFFF}".into()
+            }),
+        ),
+    };
+    sql.push(&format!(
+        "COALESCE((SELECT {agg}(z.{col}) FROM {table} z WHERE z.res_pk = {a}.pk AND z.param = ?), ?)"
+    ));
+    sql.bind(&key.code);
+    sql.bind(missing);
+    sql
+}
+
+/// Rows strictly after the cursor position in (sort keys…, pk) order.
+fn keyset_condition(sort: &[SortKey], values: Vec<SqlValue>) -> Sql {
+    let mut sql = Sql::default();
+    let cols: Vec<(String, bool)> = sort
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (format!("s{i}"), k.descending))
+        .chain(std::iter::once(("pk".to_owned(), false)))
+        .collect();
+    sql.push("(");
+    for i in 0..cols.len() {
+        if i > 0 {
+            sql.push(" OR ");
+        }
+        sql.push("(");
+        for (j, (col, _)) in cols.iter().enumerate().take(i) {
+            sql.push(&format!("{col} = ? AND "));
+            sql.bind(values[j].clone());
+        }
+        let (col, desc) = &cols[i];
+        sql.push(&format!("{col} {} ?)", if *desc { "<" } else { ">" }));
+        sql.bind(values[i].clone());
+    }
+    sql.push(")");
+    sql
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+enum CursorValue {
+    I(i64),
+    F(f64),
+    S(String),
+    N,
+}
+
+fn encode_cursor(values: &[SqlValue]) -> String {
+    let vals: Vec<CursorValue> = values
+        .iter()
+        .map(|v| match v {
+            SqlValue::Int(i) => CursorValue::I(*i),
+            SqlValue::Real(f) => CursorValue::F(*f),
+            SqlValue::Text(s) => CursorValue::S(s.clone()),
+            SqlValue::Null => CursorValue::N,
+        })
+        .collect();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::to_vec(&vals).expect("cursor values serialise"))
+}
+
+fn decode_cursor(cursor: &str, n_keys: usize) -> Result<Vec<SqlValue>, FhirError> {
+    let bad =
+        || FhirError::bad_request("the paging cursor is invalid or belongs to another search");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| bad())?;
+    let vals: Vec<CursorValue> = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    if vals.len() != n_keys + 1 {
+        return Err(bad());
+    }
+    Ok(vals
+        .into_iter()
+        .map(|v| match v {
+            CursorValue::I(i) => SqlValue::Int(i),
+            CursorValue::F(f) => SqlValue::Real(f),
+            CursorValue::S(s) => SqlValue::Text(s),
+            CursorValue::N => SqlValue::Null,
+        })
+        .collect())
+}

@@ -1,0 +1,151 @@
+//! SQLite implementation of [`Database`]: WAL journal, a busy timeout so that a concurrent
+//! `pdex import` and `pdex serve` queue rather than fail, one writer connection (SQLite has a
+//! single writer anyway) and a small pool of readers.
+
+use super::db::{Database, Dialect, Row, SqlValue, Transaction};
+use anyhow::Context;
+use async_trait::async_trait;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use sqlx::sqlite::{
+    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Row as _, TypeInfo, ValueRef};
+use std::str::FromStr;
+use std::time::Duration;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+pub struct SqliteDatabase {
+    readers: SqlitePool,
+    writer: SqlitePool,
+}
+
+impl SqliteDatabase {
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .with_context(|| format!("invalid SQLite URL {url:?}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(false);
+        if let Some(dir) = std::path::Path::new(options.get_filename()).parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+        }
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .with_context(|| format!("cannot open SQLite database {url:?}"))?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options.read_only(false))
+            .await?;
+        Ok(SqliteDatabase { readers, writer })
+    }
+}
+
+fn bind(
+    sql: &str,
+    params: &[SqlValue],
+) -> sqlx::query::Query<'static, sqlx::Sqlite, SqliteArguments> {
+    let mut q = sqlx::query(AssertSqlSafe(sql.to_owned()));
+    for p in params {
+        q = match p {
+            SqlValue::Null => q.bind(None::<String>),
+            SqlValue::Int(v) => q.bind(*v),
+            SqlValue::Real(v) => q.bind(*v),
+            SqlValue::Text(v) => q.bind(v.clone()),
+        };
+    }
+    q
+}
+
+fn decode(row: &SqliteRow) -> anyhow::Result<Row> {
+    let mut out = Vec::with_capacity(row.columns().len());
+    for i in 0..row.columns().len() {
+        let raw = row.try_get_raw(i)?;
+        if raw.is_null() {
+            out.push(SqlValue::Null);
+            continue;
+        }
+        let value = match raw.type_info().name() {
+            "INTEGER" | "BOOLEAN" | "INT8" | "BIGINT" => SqlValue::Int(row.try_get::<i64, _>(i)?),
+            "REAL" => SqlValue::Real(row.try_get::<f64, _>(i)?),
+            _ => SqlValue::Text(row.try_get::<String, _>(i)?),
+        };
+        out.push(value);
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl Database for SqliteDatabase {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    async fn migrate(&self) -> anyhow::Result<()> {
+        MIGRATOR
+            .run(&self.writer)
+            .await
+            .context("SQLite migration failed")
+    }
+
+    async fn fetch(&self, sql: &str, params: &[SqlValue]) -> anyhow::Result<Vec<Row>> {
+        let rows = bind(sql, params).fetch_all(&self.readers).await?;
+        rows.iter().map(decode).collect()
+    }
+
+    fn stream<'a>(
+        &'a self,
+        sql: String,
+        params: Vec<SqlValue>,
+    ) -> BoxStream<'a, anyhow::Result<Row>> {
+        let pool = &self.readers;
+        Box::pin(
+            futures::stream::once(async move {
+                bind(&sql, &params)
+                    .fetch(pool)
+                    .map(|r| r.map_err(anyhow::Error::from).and_then(|row| decode(&row)))
+            })
+            .flatten(),
+        )
+    }
+
+    async fn begin(&self) -> anyhow::Result<Box<dyn Transaction>> {
+        let tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(Box::new(SqliteTransaction { tx }))
+    }
+
+    async fn close(&self) {
+        self.writer.close().await;
+        self.readers.close().await;
+    }
+}
+
+struct SqliteTransaction {
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+}
+
+#[async_trait]
+impl Transaction for SqliteTransaction {
+    async fn fetch(&mut self, sql: &str, params: &[SqlValue]) -> anyhow::Result<Vec<Row>> {
+        let rows = bind(sql, params).fetch_all(&mut *self.tx).await?;
+        rows.iter().map(decode).collect()
+    }
+    async fn execute(&mut self, sql: &str, params: &[SqlValue]) -> anyhow::Result<u64> {
+        Ok(bind(sql, params)
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected())
+    }
+    async fn commit(self: Box<Self>) -> anyhow::Result<()> {
+        Ok(self.tx.commit().await?)
+    }
+}

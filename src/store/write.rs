@@ -1,0 +1,531 @@
+//! Writes: create, update, delete and import upserts, in batches, inside one transaction.
+//! The current version lives in `resources`; the version it replaces moves to
+//! `resource_history`; its index rows are replaced. A delete leaves a tombstone row.
+
+use super::db::{MAX_PARAMS, Row, SqlValue, Transaction};
+use super::{Prepared, Store, placeholders};
+use crate::fhir::FhirError;
+use crate::search::IndexEntries;
+use std::collections::HashMap;
+
+/// What a write does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    /// A new resource; fails with 409 if the id exists (and is not deleted).
+    Create,
+    /// Create or replace; `if_match` is the version the client expects (412 otherwise).
+    Update { if_match: Option<i64> },
+    /// Like `Update`, but a resource identical to the stored one is left alone (import).
+    Import,
+    /// Delete (no-op if absent or already deleted).
+    Delete { if_match: Option<i64> },
+}
+
+/// One write. `prepared` is `None` only for deletes.
+pub struct WriteOp {
+    pub rtype: String,
+    pub id: String,
+    pub kind: WriteKind,
+    pub prepared: Option<Prepared>,
+}
+
+impl WriteOp {
+    pub fn put(kind: WriteKind, prepared: Prepared) -> Self {
+        WriteOp {
+            rtype: prepared.rtype.clone(),
+            id: prepared.id.clone(),
+            kind,
+            prepared: Some(prepared),
+        }
+    }
+    pub fn delete(rtype: &str, id: &str, if_match: Option<i64>) -> Self {
+        WriteOp {
+            rtype: rtype.to_owned(),
+            id: id.to_owned(),
+            kind: WriteKind::Delete { if_match },
+            prepared: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Created,
+    Updated,
+    Unchanged,
+    Deleted,
+    /// Delete of something absent or already deleted.
+    NoOp,
+}
+
+#[derive(Debug, Clone)]
+pub struct WriteResult {
+    pub rtype: String,
+    pub id: String,
+    pub version: i64,
+    pub last_updated: i64,
+    pub outcome: WriteOutcome,
+    /// The stored JSON (for creates and updates).
+    pub content: Option<String>,
+}
+
+struct Existing {
+    pk: i64,
+    version: i64,
+    deleted: bool,
+    source_hash: Option<String>,
+}
+
+impl Store {
+    /// Applies `ops` atomically: all or nothing.
+    pub async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteResult>, FhirError> {
+        let mut tx = self.db.begin().await?;
+        let results = self.write_in(tx.as_mut(), ops).await?;
+        tx.commit().await?;
+        Ok(results)
+    }
+
+    /// Applies `ops` inside an open transaction.
+    pub async fn write_in(
+        &self,
+        tx: &mut dyn Transaction,
+        ops: Vec<WriteOp>,
+    ) -> Result<Vec<WriteResult>, FhirError> {
+        let now = now_ms();
+        let existing = lookup(tx, &ops).await?;
+        let mut results = Vec::with_capacity(ops.len());
+        let mut replaced_pks: Vec<i64> = Vec::new();
+        let mut inserts: Vec<(usize, WriteOp)> = Vec::new();
+        let mut updates: Vec<(i64, WriteOp)> = Vec::new();
+        let mut seen: HashMap<(String, String), i64> = HashMap::new();
+
+        for op in ops {
+            let key = (op.rtype.clone(), op.id.clone());
+            if seen.contains_key(&key) {
+                return Err(FhirError::bad_request(format!(
+                    "{}/{} appears more than once in one batch",
+                    op.rtype, op.id
+                )));
+            }
+            let current = existing.get(&key);
+            let live = current.filter(|c| !c.deleted);
+            let if_match = match op.kind {
+                WriteKind::Update { if_match } | WriteKind::Delete { if_match } => if_match,
+                _ => None,
+            };
+            if let Some(expected) = if_match {
+                let actual = live.map(|c| c.version);
+                if actual != Some(expected) {
+                    return Err(FhirError::precondition_failed(format!(
+                        "If-Match expects version {expected} of {}/{}, but the current version is {}",
+                        op.rtype,
+                        op.id,
+                        actual.map_or("none".to_owned(), |v| v.to_string())
+                    )));
+                }
+            }
+            let version = current.map_or(1, |c| c.version + 1);
+            let result = |outcome, version, content| WriteResult {
+                rtype: op.rtype.clone(),
+                id: op.id.clone(),
+                version,
+                last_updated: now,
+                outcome,
+                content,
+            };
+            match op.kind {
+                WriteKind::Delete { .. } => {
+                    let Some(c) = live else {
+                        results.push(result(
+                            WriteOutcome::NoOp,
+                            current.map_or(0, |c| c.version),
+                            None,
+                        ));
+                        continue;
+                    };
+                    replaced_pks.push(c.pk);
+                    results.push(result(WriteOutcome::Deleted, version, None));
+                    seen.insert(key, version);
+                    updates.push((c.pk, op));
+                }
+                WriteKind::Create if live.is_some() => {
+                    return Err(FhirError::conflict(format!(
+                        "{}/{} already exists",
+                        op.rtype, op.id
+                    )));
+                }
+                WriteKind::Import
+                    if live.is_some_and(|c| {
+                        c.source_hash.as_deref()
+                            == op.prepared.as_ref().map(|p| p.source_hash.as_str())
+                    }) =>
+                {
+                    let c = live.expect("checked");
+                    results.push(result(WriteOutcome::Unchanged, c.version, None));
+                }
+                _ => {
+                    let outcome = if live.is_some() {
+                        WriteOutcome::Updated
+                    } else {
+                        WriteOutcome::Created
+                    };
+                    results.push(result(outcome, version, None));
+                    seen.insert(key, version);
+                    match current {
+                        Some(c) => {
+                            replaced_pks.push(c.pk);
+                            updates.push((c.pk, op));
+                        }
+                        None => inserts.push((results.len() - 1, op)),
+                    }
+                }
+            }
+        }
+
+        // Earlier versions move to history; their index rows go.
+        for chunk in replaced_pks.chunks(MAX_PARAMS / 2) {
+            let params: Vec<SqlValue> = chunk.iter().map(|pk| SqlValue::Int(*pk)).collect();
+            let list = placeholders(chunk.len());
+            tx.execute(
+                &format!(
+                    "INSERT INTO resource_history (rtype, id, version, last_updated, deleted, patient_id, sensitive, content) \
+                     SELECT rtype, id, version, last_updated, deleted, patient_id, sensitive, content FROM resources WHERE pk IN ({list})"
+                ),
+                &params,
+            )
+            .await?;
+            for table in INDEX_TABLES {
+                tx.execute(
+                    &format!("DELETE FROM {table} WHERE res_pk IN ({list})"),
+                    &params,
+                )
+                .await?;
+            }
+        }
+
+        let mut index_rows = IndexRows::default();
+        let result_pos: HashMap<(String, String), usize> = results
+            .iter()
+            .enumerate()
+            .map(|(i, r)| ((r.rtype.clone(), r.id.clone()), i))
+            .collect();
+
+        for (pk, mut op) in updates {
+            let pos = result_pos[&(op.rtype.clone(), op.id.clone())];
+            let version = results[pos].version;
+            let (content, deleted, patient_id, sensitive, hash) = match op.prepared.as_mut() {
+                Some(p) => {
+                    let content = stamp(p, version, now);
+                    results[pos].content = Some(content.clone());
+                    index_rows.add(pk, p);
+                    (
+                        content,
+                        false,
+                        p.patient_id.clone(),
+                        p.sensitive,
+                        Some(p.source_hash.clone()),
+                    )
+                }
+                None => (
+                    tombstone(&op.rtype, &op.id, version, now),
+                    true,
+                    None,
+                    false,
+                    None,
+                ),
+            };
+            // A tombstone keeps the owner so that member-scoped `_since` exports can list it.
+            let keep_owner = if deleted { "patient_id" } else { "?" };
+            let mut params = vec![
+                SqlValue::Int(version),
+                SqlValue::Int(now),
+                SqlValue::from(deleted),
+            ];
+            if !deleted {
+                params.push(patient_id.into());
+            }
+            params.extend([
+                SqlValue::from(sensitive),
+                hash.into(),
+                SqlValue::Text(content),
+                SqlValue::Int(pk),
+            ]);
+            tx.execute(
+                &format!(
+                    "UPDATE resources SET version = ?, last_updated = ?, deleted = ?, patient_id = {keep_owner}, \
+                     sensitive = ?, source_hash = ?, content = ? WHERE pk = ?"
+                ),
+                &params,
+            )
+            .await?;
+        }
+
+        const COLS: usize = 8;
+        for chunk in inserts.chunks_mut(MAX_PARAMS / COLS) {
+            let mut params = Vec::with_capacity(chunk.len() * COLS);
+            for (pos, op) in chunk.iter_mut() {
+                let p = op.prepared.as_mut().expect("inserts carry a resource");
+                let content = stamp(p, 1, now);
+                results[*pos].content = Some(content.clone());
+                params.extend([
+                    SqlValue::from(&p.rtype),
+                    SqlValue::from(&p.id),
+                    SqlValue::Int(1),
+                    SqlValue::Int(now),
+                    p.patient_id.clone().into(),
+                    SqlValue::from(p.sensitive),
+                    SqlValue::from(&p.source_hash),
+                    SqlValue::Text(content),
+                ]);
+            }
+            let values = vec!["(?,?,?,?,0,?,?,?,?)"; chunk.len()].join(",");
+            let rows = tx
+                .fetch(
+                    &format!(
+                        "INSERT INTO resources (rtype, id, version, last_updated, deleted, patient_id, sensitive, source_hash, content) \
+                         VALUES {values} ON CONFLICT (rtype, id) DO NOTHING RETURNING pk, rtype, id"
+                    ),
+                    &params,
+                )
+                .await?;
+            let pks: HashMap<(String, String), i64> = rows.into_iter().map(key_of_row).collect();
+            for (_, op) in chunk.iter() {
+                let p = op.prepared.as_ref().expect("inserts carry a resource");
+                let Some(pk) = pks.get(&(p.rtype.clone(), p.id.clone())) else {
+                    return Err(FhirError::conflict(format!(
+                        "{}/{} was created concurrently; retry",
+                        p.rtype, p.id
+                    )));
+                };
+                index_rows.add(*pk, p);
+            }
+        }
+        index_rows.insert(tx).await?;
+        Ok(results)
+    }
+}
+
+pub(crate) const INDEX_TABLES: [&str; 5] = [
+    "idx_token",
+    "idx_string",
+    "idx_date",
+    "idx_quantity",
+    "idx_reference",
+];
+
+fn key_of_row(row: Row) -> ((String, String), i64) {
+    let mut it = row.into_iter();
+    let pk = it.next().and_then(|v| v.as_i64()).unwrap_or_default();
+    let rtype = it
+        .next()
+        .and_then(SqlValue::into_string)
+        .unwrap_or_default();
+    let id = it
+        .next()
+        .and_then(SqlValue::into_string)
+        .unwrap_or_default();
+    ((rtype, id), pk)
+}
+
+/// Finds the current rows of the resources `ops` touch.
+async fn lookup(
+    tx: &mut dyn Transaction,
+    ops: &[WriteOp],
+) -> anyhow::Result<HashMap<(String, String), Existing>> {
+    let mut by_type: HashMap<&str, Vec<&str>> = HashMap::new();
+    for op in ops {
+        by_type.entry(&op.rtype).or_default().push(&op.id);
+    }
+    let mut found = HashMap::new();
+    for (rtype, ids) in by_type {
+        for chunk in ids.chunks(MAX_PARAMS - 1) {
+            let mut params = vec![SqlValue::from(rtype)];
+            params.extend(chunk.iter().map(|id| SqlValue::from(*id)));
+            let rows = tx
+                .fetch(
+                    &format!(
+                        "SELECT pk, id, version, deleted, source_hash FROM resources WHERE rtype = ? AND id IN ({})",
+                        placeholders(chunk.len())
+                    ),
+                    &params,
+                )
+                .await?;
+            for row in rows {
+                let mut it = row.into_iter();
+                let pk = it.next().and_then(|v| v.as_i64()).unwrap_or_default();
+                let id = it
+                    .next()
+                    .and_then(SqlValue::into_string)
+                    .unwrap_or_default();
+                let version = it.next().and_then(|v| v.as_i64()).unwrap_or_default();
+                let deleted = it.next().and_then(|v| v.as_i64()).unwrap_or_default() != 0;
+                let source_hash = it.next().and_then(SqlValue::into_string);
+                found.insert(
+                    (rtype.to_owned(), id),
+                    Existing {
+                        pk,
+                        version,
+                        deleted,
+                        source_hash,
+                    },
+                );
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Sets the identity of a prepared resource and returns the JSON to store.
+fn stamp(p: &mut Prepared, version: i64, now: i64) -> String {
+    p.raw
+        .set_identity(&p.id, version, &crate::fhir::datetime::format_instant(now));
+    p.raw.to_json()
+}
+
+fn tombstone(rtype: &str, id: &str, version: i64, now: i64) -> String {
+    serde_json::json!({
+        "resourceType": rtype,
+        "id": id,
+        "meta": {"versionId": version.to_string(), "lastUpdated": crate::fhir::datetime::format_instant(now)}
+    })
+    .to_string()
+}
+
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Index rows collected for a batch, inserted with multi-row statements.
+#[derive(Default)]
+struct IndexRows {
+    token: Vec<SqlValue>,
+    string: Vec<SqlValue>,
+    date: Vec<SqlValue>,
+    quantity: Vec<SqlValue>,
+    reference: Vec<SqlValue>,
+}
+
+impl IndexRows {
+    fn add(&mut self, pk: i64, p: &Prepared) {
+        let IndexEntries {
+            tokens,
+            strings,
+            dates,
+            quantities,
+            references,
+        } = &p.index;
+        let rt = || SqlValue::from(&p.rtype);
+        let owner = || SqlValue::from(p.patient_id.clone());
+        for t in tokens {
+            self.token.extend([
+                SqlValue::Int(pk),
+                rt(),
+                SqlValue::from(&t.param),
+                t.system.clone().into(),
+                SqlValue::from(&t.code),
+                t.text.clone().into(),
+                owner(),
+            ]);
+        }
+        for s in strings {
+            self.string.extend([
+                SqlValue::Int(pk),
+                rt(),
+                SqlValue::from(&s.param),
+                SqlValue::from(&s.normalized),
+                SqlValue::from(&s.exact),
+                owner(),
+            ]);
+        }
+        for d in dates {
+            self.date.extend([
+                SqlValue::Int(pk),
+                rt(),
+                SqlValue::from(&d.param),
+                SqlValue::Int(d.low),
+                SqlValue::Int(d.high),
+                owner(),
+            ]);
+        }
+        for q in quantities {
+            self.quantity.extend([
+                SqlValue::Int(pk),
+                rt(),
+                SqlValue::from(&q.param),
+                SqlValue::Real(q.value),
+                q.system.clone().into(),
+                q.code.clone().into(),
+                owner(),
+            ]);
+        }
+        for r in references {
+            self.reference.extend([
+                SqlValue::Int(pk),
+                rt(),
+                SqlValue::from(&r.param),
+                r.target_type.clone().into(),
+                r.target_id.clone().into(),
+                SqlValue::from(&r.url),
+                owner(),
+            ]);
+        }
+    }
+
+    async fn insert(self, tx: &mut dyn Transaction) -> anyhow::Result<()> {
+        insert_rows(
+            tx,
+            "idx_token (res_pk, rtype, param, system, code, text, patient_id)",
+            7,
+            self.token,
+        )
+        .await?;
+        insert_rows(
+            tx,
+            "idx_string (res_pk, rtype, param, normalized, exact, patient_id)",
+            6,
+            self.string,
+        )
+        .await?;
+        insert_rows(
+            tx,
+            "idx_date (res_pk, rtype, param, low, high, patient_id)",
+            6,
+            self.date,
+        )
+        .await?;
+        insert_rows(
+            tx,
+            "idx_quantity (res_pk, rtype, param, value, system, code, patient_id)",
+            7,
+            self.quantity,
+        )
+        .await?;
+        insert_rows(
+            tx,
+            "idx_reference (res_pk, rtype, param, target_type, target_id, url, patient_id)",
+            7,
+            self.reference,
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+async fn insert_rows(
+    tx: &mut dyn Transaction,
+    table: &str,
+    width: usize,
+    values: Vec<SqlValue>,
+) -> anyhow::Result<()> {
+    let rows_per_stmt = MAX_PARAMS / width;
+    let row = format!("({})", placeholders(width));
+    for chunk in values.chunks(rows_per_stmt * width) {
+        let n = chunk.len() / width;
+        let sql = format!(
+            "INSERT INTO {table} VALUES {}",
+            vec![row.as_str(); n].join(",")
+        );
+        tx.execute(&sql, chunk).await?;
+    }
+    Ok(())
+}
