@@ -87,7 +87,10 @@ impl Store {
                 if k.descending { " DESC" } else { "" }
             ));
         }
-        sql.push("pk LIMIT ?");
+        // Ties break on pk, in the direction of the first key, so that `-_lastUpdated` is
+        // exactly the reverse of `_lastUpdated`.
+        let pk_desc = req.sort.first().is_some_and(|k| k.descending);
+        sql.push(if pk_desc { "pk DESC LIMIT ?" } else { "pk LIMIT ?" });
         sql.bind(req.count as i64 + 1);
 
         let rows = self.db.fetch(&sql.text, &sql.params).await?;
@@ -681,7 +684,10 @@ fn keyset_condition(sort: &[SortKey], values: Vec<SqlValue>) -> Sql {
         .iter()
         .enumerate()
         .map(|(i, k)| (format!("s{i}"), k.descending))
-        .chain(std::iter::once(("pk".to_owned(), false)))
+        .chain(std::iter::once((
+            "pk".to_owned(),
+            sort.first().is_some_and(|k| k.descending),
+        )))
         .collect();
     sql.push("(");
     for i in 0..cols.len() {

@@ -1,0 +1,119 @@
+//! `pdex import` and the other commands, run as the real binary against both stores, and the
+//! import library on bad input.
+
+mod common;
+
+use common::{TestDb, backends};
+use std::process::Command;
+
+fn pdex(db_url: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_pdex"))
+        .args(args)
+        .env("PDEX_DATABASE_URL", db_url)
+        .env_remove("PDEX_CONFIG")
+        .output()
+        .expect("run pdex")
+}
+
+fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[tokio::test]
+async fn import_reports_bad_lines_keeps_good_ones_and_is_idempotent() {
+    for b in backends() {
+        let db = TestDb::new(&b).await;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        write(
+            &data,
+            "Patient.ndjson",
+            concat!(
+                r#"{"resourceType":"Patient","id":"a","name":[{"family":"Able"}]}"#, "\n",
+                r#"{"resourceType":"Patient","id":"b","gender":null}"#, "\n",
+                "not json\n",
+                r#"{"resourceType":"Patient","id":"c","name":[{"family":"Cole"}]}"#, "\n",
+            ),
+        );
+        write(
+            &data,
+            "bundle.json",
+            r#"{"resourceType":"Bundle","type":"transaction","entry":[
+                {"fullUrl":"urn:uuid:7c7a3f4e-0000-4000-8000-000000000001","resource":{"resourceType":"Patient","id":"d"},"request":{"method":"PUT","url":"Patient/d"}},
+                {"resource":{"resourceType":"Observation","id":"obs-d","status":"final","code":{"text":"x"},"valueQuantity":{"value":2.50},
+                  "subject":{"reference":"urn:uuid:7c7a3f4e-0000-4000-8000-000000000001"}},"request":{"method":"PUT","url":"Observation/obs-d"}}]}"#,
+        );
+        let out = pdex(&db.url, &["import", data.to_str().unwrap()]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "bad lines give exit code 2: {stdout} {stderr}");
+        assert!(stdout.contains("4 created"), "{stdout}");
+        assert!(stdout.contains("2 errors"), "{stdout}");
+        assert!(stderr.contains("Patient.ndjson:2:"), "line number of the null: {stderr}");
+        assert!(stderr.contains("Patient.ndjson:3:"), "line number of the bad JSON: {stderr}");
+
+        // the same files again: nothing changes
+        let out = pdex(&db.url, &["import", data.to_str().unwrap()]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("0 created, 0 updated, 4 unchanged"), "{stdout}");
+
+        // strict: the first bad line stops the import and nothing is written
+        let strict_dir = dir.path().join("strict");
+        std::fs::create_dir(&strict_dir).unwrap();
+        write(
+            &strict_dir,
+            "x.ndjson",
+            concat!(
+                r#"{"resourceType":"Patient","id":"s1"}"#, "\n",
+                r#"{"resourceType":"Patient","id":"s2","name":[]}"#, "\n",
+            ),
+        );
+        let out = pdex(&db.url, &["import", "--strict", strict_dir.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1));
+
+        // check through the server what is stored
+        let config = pdex::config::ServerConfig {
+            database_url: db.url.clone(),
+            listen: "127.0.0.1:0".into(),
+            base_url: String::new(),
+            migrate: true,
+            sensitive_labels: vec![],
+            demo: false,
+        };
+        let server = pdex::app::Server::bind(&config).await.unwrap();
+        let store = server.state.store.clone();
+        let ctx = pdex::auth::AccessContext::operator();
+        assert!(store.read(&ctx, "Patient", "a").await.unwrap().is_some());
+        assert!(store.read(&ctx, "Patient", "c").await.unwrap().is_some());
+        assert!(store.read(&ctx, "Patient", "b").await.unwrap().is_none());
+        assert!(store.read(&ctx, "Patient", "s1").await.unwrap().is_none(), "strict import wrote nothing");
+        let obs = store.read(&ctx, "Observation", "obs-d").await.unwrap().unwrap();
+        assert!(obs.content.contains(r#""reference":"Patient/d""#), "{}", obs.content);
+        assert!(obs.content.contains("2.50"), "decimal precision kept: {}", obs.content);
+        assert_eq!(obs.version, 1);
+        store.db.close().await;
+        drop(server);
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn migrate_and_usage_errors() {
+    for b in backends() {
+        let db = TestDb::new(&b).await;
+        let out = pdex(&db.url, &["migrate"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        // twice is fine
+        assert!(pdex(&db.url, &["migrate"]).status.success());
+        db.cleanup().await;
+    }
+    let out = pdex("mysql://nope", &["migrate"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported database URL"));
+    let out = pdex("sqlite://x.db", &["import", "/definitely/not/here"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+}
