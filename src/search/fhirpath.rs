@@ -375,9 +375,17 @@ impl<'t> Parser<'t> {
                 self.expect(&Tok::RParen)?;
                 inner
             }
-            Some(Tok::Ident(root)) => vec![PathBuf {
-                root: root.clone(),
-                steps: Vec::new(),
+            Some(Tok::Ident(root)) if root.starts_with(|c: char| c.is_ascii_uppercase()) => {
+                vec![PathBuf {
+                    root: root.clone(),
+                    steps: Vec::new(),
+                    terminal: Terminal::Nodes,
+                }]
+            }
+            // A path relative to the resource (`name | alias` in InsurancePlan-name).
+            Some(Tok::Ident(name)) => vec![PathBuf {
+                root: String::new(),
+                steps: vec![child_step(name)],
                 terminal: Terminal::Nodes,
             }],
             other => return Err(format!("expected a path, found {other:?}")),
@@ -393,16 +401,7 @@ impl<'t> Parser<'t> {
                     } else {
                         for p in &mut paths {
                             check_open(p)?;
-                            let choice = CHOICE_NAMES.contains(&name);
-                            let fhir_type = CHOICE_NAMES.iter().find_map(|c| {
-                                name.strip_prefix(c).and_then(type_from_suffix)
-                            });
-                            p.steps.push(Step::Child {
-                                name: name.to_string(),
-                                choice,
-                                fhir_type,
-                                index: None,
-                            });
+                            p.steps.push(child_step(name));
                         }
                     }
                 }
@@ -491,6 +490,18 @@ impl<'t> Parser<'t> {
     }
 }
 
+/// The step for a plain element name.
+fn child_step(name: &str) -> Step {
+    Step::Child {
+        name: name.to_string(),
+        choice: CHOICE_NAMES.contains(&name),
+        fhir_type: CHOICE_NAMES
+            .iter()
+            .find_map(|c| name.strip_prefix(c).and_then(type_from_suffix)),
+        index: None,
+    }
+}
+
 /// No step may follow `.exists()`.
 fn check_open(p: &PathBuf) -> Result<(), String> {
     if p.terminal == Terminal::Nodes {
@@ -539,20 +550,15 @@ pub fn compile(expression: &str) -> Result<Expr, String> {
     }
     let pieces = paths
         .into_iter()
-        .map(|p| {
-            if !p.root.starts_with(|c: char| c.is_ascii_uppercase()) {
-                return Err(format!("path must start at a type, not `{}`", p.root));
-            }
-            Ok(Piece {
-                root: match p.root.as_str() {
-                    "Resource" | "DomainResource" => None,
-                    _ => Some(p.root),
-                },
-                steps: p.steps,
-                terminal: p.terminal,
-            })
+        .map(|p| Piece {
+            root: match p.root.as_str() {
+                "" | "Resource" | "DomainResource" => None,
+                _ => Some(p.root),
+            },
+            steps: p.steps,
+            terminal: p.terminal,
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect();
     Ok(Expr { pieces })
 }
 
@@ -787,6 +793,7 @@ mod tests {
         assert!(eval("Practitioner.name.given", &p).is_empty());
         assert_eq!(eval("Practitioner.name | Patient.name", &p).len(), 2);
         assert_eq!(eval("Resource.name", &p).len(), 2);
+        assert_eq!(eval("name | alias", &p).len(), 2, "relative paths");
     }
 
     #[test]
