@@ -584,3 +584,176 @@ mod tests {
         assert!(!e.dates.iter().any(|d| d.param == "birthdate"));
     }
 }
+
+/// Extraction over real IG example resources (copied into `tests/fixtures/search/`), with
+/// expected entries computed by hand.
+#[cfg(test)]
+mod fixture_tests {
+    use super::*;
+    use std::sync::OnceLock;
+
+    fn registry() -> &'static Registry {
+        static R: OnceLock<Registry> = OnceLock::new();
+        R.get_or_init(|| Registry::load_builtin().unwrap())
+    }
+
+    fn load(text: &str) -> IndexEntries {
+        let v: Value = serde_json::from_str(text).unwrap();
+        extract(registry(), v["resourceType"].as_str().unwrap(), &v)
+    }
+
+    fn token(param: &str, system: Option<&str>, code: &str, text: Option<&str>) -> TokenEntry {
+        TokenEntry {
+            param: param.into(),
+            system: system.map(Into::into),
+            code: code.into(),
+            text: text.map(Into::into),
+        }
+    }
+
+    fn reference(param: &str, url: &str, t: Option<(&str, &str)>) -> ReferenceEntry {
+        ReferenceEntry {
+            param: param.into(),
+            target_type: t.map(|t| t.0.into()),
+            target_id: t.map(|t| t.1.into()),
+            url: url.into(),
+        }
+    }
+
+    fn date(param: &str, low: i64, high: i64) -> DateEntry {
+        DateEntry {
+            param: param.into(),
+            low,
+            high,
+        }
+    }
+
+    #[test]
+    fn coverage_full() {
+        let e = load(include_str!("../../tests/fixtures/search/Coverage-full.json"));
+        assert!(e.tokens.contains(&token("subscriber-id", None, "97531", None)));
+        assert!(e.tokens.contains(&token(
+            "identifier",
+            Some("http://example.org/new-payer/identifiers/coverage"),
+            "234567",
+            None
+        )));
+        assert!(e.tokens.contains(&token(
+            "type",
+            Some("https://nahdo.org/sopt"),
+            "2",
+            Some("medicaid")
+        )));
+        assert!(e.tokens.contains(&token("status", None, "active", None)));
+        assert!(e.tokens.contains(&token(
+            "_profile",
+            None,
+            "http://hl7.org/fhir/us/davinci-hrex/StructureDefinition/hrex-coverage",
+            None
+        )));
+        let pat = "http://example.org/new-payer/fhir/Patient/pat1";
+        assert!(e.references.contains(&reference("patient", pat, Some(("Patient", "pat1")))));
+        assert!(e.references.contains(&reference("beneficiary", pat, Some(("Patient", "pat1")))));
+        assert!(e.references.contains(&reference(
+            "payor",
+            "Organization/full",
+            Some(("Organization", "full"))
+        )));
+        // No subscriber element: `subscriberId` must not leak into the subscriber reference.
+        assert!(!e.references.iter().any(|r| r.param == "subscriber"));
+        assert!(e.strings.is_empty());
+    }
+
+    #[test]
+    fn explanation_of_benefit_prior_auth() {
+        let e = load(include_str!(
+            "../../tests/fixtures/search/ExplanationOfBenefit-PDexPriorAuth1.json"
+        ));
+        // billablePeriod 2021-10-01 .. 2021-10-31, whole days, UTC.
+        let period = date("service-date", 1_633_046_400_000, 1_635_724_799_999);
+        let service: Vec<_> = e.dates.iter().filter(|d| d.param == "service-date").collect();
+        assert_eq!(service, vec![&period]);
+        assert!(e.dates.contains(&date(
+            "billable-period-start",
+            1_633_046_400_000,
+            1_633_132_799_999
+        )));
+        // created 2021-09-20T00:00:00+00:00: one second.
+        assert!(e.dates.contains(&date("created", 1_632_096_000_000, 1_632_096_000_999)));
+        assert!(e.references.contains(&reference("patient", "Patient/1", Some(("Patient", "1")))));
+        assert!(e.references.contains(&reference(
+            "insurer",
+            "Organization/Payer1",
+            Some(("Organization", "Payer1"))
+        )));
+        assert!(e.references.contains(&reference(
+            "provider",
+            "Organization/Payer2",
+            Some(("Organization", "Payer2"))
+        )));
+        assert!(e.tokens.contains(&token(
+            "type",
+            Some("http://terminology.hl7.org/CodeSystem/claim-type"),
+            "institutional",
+            Some("institutional")
+        )));
+        assert!(e.tokens.contains(&token("use", None, "preauthorization", None)));
+        assert!(e.tokens.contains(&token(
+            "identifier",
+            Some("https://www.exampleplan.com/fhir/EOBIdentifier"),
+            "PA123412341234123412341234",
+            None
+        )));
+    }
+
+    #[test]
+    fn patient_1() {
+        let e = load(include_str!("../../tests/fixtures/search/Patient-1.json"));
+        let family: Vec<_> = e.strings.iter().filter(|s| s.param == "family").collect();
+        assert_eq!(family.len(), 1);
+        assert_eq!(family[0].normalized, "appleseed");
+        assert_eq!(family[0].exact, "Appleseed");
+        let given: Vec<_> = e.strings.iter().filter(|s| s.param == "given").collect();
+        assert_eq!(given[0].normalized, "johnny");
+        // birthDate 1986-01-01: the whole day.
+        assert!(e.dates.contains(&date("birthdate", 504_921_600_000, 505_007_999_999)));
+        assert!(e.tokens.contains(&token("gender", None, "male", None)));
+        assert!(e.tokens.contains(&token("phone", Some("phone"), "(443)555-1212", None)));
+        assert_eq!(e.tokens.iter().filter(|t| t.param == "identifier").count(), 4);
+        assert!(e.tokens.contains(&token("deceased", None, "false", None)));
+        assert!(e.strings.iter().any(|s| s.param == "address-city" && s.normalized == "pittsburgh"));
+        assert!(e.strings.iter().any(|s| s.param == "address-postalcode" && s.exact == "12519"));
+        assert!(
+            e.strings
+                .iter()
+                .any(|s| s.param == "address" && s.normalized == "123 main street")
+        );
+    }
+
+    #[test]
+    fn provenance_1000001() {
+        let e = load(include_str!("../../tests/fixtures/search/Provenance-1000001.json"));
+        assert!(e.references.contains(&reference(
+            "target",
+            "Bundle/2000002",
+            Some(("Bundle", "2000002"))
+        )));
+        // The target is a Bundle, so `patient` (target.where(resolve() is Patient)) is empty.
+        assert!(!e.references.iter().any(|r| r.param == "patient"));
+        assert!(e.references.contains(&reference(
+            "agent",
+            "Organization/Payer1",
+            Some(("Organization", "Payer1"))
+        )));
+        assert!(e.tokens.contains(&token(
+            "agent-type",
+            Some("http://hl7.org/fhir/us/core/CodeSystem/us-core-provenance-participant-type"),
+            "transmitter",
+            Some("transmitter")
+        )));
+        // recorded 2020-07-09T15:26:23.217+00:00: one millisecond.
+        assert!(e.dates.contains(&date("recorded", 1_594_308_383_217, 1_594_308_383_217)));
+        // entity.what has only a display: nothing to index.
+        assert!(!e.references.iter().any(|r| r.param == "entity"));
+    }
+}
