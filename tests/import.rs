@@ -32,10 +32,13 @@ async fn import_reports_bad_lines_keeps_good_ones_and_is_idempotent() {
             &data,
             "Patient.ndjson",
             concat!(
-                r#"{"resourceType":"Patient","id":"a","name":[{"family":"Able"}]}"#, "\n",
-                r#"{"resourceType":"Patient","id":"b","gender":null}"#, "\n",
+                r#"{"resourceType":"Patient","id":"a","name":[{"family":"Able"}]}"#,
+                "\n",
+                r#"{"resourceType":"Patient","id":"b","gender":null}"#,
+                "\n",
                 "not json\n",
-                r#"{"resourceType":"Patient","id":"c","name":[{"family":"Cole"}]}"#, "\n",
+                r#"{"resourceType":"Patient","id":"c","name":[{"family":"Cole"}]}"#,
+                "\n",
             ),
         );
         write(
@@ -49,16 +52,29 @@ async fn import_reports_bad_lines_keeps_good_ones_and_is_idempotent() {
         let out = pdex(&db.url, &["import", data.to_str().unwrap()]);
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "bad lines give exit code 2: {stdout} {stderr}");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "bad lines give exit code 2: {stdout} {stderr}"
+        );
         assert!(stdout.contains("4 created"), "{stdout}");
         assert!(stdout.contains("2 errors"), "{stdout}");
-        assert!(stderr.contains("Patient.ndjson:2:"), "line number of the null: {stderr}");
-        assert!(stderr.contains("Patient.ndjson:3:"), "line number of the bad JSON: {stderr}");
+        assert!(
+            stderr.contains("Patient.ndjson:2:"),
+            "line number of the null: {stderr}"
+        );
+        assert!(
+            stderr.contains("Patient.ndjson:3:"),
+            "line number of the bad JSON: {stderr}"
+        );
 
         // the same files again: nothing changes
         let out = pdex(&db.url, &["import", data.to_str().unwrap()]);
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(stdout.contains("0 created, 0 updated, 4 unchanged"), "{stdout}");
+        assert!(
+            stdout.contains("0 created, 0 updated, 4 unchanged"),
+            "{stdout}"
+        );
 
         // strict: the first bad line stops the import and nothing is written
         let strict_dir = dir.path().join("strict");
@@ -67,11 +83,16 @@ async fn import_reports_bad_lines_keeps_good_ones_and_is_idempotent() {
             &strict_dir,
             "x.ndjson",
             concat!(
-                r#"{"resourceType":"Patient","id":"s1"}"#, "\n",
-                r#"{"resourceType":"Patient","id":"s2","name":[]}"#, "\n",
+                r#"{"resourceType":"Patient","id":"s1"}"#,
+                "\n",
+                r#"{"resourceType":"Patient","id":"s2","name":[]}"#,
+                "\n",
             ),
         );
-        let out = pdex(&db.url, &["import", "--strict", strict_dir.to_str().unwrap()]);
+        let out = pdex(
+            &db.url,
+            &["import", "--strict", strict_dir.to_str().unwrap()],
+        );
         assert_eq!(out.status.code(), Some(1));
 
         // check through the server what is stored
@@ -89,10 +110,25 @@ async fn import_reports_bad_lines_keeps_good_ones_and_is_idempotent() {
         assert!(store.read(&ctx, "Patient", "a").await.unwrap().is_some());
         assert!(store.read(&ctx, "Patient", "c").await.unwrap().is_some());
         assert!(store.read(&ctx, "Patient", "b").await.unwrap().is_none());
-        assert!(store.read(&ctx, "Patient", "s1").await.unwrap().is_none(), "strict import wrote nothing");
-        let obs = store.read(&ctx, "Observation", "obs-d").await.unwrap().unwrap();
-        assert!(obs.content.contains(r#""reference":"Patient/d""#), "{}", obs.content);
-        assert!(obs.content.contains("2.50"), "decimal precision kept: {}", obs.content);
+        assert!(
+            store.read(&ctx, "Patient", "s1").await.unwrap().is_none(),
+            "strict import wrote nothing"
+        );
+        let obs = store
+            .read(&ctx, "Observation", "obs-d")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            obs.content.contains(r#""reference":"Patient/d""#),
+            "{}",
+            obs.content
+        );
+        assert!(
+            obs.content.contains("2.50"),
+            "decimal precision kept: {}",
+            obs.content
+        );
         assert_eq!(obs.version, 1);
         store.db.close().await;
         drop(server);
@@ -105,7 +141,11 @@ async fn migrate_and_usage_errors() {
     for b in backends() {
         let db = TestDb::new(&b).await;
         let out = pdex(&db.url, &["migrate"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         // twice is fine
         assert!(pdex(&db.url, &["migrate"]).status.success());
         db.cleanup().await;

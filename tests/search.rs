@@ -77,18 +77,30 @@ fn cases(base: &str) -> Vec<(String, Vec<&'static str>)> {
         // token
         c("Observation?code=2339-0", vec!["o1", "o3"]),
         c("Observation?code=http://loinc.org|2339-0", vec!["o1", "o3"]),
-        c("Observation?code=http%3A%2F%2Fexample.org%2Flocal%7CGLU", vec!["o3"]),
+        c(
+            "Observation?code=http%3A%2F%2Fexample.org%2Flocal%7CGLU",
+            vec!["o3"],
+        ),
         c("Observation?code=http://loinc.org|", vec!["o1", "o2", "o3"]),
         c("Observation?code=|2339-0", vec![]),
         c("Observation?code=2339-0,8867-4", vec!["o1", "o2", "o3"]),
-        c("Observation?category=laboratory&status=final", vec!["o1", "o3"]),
-        c("Observation?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory", vec!["o1", "o3"]),
+        c(
+            "Observation?category=laboratory&status=final",
+            vec!["o1", "o3"],
+        ),
+        c(
+            "Observation?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory",
+            vec!["o1", "o3"],
+        ),
         c("Observation?status:not=final", vec!["o2", "o4"]),
         c("Observation?category:missing=true", vec!["o4"]),
         c("Observation?category:missing=false", vec!["o1", "o2", "o3"]),
         c("Observation?code:text=free", vec!["o4"]),
         c("Patient?identifier=MB100", vec!["p1", "p3"]),
-        c("Patient?identifier=http://plan.example/mb|MB100", vec!["p1"]),
+        c(
+            "Patient?identifier=http://plan.example/mb|MB100",
+            vec!["p1"],
+        ),
         c("Patient?gender=female", vec!["p2", "p3"]),
         c("Patient?gender=female&identifier=MB100", vec!["p3"]),
         // string: case-insensitive, accent-insensitive starts-with
@@ -115,7 +127,10 @@ fn cases(base: &str) -> Vec<(String, Vec<&'static str>)> {
         c("Observation?date=ge2022-06-02", vec!["o4"]),
         c("Observation?date=le2022-06-01", vec!["o1", "o2", "o3"]),
         c("Observation?date=ge2022-06-01T23:30:00-05:00", vec!["o4"]),
-        c("Observation?date=ge2020-01-01&date=lt2021-01-01", vec!["o1", "o3"]),
+        c(
+            "Observation?date=ge2020-01-01&date=lt2021-01-01",
+            vec!["o1", "o3"],
+        ),
         c("Encounter?date=2019-01", vec!["e1"]),
         c("Encounter?date=2019-01-02", vec![]),
         c("Encounter?date=ge2023-06-01", vec!["e2"]),
@@ -123,34 +138,76 @@ fn cases(base: &str) -> Vec<(String, Vec<&'static str>)> {
         c("Encounter?date=sa2019-01-03", vec!["e2"]),
         c("Encounter?date=eb2023-01-01", vec!["e1"]),
         c("ExplanationOfBenefit?service-date=2020-02-03", vec!["eob1"]),
-        c("ExplanationOfBenefit?service-date=gt2020-01-31", vec!["eob1"]),
-        c("ExplanationOfBenefit?billable-period-start=2020-02-01", vec!["eob1"]),
-        c("ExplanationOfBenefit?billable-period-start=2020-02-02", vec![]),
+        c(
+            "ExplanationOfBenefit?service-date=gt2020-01-31",
+            vec!["eob1"],
+        ),
+        c(
+            "ExplanationOfBenefit?billable-period-start=2020-02-01",
+            vec!["eob1"],
+        ),
+        c(
+            "ExplanationOfBenefit?billable-period-start=2020-02-02",
+            vec![],
+        ),
         // numbers and quantities, with implicit precision
         c("Observation?value-quantity=95", vec!["o1"]),
         c("Observation?value-quantity=gt96", vec!["o3"]),
-        c("Observation?value-quantity=100.5|http://unitsofmeasure.org|mg/dL", vec!["o3"]),
+        c(
+            "Observation?value-quantity=100.5|http://unitsofmeasure.org|mg/dL",
+            vec!["o3"],
+        ),
         c("Observation?value-quantity=lt100||/min", vec!["o2"]),
-        c("Observation?value-quantity=ge72&value-quantity=le95", vec!["o1", "o2"]),
+        c(
+            "Observation?value-quantity=ge72&value-quantity=le95",
+            vec!["o1", "o2"],
+        ),
         // references
         c("Observation?subject=p1", vec!["o1", "o2"]),
         c("Observation?subject=Patient/p1", vec!["o1", "o2"]),
         // absolute URL on our own base
-        (format!("Observation?subject={base}/Patient/p1"), vec!["o1", "o2"]),
+        (
+            format!("Observation?subject={base}/Patient/p1"),
+            vec!["o1", "o2"],
+        ),
         c("Observation?patient=p2", vec!["o3", "o4"]),
         c("Observation?subject:Patient=p1", vec!["o1", "o2"]),
-        c("Observation?subject:Patient.birthdate=1970", vec!["o1", "o2"]),
-        c("Observation?patient.identifier=http://plan.example/mb|MB200", vec!["o3", "o4"]),
+        c(
+            "Observation?subject:Patient.birthdate=1970",
+            vec!["o1", "o2"],
+        ),
+        c(
+            "Observation?patient.identifier=http://plan.example/mb|MB200",
+            vec!["o3", "o4"],
+        ),
         c("Observation?subject:Patient.family=brown", vec![]),
-        c("Observation?performer:identifier=http://hl7.org/fhir/sid/us-npi|1234567893", vec!["o4"]),
-        c("ExplanationOfBenefit?insurer=Organization/org1", vec!["eob1"]),
-        c("ExplanationOfBenefit?patient=p1&type=professional", vec!["eob1"]),
-        c("ExplanationOfBenefit?identifier=http://plan.example/claim|EOB1", vec!["eob1"]),
-        c("MedicationRequest?patient=p1&intent=order&status=active,on-hold", vec!["mr1"]),
+        c(
+            "Observation?performer:identifier=http://hl7.org/fhir/sid/us-npi|1234567893",
+            vec!["o4"],
+        ),
+        c(
+            "ExplanationOfBenefit?insurer=Organization/org1",
+            vec!["eob1"],
+        ),
+        c(
+            "ExplanationOfBenefit?patient=p1&type=professional",
+            vec!["eob1"],
+        ),
+        c(
+            "ExplanationOfBenefit?identifier=http://plan.example/claim|EOB1",
+            vec!["eob1"],
+        ),
+        c(
+            "MedicationRequest?patient=p1&intent=order&status=active,on-hold",
+            vec!["mr1"],
+        ),
         c("Provenance?target=Observation/o1", vec!["prov1"]),
         // ids and metadata
         c("Observation?_id=o1,o3", vec!["o1", "o3"]),
-        c("Observation?_lastUpdated=gt2000-01-01", vec!["o1", "o2", "o3", "o4"]),
+        c(
+            "Observation?_lastUpdated=gt2000-01-01",
+            vec!["o1", "o2", "o3", "o4"],
+        ),
         c("Observation?_lastUpdated=lt2000-01-01", vec![]),
     ]
 }
@@ -202,14 +259,32 @@ async fn sorting_paging_counts_and_elements() {
     for b in backends() {
         let s = TestServer::start(&b).await;
         s.load(&fixture()).await;
-        assert_eq!(s.ids_in_order("Observation?_sort=date").await, vec!["o3", "o1", "o2", "o4"]);
-        assert_eq!(s.ids_in_order("Observation?_sort=-date").await, vec!["o4", "o2", "o3", "o1"]);
+        assert_eq!(
+            s.ids_in_order("Observation?_sort=date").await,
+            vec!["o3", "o1", "o2", "o4"]
+        );
+        assert_eq!(
+            s.ids_in_order("Observation?_sort=-date").await,
+            vec!["o4", "o2", "o3", "o1"]
+        );
         // the same order when paged one or two at a time, through absolute next links
-        assert_eq!(s.ids_in_order("Observation?_sort=-date&_count=1").await, vec!["o4", "o2", "o3", "o1"]);
-        assert_eq!(s.ids_in_order("Observation?_sort=date&_count=2").await, vec!["o3", "o1", "o2", "o4"]);
+        assert_eq!(
+            s.ids_in_order("Observation?_sort=-date&_count=1").await,
+            vec!["o4", "o2", "o3", "o1"]
+        );
+        assert_eq!(
+            s.ids_in_order("Observation?_sort=date&_count=2").await,
+            vec!["o3", "o1", "o2", "o4"]
+        );
         let by_update = s.ids_in_order("Observation?_sort=_lastUpdated").await;
-        assert_eq!(by_update, vec!["o1", "o2", "o3", "o4"], "loaded in this order");
-        let rev = s.ids_in_order("Observation?_sort=-_lastUpdated&_count=3").await;
+        assert_eq!(
+            by_update,
+            vec!["o1", "o2", "o3", "o4"],
+            "loaded in this order"
+        );
+        let rev = s
+            .ids_in_order("Observation?_sort=-_lastUpdated&_count=3")
+            .await;
         assert_eq!(rev, vec!["o4", "o3", "o2", "o1"]);
 
         // keyset paging: rows inserted after page 1 neither shift nor duplicate results
@@ -217,7 +292,8 @@ async fn sorting_paging_counts_and_elements() {
         assert_eq!(match_ids(&first), vec!["p1", "p2"]);
         let next = next_link(&first).expect("a next link");
         assert!(next.starts_with("http://"), "absolute next link: {next}");
-        s.load(&[json!({"resourceType": "Patient", "id": "p0", "name": [{"family": "Late"}]})]).await;
+        s.load(&[json!({"resourceType": "Patient", "id": "p0", "name": [{"family": "Late"}]})])
+            .await;
         let second = s.search(&next).await;
         assert_eq!(match_ids(&second), vec!["p3", "p0"]);
         assert!(next_link(&second).is_none());
@@ -238,7 +314,13 @@ async fn sorting_paging_counts_and_elements() {
         let r = &el["entry"][0]["resource"];
         assert_eq!(r["status"], "final");
         assert!(r.get("code").is_none());
-        assert!(r["meta"]["tag"].as_array().unwrap().iter().any(|t| t["code"] == "SUBSETTED"));
+        assert!(
+            r["meta"]["tag"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t["code"] == "SUBSETTED")
+        );
         s.stop().await;
     }
 }
@@ -248,27 +330,66 @@ async fn include_and_revinclude() {
     for b in backends() {
         let s = TestServer::start(&b).await;
         s.load(&fixture()).await;
-        let bundle = s.search("MedicationRequest?patient=p1&intent=order&_include=MedicationRequest:medication").await;
+        let bundle = s
+            .search(
+                "MedicationRequest?patient=p1&intent=order&_include=MedicationRequest:medication",
+            )
+            .await;
         assert_eq!(match_ids(&bundle), vec!["mr1"]);
-        assert_eq!(entries_with_mode(&bundle, "include"), vec![("Medication".to_owned(), "med1".to_owned())]);
+        assert_eq!(
+            entries_with_mode(&bundle, "include"),
+            vec![("Medication".to_owned(), "med1".to_owned())]
+        );
 
-        let bundle = s.search("Observation?patient=p1&_revinclude=Provenance:target").await;
-        assert_eq!(common::sorted(match_ids(&bundle).iter().map(String::as_str).collect()), vec!["o1", "o2"]);
-        assert_eq!(entries_with_mode(&bundle, "include"), vec![("Provenance".to_owned(), "prov1".to_owned())]);
-        let bundle = s.search("Patient?_id=p1&_revinclude=Provenance:target").await;
-        assert_eq!(entries_with_mode(&bundle, "include"), vec![("Provenance".to_owned(), "prov2".to_owned())]);
+        let bundle = s
+            .search("Observation?patient=p1&_revinclude=Provenance:target")
+            .await;
+        assert_eq!(
+            common::sorted(match_ids(&bundle).iter().map(String::as_str).collect()),
+            vec!["o1", "o2"]
+        );
+        assert_eq!(
+            entries_with_mode(&bundle, "include"),
+            vec![("Provenance".to_owned(), "prov1".to_owned())]
+        );
+        let bundle = s
+            .search("Patient?_id=p1&_revinclude=Provenance:target")
+            .await;
+        assert_eq!(
+            entries_with_mode(&bundle, "include"),
+            vec![("Provenance".to_owned(), "prov2".to_owned())]
+        );
 
-        let bundle = s.search("ExplanationOfBenefit?_id=eob1&_include=ExplanationOfBenefit:insurer").await;
-        assert_eq!(entries_with_mode(&bundle, "include"), vec![("Organization".to_owned(), "org1".to_owned())]);
-        let bundle = s.search("ExplanationOfBenefit?_id=eob1&_include=ExplanationOfBenefit:*").await;
+        let bundle = s
+            .search("ExplanationOfBenefit?_id=eob1&_include=ExplanationOfBenefit:insurer")
+            .await;
+        assert_eq!(
+            entries_with_mode(&bundle, "include"),
+            vec![("Organization".to_owned(), "org1".to_owned())]
+        );
+        let bundle = s
+            .search("ExplanationOfBenefit?_id=eob1&_include=ExplanationOfBenefit:*")
+            .await;
         let mut inc = entries_with_mode(&bundle, "include");
         inc.sort();
-        assert_eq!(inc, vec![("Organization".to_owned(), "org1".to_owned()), ("Patient".to_owned(), "p1".to_owned())]);
+        assert_eq!(
+            inc,
+            vec![
+                ("Organization".to_owned(), "org1".to_owned()),
+                ("Patient".to_owned(), "p1".to_owned())
+            ]
+        );
 
         let bundle = s.search("Provenance?_id=prov1&_include=Provenance:target&_include:iterate=Observation:subject").await;
         let mut inc = entries_with_mode(&bundle, "include");
         inc.sort();
-        assert_eq!(inc, vec![("Observation".to_owned(), "o1".to_owned()), ("Patient".to_owned(), "p1".to_owned())]);
+        assert_eq!(
+            inc,
+            vec![
+                ("Observation".to_owned(), "o1".to_owned()),
+                ("Patient".to_owned(), "p1".to_owned())
+            ]
+        );
         s.stop().await;
     }
 }
@@ -305,7 +426,10 @@ async fn bad_searches_are_refused_with_an_operation_outcome() {
             .unwrap();
         assert_eq!(resp.status(), 200);
         let bundle: Value = resp.json().await.unwrap();
-        assert_eq!(common::sorted(match_ids(&bundle).iter().map(String::as_str).collect()), vec!["o1", "o3"]);
+        assert_eq!(
+            common::sorted(match_ids(&bundle).iter().map(String::as_str).collect()),
+            vec!["o1", "o3"]
+        );
         assert_eq!(entries_with_mode(&bundle, "outcome").len(), 1);
         s.stop().await;
     }

@@ -126,7 +126,7 @@ pub async fn import(
     while let Some(batch) = rx.recv().await {
         if !batch.errors.is_empty() {
             for e in &batch.errors {
-                bar.println(format!("error: {e}"));
+                bar.suspend(|| eprintln!("error: {e}"));
             }
             summary.errors.extend(batch.errors);
             if opts.strict {
@@ -154,7 +154,7 @@ pub async fn import(
             }
             Err(e) => {
                 let msg = format!("a batch was not written: {}", e.diagnostics);
-                bar.println(format!("error: {msg}"));
+                bar.suspend(|| eprintln!("error: {msg}"));
                 summary.errors.push(msg);
                 if opts.strict {
                     failed = true;

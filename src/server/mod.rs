@@ -67,6 +67,11 @@ pub fn router(state: SharedState) -> Router {
         .route("/{rtype}/{id}/_history/{vid}", get(rest::vread));
     Router::new()
         .nest("/fhir", fhir)
+        // the base with a trailing slash is the same endpoint
+        .route(
+            "/fhir/",
+            post(bundle::transaction_or_batch).get(rest::system_search),
+        )
         .route("/health", get(|| async { "ok" }))
         .fallback(|| async { FhirError::not_found("no such endpoint") })
         .with_state(state)

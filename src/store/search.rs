@@ -90,7 +90,11 @@ impl Store {
         // Ties break on pk, in the direction of the first key, so that `-_lastUpdated` is
         // exactly the reverse of `_lastUpdated`.
         let pk_desc = req.sort.first().is_some_and(|k| k.descending);
-        sql.push(if pk_desc { "pk DESC LIMIT ?" } else { "pk LIMIT ?" });
+        sql.push(if pk_desc {
+            "pk DESC LIMIT ?"
+        } else {
+            "pk LIMIT ?"
+        });
         sql.bind(req.count as i64 + 1);
 
         let rows = self.db.fetch(&sql.text, &sql.params).await?;

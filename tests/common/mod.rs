@@ -120,6 +120,8 @@ impl TestServer {
     pub fn url(&self, path: &str) -> String {
         if path.starts_with("http") {
             path.to_owned()
+        } else if path.is_empty() {
+            self.base.clone()
         } else {
             format!("{}/{}", self.base, path.trim_start_matches('/'))
         }
