@@ -6,7 +6,7 @@ use super::db::SqlValue;
 use super::{RESOURCE_COLUMNS, Store, StoredResource, access, placeholders, stored_from_row};
 use crate::auth::AccessContext;
 use crate::fhir::FhirError;
-use crate::fhir::datetime::Prefix;
+use crate::fhir::datetime::{DateRange, Prefix};
 use crate::search::ParamType;
 use crate::search::query::{
     Filter, FilterValue, IncludeSpec, Modifier, SearchRequest, SortKey, TokenSystem,
@@ -619,13 +619,11 @@ fn date_condition(prefix: Prefix, low: i64, high: i64, lo_col: &str, hi_col: &st
             sql.bind(low);
         }
         Prefix::Ap => {
-            // Approximately: overlaps the search range widened by 10% of its distance from
-            // now (at least one day), as R4 leaves "ap" to the server.
             let now = chrono::Utc::now().timestamp_millis();
-            let w = ((now - low).abs() / 10).max(86_400_000);
+            let a = crate::fhir::datetime::approximate_range(DateRange { low, high }, now);
             sql.push(&format!("({hi_col} >= ? AND {lo_col} <= ?)"));
-            sql.bind(low.saturating_sub(w));
-            sql.bind(high.saturating_add(w));
+            sql.bind(a.low);
+            sql.bind(a.high);
         }
     }
     sql
