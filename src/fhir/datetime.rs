@@ -216,7 +216,12 @@ pub fn format_instant(ms: i64) -> String {
 ///
 /// `ap` is evaluated against the current time; see [`matches_at`].
 pub fn matches(prefix: Prefix, search: DateRange, target: DateRange) -> bool {
-    matches_at(prefix, search, target, chrono::Utc::now().timestamp_millis())
+    matches_at(
+        prefix,
+        search,
+        target,
+        chrono::Utc::now().timestamp_millis(),
+    )
 }
 
 /// The range `ap` (approximately) compares with: the search range widened on both sides by
@@ -368,7 +373,10 @@ mod tests {
     }
 
     fn arb_range() -> impl Strategy<Value = DateRange> {
-        (-10_000_000_000_000i64..10_000_000_000_000, 0i64..1_000_000_000_000)
+        (
+            -10_000_000_000_000i64..10_000_000_000_000,
+            0i64..1_000_000_000_000,
+        )
             .prop_map(|(low, w)| DateRange { low, high: low + w })
     }
 

@@ -160,9 +160,14 @@ fn push_token(
 fn token(param: &str, v: &Value, ty: Option<&str>, starts: Starts, out: &mut IndexEntries) {
     match v {
         Value::String(s) => push_token(out, starts, param, None, s, None),
-        Value::Bool(b) => {
-            push_token(out, starts, param, None, if *b { "true" } else { "false" }, None)
-        }
+        Value::Bool(b) => push_token(
+            out,
+            starts,
+            param,
+            None,
+            if *b { "true" } else { "false" },
+            None,
+        ),
         Value::Number(n) => push_token(out, starts, param, None, &n.to_string(), None),
         Value::Object(m) => {
             let is_cc = ty == Some("CodeableConcept")
@@ -293,7 +298,8 @@ fn date(param: &str, v: &Value, ty: Option<&str>, starts: Starts, out: &mut Inde
             }
         }
         Value::Object(m) => {
-            let is_timing = ty == Some("Timing") || m.contains_key("event") || m.contains_key("repeat");
+            let is_timing =
+                ty == Some("Timing") || m.contains_key("event") || m.contains_key("repeat");
             if is_timing {
                 for e in m
                     .get("event")
@@ -469,7 +475,10 @@ mod tests {
         assert_eq!(tokens(&e, "status")[0].code, "final");
         let id = tokens(&e, "identifier");
         assert_eq!(id[0].system.as_deref(), Some("urn:s"));
-        assert_eq!((id[0].code.as_str(), id[0].text.as_deref()), ("v1", Some("mrn")));
+        assert_eq!(
+            (id[0].code.as_str(), id[0].text.as_deref()),
+            ("v1", Some("mrn"))
+        );
 
         let p = json!({"resourceType": "Patient", "active": true, "deceasedBoolean": false,
             "telecom": [{"system": "email", "value": "a@b.c"}, {"system": "phone", "value": "1"}]});
@@ -494,34 +503,71 @@ mod tests {
         assert_eq!(fam.len(), 1);
         assert_eq!(fam[0].normalized, "nunez smith");
         assert_eq!(fam[0].exact, "Núñez-Smith");
-        let name: Vec<_> = e.strings.iter().filter(|s| s.param == "name").map(|s| s.normalized.as_str()).collect();
+        let name: Vec<_> = e
+            .strings
+            .iter()
+            .filter(|s| s.param == "name")
+            .map(|s| s.normalized.as_str())
+            .collect();
         assert_eq!(name, vec!["nunez smith", "ana", "maria", "dr"]);
-        assert!(e.strings.iter().any(|s| s.param == "address-city" && s.normalized == "springfield"));
-        assert!(e.strings.iter().any(|s| s.param == "address" && s.exact == "1 Main St"));
+        assert!(
+            e.strings
+                .iter()
+                .any(|s| s.param == "address-city" && s.normalized == "springfield")
+        );
+        assert!(
+            e.strings
+                .iter()
+                .any(|s| s.param == "address" && s.exact == "1 Main St")
+        );
         let bd: Vec<_> = e.dates.iter().filter(|d| d.param == "birthdate").collect();
-        assert_eq!((bd[0].low, bd[0].high), (ms("1980-05-01").0, ms("1980-05-31").1));
+        assert_eq!(
+            (bd[0].low, bd[0].high),
+            (ms("1980-05-01").0, ms("1980-05-31").1)
+        );
 
         let obs = json!({"resourceType": "Observation",
             "valueQuantity": {"value": 120, "unit": "mmHg", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"},
             "effectivePeriod": {"start": "2020-01-01"},
             "component": [{"valueRange": {"low": {"value": 1, "unit": "kg"}, "high": {"value": 2, "unit": "kg"}}}]});
         let e = ex(&obs);
-        let vq: Vec<_> = e.quantities.iter().filter(|q| q.param == "value-quantity").collect();
+        let vq: Vec<_> = e
+            .quantities
+            .iter()
+            .filter(|q| q.param == "value-quantity")
+            .collect();
         assert_eq!(vq.len(), 1);
         assert_eq!(vq[0].value, 120.0);
         assert_eq!(vq[0].code.as_deref(), Some("mm[Hg]"));
         let d: Vec<_> = e.dates.iter().filter(|d| d.param == "date").collect();
         assert_eq!((d[0].low, d[0].high), (ms("2020-01-01").0, i64::MAX));
-        let cvq: Vec<_> = e.quantities.iter().filter(|q| q.param == "component-value-quantity").collect();
+        let cvq: Vec<_> = e
+            .quantities
+            .iter()
+            .filter(|q| q.param == "component-value-quantity")
+            .collect();
         assert!(cvq.is_empty(), "a Range is not a Quantity");
 
         let claim = json!({"resourceType": "ExplanationOfBenefit",
             "item": [{"servicedDate": "2021-03-04"}, {"servicedPeriod": {"start": "2021-03-01", "end": "2021-03-02"}}],
             "total": [{"amount": {"value": 10.5, "currency": "USD"}}]});
         let e = ex(&claim);
-        let sd: Vec<_> = e.dates.iter().filter(|d| d.param == "service-date").map(|d| (d.low, d.high)).collect();
-        assert_eq!(sd, vec![ms("2021-03-04"), (ms("2021-03-01").0, ms("2021-03-02").1)]);
-        let ssd: Vec<_> = e.dates.iter().filter(|d| d.param == "service-start-date").map(|d| (d.low, d.high)).collect();
+        let sd: Vec<_> = e
+            .dates
+            .iter()
+            .filter(|d| d.param == "service-date")
+            .map(|d| (d.low, d.high))
+            .collect();
+        assert_eq!(
+            sd,
+            vec![ms("2021-03-04"), (ms("2021-03-01").0, ms("2021-03-02").1)]
+        );
+        let ssd: Vec<_> = e
+            .dates
+            .iter()
+            .filter(|d| d.param == "service-start-date")
+            .map(|d| (d.low, d.high))
+            .collect();
         assert_eq!(ssd, vec![ms("2021-03-04"), ms("2021-03-01")]);
     }
 
@@ -533,31 +579,71 @@ mod tests {
             "performer": [{"reference": "urn:uuid:abc"}, {"reference": "#c1"}, {"display": "x"}],
             "basedOn": [{"reference": "ServiceRequest/9"}, {"reference": "ServiceRequest/9"}]});
         let e = ex(&obs);
-        let subj: Vec<_> = e.references.iter().filter(|r| r.param == "subject").collect();
+        let subj: Vec<_> = e
+            .references
+            .iter()
+            .filter(|r| r.param == "subject")
+            .collect();
         assert_eq!(subj.len(), 1);
         assert_eq!(subj[0].target_type.as_deref(), Some("Patient"));
         assert_eq!(subj[0].target_id.as_deref(), Some("123"));
         assert_eq!(subj[0].url, "https://x/fhir/Patient/123/_history/2");
-        assert!(e.references.iter().any(|r| r.param == "patient" && r.target_id.as_deref() == Some("123")));
+        assert!(
+            e.references
+                .iter()
+                .any(|r| r.param == "patient" && r.target_id.as_deref() == Some("123"))
+        );
         let ident = tokens(&e, "subject:identifier");
         assert_eq!(ident.len(), 1);
-        assert_eq!((ident[0].system.as_deref(), ident[0].code.as_str()), (Some("urn:mbi"), "M1"));
-        let perf: Vec<_> = e.references.iter().filter(|r| r.param == "performer").collect();
+        assert_eq!(
+            (ident[0].system.as_deref(), ident[0].code.as_str()),
+            (Some("urn:mbi"), "M1")
+        );
+        let perf: Vec<_> = e
+            .references
+            .iter()
+            .filter(|r| r.param == "performer")
+            .collect();
         assert_eq!(perf.len(), 2);
-        assert!(perf.iter().all(|r| r.target_type.is_none() && r.target_id.is_none()));
+        assert!(
+            perf.iter()
+                .all(|r| r.target_type.is_none() && r.target_id.is_none())
+        );
         // Duplicates collapse.
-        assert_eq!(e.references.iter().filter(|r| r.param == "based-on").count(), 1);
+        assert_eq!(
+            e.references
+                .iter()
+                .filter(|r| r.param == "based-on")
+                .count(),
+            1
+        );
 
-        let q = json!({"resourceType": "Questionnaire", "derivedFrom": ["http://x/Questionnaire/q|1"]});
+        let q =
+            json!({"resourceType": "Questionnaire", "derivedFrom": ["http://x/Questionnaire/q|1"]});
         let e = ex(&q);
-        let d: Vec<_> = e.references.iter().filter(|r| r.param == "derived-from").collect();
-        assert_eq!(d.len(), 0, "Questionnaire has no derived-from parameter in R4");
+        let d: Vec<_> = e
+            .references
+            .iter()
+            .filter(|r| r.param == "derived-from")
+            .collect();
+        assert_eq!(
+            d.len(),
+            0,
+            "Questionnaire has no derived-from parameter in R4"
+        );
         let pd = json!({"resourceType": "PlanDefinition", "relatedArtifact": [
             {"type": "derived-from", "resource": "http://x/Library/l"}]});
         let e = ex(&pd);
-        let d: Vec<_> = e.references.iter().filter(|r| r.param == "derived-from").collect();
+        let d: Vec<_> = e
+            .references
+            .iter()
+            .filter(|r| r.param == "derived-from")
+            .collect();
         assert_eq!(d.len(), 1);
-        assert_eq!((d[0].url.as_str(), d[0].target_type.as_deref()), ("http://x/Library/l", None));
+        assert_eq!(
+            (d[0].url.as_str(), d[0].target_type.as_deref()),
+            ("http://x/Library/l", None)
+        );
     }
 
     #[test]
@@ -575,7 +661,11 @@ mod tests {
             let _ = ex(v);
         }
         for t in registry().resource_types() {
-            let _ = extract(registry(), t, &json!({"resourceType": t, "id": 1, "meta": []}));
+            let _ = extract(
+                registry(),
+                t,
+                &json!({"resourceType": t, "id": 1, "meta": []}),
+            );
             let _ = extract(registry(), t, &json!([]));
             let _ = extract(registry(), t, &json!(null));
         }
@@ -630,8 +720,13 @@ mod fixture_tests {
 
     #[test]
     fn coverage_full() {
-        let e = load(include_str!("../../tests/fixtures/search/Coverage-full.json"));
-        assert!(e.tokens.contains(&token("subscriber-id", None, "97531", None)));
+        let e = load(include_str!(
+            "../../tests/fixtures/search/Coverage-full.json"
+        ));
+        assert!(
+            e.tokens
+                .contains(&token("subscriber-id", None, "97531", None))
+        );
         assert!(e.tokens.contains(&token(
             "identifier",
             Some("http://example.org/new-payer/identifiers/coverage"),
@@ -652,8 +747,14 @@ mod fixture_tests {
             None
         )));
         let pat = "http://example.org/new-payer/fhir/Patient/pat1";
-        assert!(e.references.contains(&reference("patient", pat, Some(("Patient", "pat1")))));
-        assert!(e.references.contains(&reference("beneficiary", pat, Some(("Patient", "pat1")))));
+        assert!(
+            e.references
+                .contains(&reference("patient", pat, Some(("Patient", "pat1"))))
+        );
+        assert!(
+            e.references
+                .contains(&reference("beneficiary", pat, Some(("Patient", "pat1"))))
+        );
         assert!(e.references.contains(&reference(
             "payor",
             "Organization/full",
@@ -671,7 +772,11 @@ mod fixture_tests {
         ));
         // billablePeriod 2021-10-01 .. 2021-10-31, whole days, UTC.
         let period = date("service-date", 1_633_046_400_000, 1_635_724_799_999);
-        let service: Vec<_> = e.dates.iter().filter(|d| d.param == "service-date").collect();
+        let service: Vec<_> = e
+            .dates
+            .iter()
+            .filter(|d| d.param == "service-date")
+            .collect();
         assert_eq!(service, vec![&period]);
         assert!(e.dates.contains(&date(
             "billable-period-start",
@@ -679,8 +784,14 @@ mod fixture_tests {
             1_633_132_799_999
         )));
         // created 2021-09-20T00:00:00+00:00: one second.
-        assert!(e.dates.contains(&date("created", 1_632_096_000_000, 1_632_096_000_999)));
-        assert!(e.references.contains(&reference("patient", "Patient/1", Some(("Patient", "1")))));
+        assert!(
+            e.dates
+                .contains(&date("created", 1_632_096_000_000, 1_632_096_000_999))
+        );
+        assert!(
+            e.references
+                .contains(&reference("patient", "Patient/1", Some(("Patient", "1"))))
+        );
         assert!(e.references.contains(&reference(
             "insurer",
             "Organization/Payer1",
@@ -697,7 +808,10 @@ mod fixture_tests {
             "institutional",
             Some("institutional")
         )));
-        assert!(e.tokens.contains(&token("use", None, "preauthorization", None)));
+        assert!(
+            e.tokens
+                .contains(&token("use", None, "preauthorization", None))
+        );
         assert!(e.tokens.contains(&token(
             "identifier",
             Some("https://www.exampleplan.com/fhir/EOBIdentifier"),
@@ -716,13 +830,30 @@ mod fixture_tests {
         let given: Vec<_> = e.strings.iter().filter(|s| s.param == "given").collect();
         assert_eq!(given[0].normalized, "johnny");
         // birthDate 1986-01-01: the whole day.
-        assert!(e.dates.contains(&date("birthdate", 504_921_600_000, 505_007_999_999)));
+        assert!(
+            e.dates
+                .contains(&date("birthdate", 504_921_600_000, 505_007_999_999))
+        );
         assert!(e.tokens.contains(&token("gender", None, "male", None)));
-        assert!(e.tokens.contains(&token("phone", Some("phone"), "(443)555-1212", None)));
-        assert_eq!(e.tokens.iter().filter(|t| t.param == "identifier").count(), 4);
+        assert!(
+            e.tokens
+                .contains(&token("phone", Some("phone"), "(443)555-1212", None))
+        );
+        assert_eq!(
+            e.tokens.iter().filter(|t| t.param == "identifier").count(),
+            4
+        );
         assert!(e.tokens.contains(&token("deceased", None, "false", None)));
-        assert!(e.strings.iter().any(|s| s.param == "address-city" && s.normalized == "pittsburgh"));
-        assert!(e.strings.iter().any(|s| s.param == "address-postalcode" && s.exact == "12519"));
+        assert!(
+            e.strings
+                .iter()
+                .any(|s| s.param == "address-city" && s.normalized == "pittsburgh")
+        );
+        assert!(
+            e.strings
+                .iter()
+                .any(|s| s.param == "address-postalcode" && s.exact == "12519")
+        );
         assert!(
             e.strings
                 .iter()
@@ -732,7 +863,9 @@ mod fixture_tests {
 
     #[test]
     fn provenance_1000001() {
-        let e = load(include_str!("../../tests/fixtures/search/Provenance-1000001.json"));
+        let e = load(include_str!(
+            "../../tests/fixtures/search/Provenance-1000001.json"
+        ));
         assert!(e.references.contains(&reference(
             "target",
             "Bundle/2000002",
@@ -752,7 +885,10 @@ mod fixture_tests {
             Some("transmitter")
         )));
         // recorded 2020-07-09T15:26:23.217+00:00: one millisecond.
-        assert!(e.dates.contains(&date("recorded", 1_594_308_383_217, 1_594_308_383_217)));
+        assert!(
+            e.dates
+                .contains(&date("recorded", 1_594_308_383_217, 1_594_308_383_217))
+        );
         // entity.what has only a display: nothing to index.
         assert!(!e.references.iter().any(|r| r.param == "entity"));
     }

@@ -414,7 +414,10 @@ impl<'t> Parser<'t> {
                     self.expect(&Tok::RBracket)?;
                     for p in &mut paths {
                         match p.steps.last_mut() {
-                            Some(Step::Child { index: index @ None, .. }) => *index = Some(n),
+                            Some(Step::Child {
+                                index: index @ None,
+                                ..
+                            }) => *index = Some(n),
                             _ => return Err("indexing is only supported on an element".into()),
                         }
                     }
@@ -607,12 +610,7 @@ pub fn evaluate<'a>(expr: &Expr, resource: &'a Value) -> Vec<Node<'a>> {
 }
 
 /// Emits `value` (flattening arrays) into the next steps.
-fn emit<'a>(
-    rest: &[Step],
-    value: &'a Value,
-    ty: Option<&'static str>,
-    out: &mut Vec<Node<'a>>,
-) {
+fn emit<'a>(rest: &[Step], value: &'a Value, ty: Option<&'static str>, out: &mut Vec<Node<'a>>) {
     match value {
         Value::Array(items) => {
             for item in items {
@@ -624,12 +622,7 @@ fn emit<'a>(
     }
 }
 
-fn walk<'a>(
-    steps: &[Step],
-    value: &'a Value,
-    ty: Option<&'static str>,
-    out: &mut Vec<Node<'a>>,
-) {
+fn walk<'a>(steps: &[Step], value: &'a Value, ty: Option<&'static str>, out: &mut Vec<Node<'a>>) {
     let Some((step, rest)) = steps.split_first() else {
         out.push(Node {
             value,
@@ -658,10 +651,7 @@ fn walk<'a>(
                 }
             } else if *choice {
                 for (k, v) in map {
-                    if let Some(t) = k
-                        .strip_prefix(name.as_str())
-                        .and_then(type_from_suffix)
-                    {
+                    if let Some(t) = k.strip_prefix(name.as_str()).and_then(type_from_suffix) {
                         emit(rest, v, Some(t), out);
                     }
                 }
@@ -713,10 +703,7 @@ fn walk<'a>(
 fn has_shape(v: &Value, t: &str) -> bool {
     match v {
         Value::Bool(_) => t == "boolean",
-        Value::Number(_) => matches!(
-            t,
-            "decimal" | "integer" | "positiveInt" | "unsignedInt"
-        ),
+        Value::Number(_) => matches!(t, "decimal" | "integer" | "positiveInt" | "unsignedInt"),
         Value::String(_) => t.starts_with(|c: char| c.is_ascii_lowercase()) && t != "boolean",
         Value::Object(m) => {
             t.starts_with(|c: char| c.is_ascii_uppercase())
@@ -844,7 +831,10 @@ mod tests {
         let o = json!({"resourceType": "Observation", "subject": {"reference": "Patient/1"},
             "performer": [{"reference": "http://x/fhir/Practitioner/2/_history/3"},
                           {"reference": "Patient/9"}]});
-        assert_eq!(eval("Observation.subject.where(resolve() is Patient)", &o).len(), 1);
+        assert_eq!(
+            eval("Observation.subject.where(resolve() is Patient)", &o).len(),
+            1
+        );
         assert!(eval("Observation.subject.where(resolve() is Group)", &o).is_empty());
         assert_eq!(
             eval("Observation.performer.where(resolve() is Practitioner)", &o).len(),
@@ -871,10 +861,7 @@ mod tests {
         assert_eq!(got, vec![(json!("2106-3"), None)]);
         let got = eval("Patient.extension('http://other').value", &p);
         assert_eq!(got, vec![(json!("x"), Some("code".into()))]);
-        let got = eval(
-            "Patient.extension.where(url='http://other').valueCode",
-            &p,
-        );
+        let got = eval("Patient.extension.where(url='http://other').valueCode", &p);
         assert_eq!(got, vec![(json!("x"), Some("code".into()))]);
     }
 

@@ -75,9 +75,13 @@ const R4: &str = include_str!("../../vendor/definitions/search-parameters.json")
 const US_CORE: &str = include_str!("../../vendor/definitions/search-parameters-uscore.json");
 const CARIN_BB: &str = include_str!("../../vendor/definitions/carin-bb/search-parameters.json");
 const PDEX: &[&str] = &[
-    include_str!("../../vendor/definitions/pdex/SearchParameter-explanationofbenefit-identifier.json"),
+    include_str!(
+        "../../vendor/definitions/pdex/SearchParameter-explanationofbenefit-identifier.json"
+    ),
     include_str!("../../vendor/definitions/pdex/SearchParameter-explanationofbenefit-patient.json"),
-    include_str!("../../vendor/definitions/pdex/SearchParameter-explanationofbenefit-service-date.json"),
+    include_str!(
+        "../../vendor/definitions/pdex/SearchParameter-explanationofbenefit-service-date.json"
+    ),
     include_str!("../../vendor/definitions/pdex/SearchParameter-explanationofbenefit-type.json"),
     include_str!("../../vendor/definitions/pdex/SearchParameter-explanationofbenefit-use.json"),
     include_str!("../../vendor/definitions/pdex/SearchParameter-group-code.json"),
@@ -89,9 +93,15 @@ const PDEX: &[&str] = &[
     include_str!("../../vendor/definitions/pdex/SearchParameter-pdex-consent-action.json"),
     include_str!("../../vendor/definitions/pdex/SearchParameter-pdex-consent-provider-access.json"),
     include_str!("../../vendor/definitions/pdex/SearchParameter-pdex-consent-provision-type.json"),
-    include_str!("../../vendor/definitions/pdex/SearchParameter-pdex-group-characteristic-value-reference.json"),
-    include_str!("../../vendor/definitions/pdex/SearchParameter-pdex-medicationdispense-patient.json"),
-    include_str!("../../vendor/definitions/pdex/SearchParameter-pdex-medicationdispense-status.json"),
+    include_str!(
+        "../../vendor/definitions/pdex/SearchParameter-pdex-group-characteristic-value-reference.json"
+    ),
+    include_str!(
+        "../../vendor/definitions/pdex/SearchParameter-pdex-medicationdispense-patient.json"
+    ),
+    include_str!(
+        "../../vendor/definitions/pdex/SearchParameter-pdex-medicationdispense-status.json"
+    ),
 ];
 
 /// R4 resource types that have no search parameter of their own (they still get the
@@ -225,8 +235,7 @@ fn build(def: &Value, resource_type: &str) -> anyhow::Result<SearchParam> {
     } else {
         restrict(full, resource_type)
     };
-    let path = if kind.is_indexed() && !expression.is_empty() && !COLUMN_PARAMS.contains(&code)
-    {
+    let path = if kind.is_indexed() && !expression.is_empty() && !COLUMN_PARAMS.contains(&code) {
         Some(fhirpath::compile(&expression).map_err(|e| {
             anyhow!(
                 "cannot compile SearchParameter {url} ({resource_type}.{code}) expression \
@@ -263,7 +272,10 @@ impl Registry {
                 code.to_string(),
                 SearchParam {
                     code: code.to_string(),
-                    url: format!("http://hl7.org/fhir/SearchParameter/Resource-{}", &code[1..]),
+                    url: format!(
+                        "http://hl7.org/fhir/SearchParameter/Resource-{}",
+                        &code[1..]
+                    ),
                     kind: ParamType::Special,
                     targets: Vec::new(),
                     expression: String::new(),
@@ -366,16 +378,27 @@ mod tests {
         let tag = r.get("Coverage", "_tag").unwrap();
         assert!(tag.path.is_some());
         assert_eq!(tag.expression, "Resource.meta.tag");
-        for code in ["_profile", "_security", "_source", "_text", "_content", "_list", "_has",
-            "_type", "_query"]
-        {
+        for code in [
+            "_profile",
+            "_security",
+            "_source",
+            "_text",
+            "_content",
+            "_list",
+            "_has",
+            "_type",
+            "_query",
+        ] {
             assert!(r.get("Observation", code).is_some(), "{code}");
         }
         assert!(r.get("Observation", "_has").unwrap().path.is_none());
 
         // Restriction to the type's pieces.
         let p = r.get("Observation", "patient").unwrap();
-        assert_eq!(p.expression, "Observation.subject.where(resolve() is Patient)");
+        assert_eq!(
+            p.expression,
+            "Observation.subject.where(resolve() is Patient)"
+        );
         assert_eq!(p.kind, ParamType::Reference);
         let ip = r.get("InsurancePlan", "name").unwrap();
         assert_eq!(ip.expression, "name | alias");
@@ -387,8 +410,18 @@ mod tests {
         assert!(r.get("Patient", "race").unwrap().url.contains("us/core"));
         let sd = r.get("ExplanationOfBenefit", "service-date").unwrap();
         assert!(sd.url.contains("davinci-pdex"), "{}", sd.url);
-        assert!(r.get("ExplanationOfBenefit", "insurer").unwrap().url.contains("carin-bb"));
-        assert!(r.get("ExplanationOfBenefit", "type").unwrap().url.contains("davinci-pdex"));
+        assert!(
+            r.get("ExplanationOfBenefit", "insurer")
+                .unwrap()
+                .url
+                .contains("carin-bb")
+        );
+        assert!(
+            r.get("ExplanationOfBenefit", "type")
+                .unwrap()
+                .url
+                .contains("davinci-pdex")
+        );
         assert!(
             r.get("ExplanationOfBenefit", "service-start-date")
                 .unwrap()
@@ -404,6 +437,16 @@ mod tests {
         let c = r.get("Observation", "code-value-quantity").unwrap();
         assert_eq!(c.kind, ParamType::Composite);
         assert!(c.path.is_none());
+
+        // Every indexed parameter got a compiled path for each of its base types.
+        let no_expression = ["_text", "_content", "_query", "_id", "_lastUpdated"];
+        for t in r.resource_types() {
+            for p in r.for_type(t) {
+                if p.kind.is_indexed() && !no_expression.contains(&p.code.as_str()) {
+                    assert!(p.path.is_some(), "{t}.{} `{}`", p.code, p.expression);
+                }
+            }
+        }
 
         // Sorted, and unknown types/codes are None/empty.
         let all = r.for_type("Patient");
