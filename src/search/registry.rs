@@ -438,6 +438,16 @@ mod tests {
         assert_eq!(c.kind, ParamType::Composite);
         assert!(c.path.is_none());
 
+        // Every indexed parameter got a compiled path for each of its base types.
+        let no_expression = ["_text", "_content", "_query", "_id", "_lastUpdated"];
+        for t in r.resource_types() {
+            for p in r.for_type(t) {
+                if p.kind.is_indexed() && !no_expression.contains(&p.code.as_str()) {
+                    assert!(p.path.is_some(), "{t}.{} `{}`", p.code, p.expression);
+                }
+            }
+        }
+
         // Sorted, and unknown types/codes are None/empty.
         let all = r.for_type("Patient");
         assert!(all.windows(2).all(|w| w[0].code < w[1].code));
