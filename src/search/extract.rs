@@ -142,7 +142,8 @@ fn push_token(
     code: &str,
     text: Option<String>,
 ) {
-    if code.is_empty() {
+    // A code-less entry carries only text (a CodeableConcept with just `text`), for `:text`.
+    if code.is_empty() && text.is_none() {
         return;
     }
     push_unique(
@@ -178,6 +179,7 @@ fn token(param: &str, v: &Value, ty: Option<&str>, starts: Starts, out: &mut Ind
                     && !m.contains_key("value"));
             if is_cc {
                 let cc_text = get_str(m, "text");
+                let mut any_coding = false;
                 for coding in m
                     .get("coding")
                     .and_then(Value::as_array)
@@ -187,9 +189,18 @@ fn token(param: &str, v: &Value, ty: Option<&str>, starts: Starts, out: &mut Ind
                     if let Some(c) = coding.as_object()
                         && let Some(code) = get_str(c, "code")
                     {
-                        let text = norm_opt(cc_text.or_else(|| get_str(c, "display")));
+                        // `:text` matches the concept's text or the coding's display.
+                        let both = match (cc_text, get_str(c, "display")) {
+                            (Some(t), Some(d)) => Some(format!("{t} {d}")),
+                            (t, d) => t.or(d).map(str::to_owned),
+                        };
+                        let text = norm_opt(both.as_deref());
                         push_token(out, starts, param, get_str(c, "system"), code, text);
+                        any_coding = true;
                     }
+                }
+                if !any_coding && cc_text.is_some() {
+                    push_token(out, starts, param, None, "", norm_opt(cc_text));
                 }
             } else if let Some(code) = get_str(m, "code") {
                 // Coding (also the code of a Quantity).
@@ -471,8 +482,19 @@ mod tests {
         assert_eq!(code.len(), 1);
         assert_eq!(code[0].system.as_deref(), Some("http://loinc.org"));
         assert_eq!(code[0].code, "1-1");
-        assert_eq!(code[0].text.as_deref(), Some("blood pressure"));
+        assert_eq!(code[0].text.as_deref(), Some("blood pressure thing"));
         assert_eq!(tokens(&e, "status")[0].code, "final");
+        // a concept with only text is still findable by :text
+        let text_only = json!({"resourceType": "Observation", "status": "final", "code": {"text": "Free note"}});
+        let code = tokens(&ex(&text_only), "code")
+            .into_iter()
+            .cloned()
+            .collect::<Vec<_>>();
+        assert_eq!(code.len(), 1);
+        assert_eq!(
+            (code[0].code.as_str(), code[0].text.as_deref()),
+            ("", Some("free note"))
+        );
         let id = tokens(&e, "identifier");
         assert_eq!(id[0].system.as_deref(), Some("urn:s"));
         assert_eq!(

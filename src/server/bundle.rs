@@ -48,7 +48,7 @@ struct RequestIn {
 
 /// What one entry asks for, once checked.
 enum Action {
-    Write { op: WriteOp },
+    Write { op: Box<WriteOp> },
     Get { url: String },
 }
 
@@ -150,7 +150,7 @@ fn plan_entry(
                 state.store.prepare(text, Some(&rtype), rule)?
             };
             Ok(Action::Write {
-                op: WriteOp::put(WriteKind::Create, prepared),
+                op: Box::new(WriteOp::put(WriteKind::Create, prepared)),
             })
         }
         "PUT" => {
@@ -164,12 +164,12 @@ fn plan_entry(
                 .store
                 .prepare(body()?, Some(&rtype), IdRule::Given(id))?;
             Ok(Action::Write {
-                op: WriteOp::put(
+                op: Box::new(WriteOp::put(
                     WriteKind::Update {
                         if_match: parse_if_match(&request.if_match)?,
                     },
                     prepared,
-                ),
+                )),
             })
         }
         "DELETE" => {
@@ -180,7 +180,11 @@ fn plan_entry(
                 ))
             })?;
             Ok(Action::Write {
-                op: WriteOp::delete(&rtype, &id, parse_if_match(&request.if_match)?),
+                op: Box::new(WriteOp::delete(
+                    &rtype,
+                    &id,
+                    parse_if_match(&request.if_match)?,
+                )),
             })
         }
         "GET" | "HEAD" => {
@@ -321,7 +325,7 @@ async fn transaction(
                 FhirError::new(e.status, e.issue, format!("entry {i}: {}", e.diagnostics))
             })?;
         match action {
-            Action::Write { op } => writes.push((i, op)),
+            Action::Write { op } => writes.push((i, *op)),
             Action::Get { url } => gets.push((i, url)),
         }
     }
@@ -365,7 +369,7 @@ async fn batch(
             match plan_entry(state, entry, text.as_deref(), None)? {
                 Action::Write { op } => {
                     require_write(ctx)?;
-                    let results = state.store.write(vec![op]).await?;
+                    let results = state.store.write(vec![*op]).await?;
                     Ok(response_entry(state, &results[0], ret))
                 }
                 Action::Get { url } => {
