@@ -153,7 +153,9 @@ async fn migrate_and_usage_errors() {
     let out = pdex("mysql://nope", &["migrate"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported database URL"));
-    let out = pdex("sqlite://x.db", &["import", "/definitely/not/here"]);
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/x.db", dir.path().display());
+    let out = pdex(&url, &["import", "/definitely/not/here"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
 }

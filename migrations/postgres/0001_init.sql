@@ -2,7 +2,9 @@
 -- same columns, same indexes; only types and key generation differ.
 
 -- Current version of every resource (deleted ones stay as tombstones: Bulk `_since` exports
--- must list them). `patient_id` is the Patient-compartment owner, computed at write time.
+-- must list them). `patient_id` is the Patient-compartment owner, computed at write time;
+-- `shared` marks types outside the compartment, visible to every caller. A compartment type
+-- with no known owner (NULL patient_id, shared = 0) is visible to unrestricted callers only.
 CREATE TABLE resources (
     pk           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     rtype        TEXT    NOT NULL,
@@ -11,6 +13,7 @@ CREATE TABLE resources (
     last_updated BIGINT NOT NULL,          -- epoch milliseconds
     deleted      SMALLINT NOT NULL DEFAULT 0,
     patient_id   TEXT,
+    shared       SMALLINT NOT NULL DEFAULT 0,          -- outside the Patient compartment (Practitioner, …)
     sensitive    SMALLINT NOT NULL DEFAULT 0,
     source_hash  TEXT,                      -- SHA-256 of the resource as received (idempotent import)
     content      TEXT    NOT NULL,          -- the JSON we serve, bytes as stored
@@ -28,6 +31,7 @@ CREATE TABLE resource_history (
     last_updated BIGINT NOT NULL,
     deleted      SMALLINT NOT NULL,
     patient_id   TEXT,
+    shared       SMALLINT NOT NULL,
     sensitive    SMALLINT NOT NULL,
     content      TEXT    NOT NULL,
     PRIMARY KEY (rtype, id, version)

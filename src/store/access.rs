@@ -9,9 +9,9 @@ pub fn restriction(ctx: &AccessContext, alias: &str) -> (String, Vec<SqlValue>) 
     let mut sql = String::from("1=1");
     let mut params = Vec::new();
     if let DataScope::Patients(ids) = &ctx.scope {
-        // Shared resources (no compartment owner) stay visible; anything owned by another
-        // member is not.
-        sql.push_str(&format!(" AND ({alias}.patient_id IS NULL"));
+        // Shared resources (types outside the compartment) stay visible; anything owned by
+        // another member, or by no member we know, is not.
+        sql.push_str(&format!(" AND ({alias}.shared = 1"));
         if !ids.is_empty() {
             sql.push_str(&format!(" OR {alias}.patient_id IN ("));
             for (i, id) in ids.iter().enumerate() {

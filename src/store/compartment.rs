@@ -1,6 +1,7 @@
 //! The Patient compartment owner of a resource, computed at write time from the R4 Patient
 //! CompartmentDefinition (vendored): the Patient a resource belongs to, through the first of
-//! its compartment parameters that references a Patient. `$everything`, exports and
+//! its compartment parameters that references a Patient. A Provenance without one takes the
+//! owner of its targets (resolved by the write, which can see the database). `$everything`, exports and
 //! patient-scoped access all key on it.
 
 use crate::search::IndexEntries;
@@ -25,8 +26,9 @@ impl Compartment {
             let Some(code) = r["code"].as_str() else {
                 continue;
             };
-            // Patient is its own owner; a Group has many members and is shared.
-            if code == "Patient" || code == "Group" {
+            // Patient is its own owner. A Group lists many members: it stays a compartment
+            // type (never shared with members) but has no single owner.
+            if code == "Patient" {
                 continue;
             }
             let mut list: Vec<String> = r["param"]
@@ -36,9 +38,13 @@ impl Compartment {
                 .filter_map(|p| p.as_str().map(str::to_owned))
                 .collect();
             list.sort_by_key(|p| PRIMARY.iter().position(|x| x == p).unwrap_or(PRIMARY.len()));
-            if !list.is_empty() {
-                params.insert(code.to_owned(), list);
+            if code == "Group" {
+                list.clear();
+            } else if list.is_empty() {
+                // listed as "never in this compartment"
+                continue;
             }
+            params.insert(code.to_owned(), list);
         }
         // R4 leaves Device out of the compartment, but US Core/PDex search Device by
         // patient and `$everything` should return a member's implants.
@@ -49,6 +55,12 @@ impl Compartment {
     /// Resource types that can belong to a patient (Patient included).
     pub fn member_types(&self) -> impl Iterator<Item = &str> {
         std::iter::once("Patient").chain(self.params.keys().map(String::as_str))
+    }
+
+    /// Does `rtype` belong to the Patient compartment? Resources of other types (Practitioner,
+    /// Organization, Medication, …) are shared reference data.
+    pub fn is_member_type(&self, rtype: &str) -> bool {
+        rtype == "Patient" || self.params.contains_key(rtype)
     }
 
     /// The owner of a resource whose index entries are `index`.

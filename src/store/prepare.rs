@@ -18,6 +18,11 @@ pub struct Prepared {
     pub source_hash: String,
     pub index: IndexEntries,
     pub patient_id: Option<String>,
+    /// Outside the Patient compartment: visible to every caller.
+    pub shared: bool,
+    /// For a Provenance without a Patient target: the (type, id) of its targets, whose owner
+    /// becomes its owner (US Core Provenance reaches the member only through `target`).
+    pub owner_from: Vec<(String, String)>,
     pub sensitive: bool,
 }
 
@@ -94,6 +99,21 @@ impl Store {
         let raw = RawResource::parse(text).map_err(FhirError::bad_request)?;
         let index = extract(&self.registry, &rtype, &value);
         let patient_id = self.compartment.owner(&rtype, &id, &index);
+        let mut shared = !self.compartment.is_member_type(&rtype);
+        let mut owner_from = Vec::new();
+        if rtype == "Provenance" && patient_id.is_none() {
+            owner_from = index
+                .references
+                .iter()
+                .filter(|r| r.param == "target")
+                .filter_map(|r| Some((r.target_type.clone()?, r.target_id.clone()?)))
+                .collect();
+            // Provenance of shared resources only (an Organization's record) is shared too.
+            shared = !owner_from.is_empty()
+                && owner_from
+                    .iter()
+                    .all(|(t, _)| !self.compartment.is_member_type(t));
+        }
         let sensitive = self.sensitivity.is_sensitive(&value);
         let source_hash = hex(&Sha256::digest(text.as_bytes()));
         Ok(Prepared {
@@ -103,6 +123,8 @@ impl Store {
             source_hash,
             index,
             patient_id,
+            shared,
+            owner_from,
             sensitive,
         })
     }

@@ -188,8 +188,8 @@ impl Store {
             let list = placeholders(chunk.len());
             tx.execute(
                 &format!(
-                    "INSERT INTO resource_history (rtype, id, version, last_updated, deleted, patient_id, sensitive, content) \
-                     SELECT rtype, id, version, last_updated, deleted, patient_id, sensitive, content FROM resources WHERE pk IN ({list})"
+                    "INSERT INTO resource_history (rtype, id, version, last_updated, deleted, patient_id, shared, sensitive, content) \
+                     SELECT rtype, id, version, last_updated, deleted, patient_id, shared, sensitive, content FROM resources WHERE pk IN ({list})"
                 ),
                 &params,
             )
@@ -203,6 +203,8 @@ impl Store {
             }
         }
 
+        resolve_provenance_owners(tx, &mut updates, &mut inserts).await?;
+
         let mut index_rows = IndexRows::default();
         let result_pos: HashMap<(String, String), usize> = results
             .iter()
@@ -213,7 +215,8 @@ impl Store {
         for (pk, mut op) in updates {
             let pos = result_pos[&(op.rtype.clone(), op.id.clone())];
             let version = results[pos].version;
-            let (content, deleted, patient_id, sensitive, hash) = match op.prepared.as_mut() {
+            let (content, deleted, patient_id, shared, sensitive, hash) = match op.prepared.as_mut()
+            {
                 Some(p) => {
                     let content = stamp(p, version, now);
                     results[pos].content = Some(content.clone());
@@ -222,6 +225,7 @@ impl Store {
                         content,
                         false,
                         p.patient_id.clone(),
+                        p.shared,
                         p.sensitive,
                         Some(p.source_hash.clone()),
                     )
@@ -231,11 +235,16 @@ impl Store {
                     true,
                     None,
                     false,
+                    false,
                     None,
                 ),
             };
-            // A tombstone keeps the owner so that member-scoped `_since` exports can list it.
-            let keep_owner = if deleted { "patient_id" } else { "?" };
+            // A tombstone keeps its owner so that member-scoped `_since` exports can list it.
+            let keep_owner = if deleted {
+                "patient_id = patient_id, shared = shared"
+            } else {
+                "patient_id = ?, shared = ?"
+            };
             let mut params = vec![
                 SqlValue::Int(version),
                 SqlValue::Int(now),
@@ -243,6 +252,7 @@ impl Store {
             ];
             if !deleted {
                 params.push(patient_id.into());
+                params.push(SqlValue::from(shared));
             }
             params.extend([
                 SqlValue::from(sensitive),
@@ -252,7 +262,7 @@ impl Store {
             ]);
             tx.execute(
                 &format!(
-                    "UPDATE resources SET version = ?, last_updated = ?, deleted = ?, patient_id = {keep_owner}, \
+                    "UPDATE resources SET version = ?, last_updated = ?, deleted = ?, {keep_owner}, \
                      sensitive = ?, source_hash = ?, content = ? WHERE pk = ?"
                 ),
                 &params,
@@ -260,7 +270,7 @@ impl Store {
             .await?;
         }
 
-        const COLS: usize = 8;
+        const COLS: usize = 9;
         for chunk in inserts.chunks_mut(MAX_PARAMS / COLS) {
             let mut params = Vec::with_capacity(chunk.len() * COLS);
             for (pos, op) in chunk.iter_mut() {
@@ -273,16 +283,17 @@ impl Store {
                     SqlValue::Int(1),
                     SqlValue::Int(now),
                     p.patient_id.clone().into(),
+                    SqlValue::from(p.shared),
                     SqlValue::from(p.sensitive),
                     SqlValue::from(&p.source_hash),
                     SqlValue::Text(content),
                 ]);
             }
-            let values = vec!["(?,?,?,?,0,?,?,?,?)"; chunk.len()].join(",");
+            let values = vec!["(?,?,?,?,0,?,?,?,?,?)"; chunk.len()].join(",");
             let rows = tx
                 .fetch(
                     &format!(
-                        "INSERT INTO resources (rtype, id, version, last_updated, deleted, patient_id, sensitive, source_hash, content) \
+                        "INSERT INTO resources (rtype, id, version, last_updated, deleted, patient_id, shared, sensitive, source_hash, content) \
                          VALUES {values} ON CONFLICT (rtype, id) DO NOTHING RETURNING pk, rtype, id"
                     ),
                     &params,
@@ -301,8 +312,86 @@ impl Store {
             }
         }
         index_rows.insert(tx).await?;
+        // Provenance written before its targets: now that more owners are known, give each
+        // still-ownerless Provenance the owner of one of its targets.
+        tx.execute(
+            "UPDATE resources SET patient_id = (SELECT t.patient_id FROM idx_reference x \
+               JOIN resources t ON t.rtype = x.target_type AND t.id = x.target_id \
+               WHERE x.res_pk = resources.pk AND x.param = 'target' AND t.patient_id IS NOT NULL LIMIT 1) \
+             WHERE patient_id IS NULL AND rtype = 'Provenance' AND shared = 0",
+            &[],
+        )
+        .await?;
         Ok(results)
     }
+}
+
+/// Gives each Provenance without a Patient target the owner of its targets: from the same
+/// batch first, then from the database.
+async fn resolve_provenance_owners(
+    tx: &mut dyn Transaction,
+    updates: &mut [(i64, WriteOp)],
+    inserts: &mut [(usize, WriteOp)],
+) -> anyhow::Result<()> {
+    let ops = || {
+        updates
+            .iter()
+            .map(|(_, op)| op)
+            .chain(inserts.iter().map(|(_, op)| op))
+    };
+    let mut wanted: Vec<(String, String)> = ops()
+        .filter_map(|op| op.prepared.as_ref())
+        .filter(|p| p.patient_id.is_none())
+        .flat_map(|p| p.owner_from.iter().cloned())
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let mut owners: HashMap<(String, String), String> = ops()
+        .filter_map(|op| op.prepared.as_ref())
+        .filter_map(|p| Some(((p.rtype.clone(), p.id.clone()), p.patient_id.clone()?)))
+        .collect();
+    wanted.retain(|k| !owners.contains_key(k));
+    let mut by_type: HashMap<String, Vec<String>> = HashMap::new();
+    for (t, id) in wanted {
+        by_type.entry(t).or_default().push(id);
+    }
+    for (rtype, ids) in by_type {
+        for chunk in ids.chunks(MAX_PARAMS - 1) {
+            let mut params = vec![SqlValue::from(&rtype)];
+            params.extend(chunk.iter().map(SqlValue::from));
+            let rows = tx
+                .fetch(
+                    &format!(
+                        "SELECT id, patient_id FROM resources WHERE rtype = ? AND id IN ({}) AND patient_id IS NOT NULL",
+                        placeholders(chunk.len())
+                    ),
+                    &params,
+                )
+                .await?;
+            for row in rows {
+                let mut it = row.into_iter();
+                if let (Some(id), Some(owner)) = (
+                    it.next().and_then(SqlValue::into_string),
+                    it.next().and_then(SqlValue::into_string),
+                ) {
+                    owners.insert((rtype.clone(), id), owner);
+                }
+            }
+        }
+    }
+    let all = updates
+        .iter_mut()
+        .map(|(_, op)| op)
+        .chain(inserts.iter_mut().map(|(_, op)| op));
+    for op in all {
+        if let Some(p) = op.prepared.as_mut()
+            && p.patient_id.is_none()
+        {
+            p.patient_id = p.owner_from.iter().find_map(|k| owners.get(k).cloned());
+        }
+    }
+    Ok(())
 }
 
 pub(crate) const INDEX_TABLES: [&str; 5] = [
