@@ -1,0 +1,107 @@
+//! The operator contract, driven through the real binary: `pdex serve` reads its config file
+//! (with environment overriding it), logs JSON without PHI, serves HTTP, sees what a
+//! concurrent `pdex import` writes, and shuts down cleanly on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[tokio::test]
+async fn serve_with_config_file_concurrent_import_and_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/pdex.db", dir.path().display());
+    let config = dir.path().join("pdex.toml");
+    // the file asks for a port that is taken; the environment overrides it
+    std::fs::write(
+        &config,
+        format!("database_url = \"{db}\"\nlisten = \"127.0.0.1:1\"\nlog_format = \"json\"\n"),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pdex"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("PDEX_LISTEN", "127.0.0.1:0")
+        .env_remove("PDEX_DATABASE_URL")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let started = Instant::now();
+    let mut lines = Vec::new();
+    let base = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("server did not start: {lines:?}"));
+        if let Some(url) = line.strip_prefix("pdex serving FHIR R4 at ") {
+            break url.to_owned();
+        }
+        lines.push(line);
+        assert!(started.elapsed() < Duration::from_secs(60));
+    };
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with('{') && l.contains("\"message\":\"pdex serving\"")),
+        "JSON logs: {lines:?}"
+    );
+    let client = reqwest::Client::new();
+    let resp = client.get(format!("{base}/metadata")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+
+    // import into the same database while the server runs
+    let data = dir.path().join("p.ndjson");
+    std::fs::write(
+        &data,
+        r#"{"resourceType":"Patient","id":"concurrent","name":[{"family":"Secretname"}]}"#,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pdex"))
+        .args(["import", "--database-url", &db, data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bundle: serde_json::Value = client
+        .get(format!("{base}/Patient?family=secretname"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bundle["total"], 1, "the server sees the import at once");
+
+    // SIGTERM: clean exit
+    let status = Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "exit status {exit:?}");
+    // no PHI in the logs: the family name searched for never appears
+    let rest: Vec<String> = rx.try_iter().collect();
+    assert!(
+        !lines
+            .iter()
+            .chain(rest.iter())
+            .any(|l| l.to_lowercase().contains("secretname")),
+        "PHI in logs: {rest:?}"
+    );
+}
