@@ -42,7 +42,12 @@ pub fn date(day: i64) -> String {
 pub fn instant(day: i64, secs: u32) -> String {
     let (y, m, d) = civil_from_days(day);
     let s = secs % 86_400;
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", s / 3600, s / 60 % 60, s % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
 }
 
 /// Whole years between two days (age).
@@ -68,7 +73,13 @@ mod tests {
         }
         assert_eq!(date(0), "1970-01-01");
         assert_eq!(date(days_from_civil(1974, 12, 25)), "1974-12-25");
-        assert_eq!(instant(days_from_civil(2024, 2, 29), 3_661), "2024-02-29T01:01:01Z");
-        assert_eq!(years_between(days_from_civil(2000, 3, 1), days_from_civil(2026, 2, 28)), 25);
+        assert_eq!(
+            instant(days_from_civil(2024, 2, 29), 3_661),
+            "2024-02-29T01:01:01Z"
+        );
+        assert_eq!(
+            years_between(days_from_civil(2000, 3, 1), days_from_civil(2026, 2, 28)),
+            25
+        );
     }
 }

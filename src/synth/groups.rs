@@ -20,7 +20,10 @@ pub const OPT_OUT_GROUP: &str = "member-opt-out";
 pub const ATR_ORGS: &[usize] = &[0, 1, pool::ORG_PEDIATRICS];
 
 pub fn atr_group_id(org: usize) -> String {
-    format!("atr-{}", pool::PROVIDER_ORGS[org].0.trim_start_matches("org-"))
+    format!(
+        "atr-{}",
+        pool::PROVIDER_ORGS[org].0.trim_start_matches("org-")
+    )
 }
 
 struct Spool {
@@ -34,7 +37,12 @@ struct Spool {
 impl Spool {
     fn new(dir: &Path, name: &str) -> anyhow::Result<Self> {
         let path = dir.join(format!(".{name}.spool"));
-        Ok(Spool { w: BufWriter::new(File::create(&path)?), path, count: 0, opted_out: 0 })
+        Ok(Spool {
+            w: BufWriter::new(File::create(&path)?),
+            path,
+            count: 0,
+            opted_out: 0,
+        })
     }
 
     fn push(&mut self, entry: &Value) -> anyhow::Result<()> {
@@ -103,7 +111,11 @@ impl Groups {
             if p.opted_out {
                 self.atr[i].opted_out += 1;
             } else if current {
-                let change = if p.coverage().start > as_of_day() - 365 { "new" } else { "nochange" };
+                let change = if p.coverage().start > as_of_day() - 365 {
+                    "new"
+                } else {
+                    "nochange"
+                };
                 self.atr[i].push(&json!({
                     "extension": [
                         { "url": "http://hl7.org/fhir/us/davinci-atr/StructureDefinition/ext-changeType", "valueCode": change },

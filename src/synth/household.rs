@@ -54,7 +54,11 @@ impl Person {
     /// First and last day with coverage.
     pub fn covered_span(&self) -> (i64, i64) {
         let start = self.coverages[0].start.max(self.birth);
-        let end = self.coverage().end.unwrap_or_else(as_of_day).min(as_of_day());
+        let end = self
+            .coverage()
+            .end
+            .unwrap_or_else(as_of_day)
+            .min(as_of_day());
         (start, end.max(start))
     }
 }
@@ -128,7 +132,10 @@ fn patient_id(idx: u64) -> String {
 /// A stable payer-wide number: a bijection of the member index (7919 is prime, so the map is
 /// one-to-one modulo 10^10), so UMBs are unique without looking like a counter.
 fn umb(idx: u64) -> String {
-    format!("U{:010}", (idx.wrapping_mul(7_919) + 4_000_000_007) % 10_000_000_000)
+    format!(
+        "U{:010}",
+        (idx.wrapping_mul(7_919) + 4_000_000_007) % 10_000_000_000
+    )
 }
 
 impl Planner {
@@ -185,9 +192,7 @@ impl Planner {
                 1 if size >= 2 && !(kind == Kind::Random && size == 2 && m.chance(0.3)) => "spouse",
                 _ => "child",
             };
-            let gender = if kind == Kind::IgExample {
-                "female"
-            } else if m.chance(0.5) {
+            let gender = if kind == Kind::IgExample || m.chance(0.5) {
                 "female"
             } else {
                 "male"
@@ -225,7 +230,14 @@ impl Planner {
                 let mut c = Rng::derive(self.seed, tag::COLLIDE, k / 50);
                 let g = c.below(2) == 0;
                 family = c.pick(tables::FAMILY).to_string();
-                given = vec![c.pick(if g { tables::FEMALE_GIVEN } else { tables::MALE_GIVEN }).to_string()];
+                given = vec![
+                    c.pick(if g {
+                        tables::FEMALE_GIVEN
+                    } else {
+                        tables::MALE_GIVEN
+                    })
+                    .to_string(),
+                ];
                 birth = as_of - c.range(25 * 365, 70 * 365);
                 let _ = g;
             }
@@ -357,7 +369,11 @@ impl Planner {
     }
 
     fn given_name(&self, r: &mut Rng, gender: &str, kind: Kind, pos: u64) -> String {
-        let list = if gender == "female" { tables::FEMALE_GIVEN } else { tables::MALE_GIVEN };
+        let list = if gender == "female" {
+            tables::FEMALE_GIVEN
+        } else {
+            tables::MALE_GIVEN
+        };
         if kind == Kind::Twins && pos >= 2 {
             // Twins get different first names but share birth date and family name.
             return list[(pos as usize * 7) % list.len()].to_string();

@@ -11,7 +11,9 @@ use super::household::{GROUPS, Household, PLANS, Person};
 use super::pool;
 use super::rng::{Rng, tag};
 use super::sink::Sink;
-use super::tables::{self, ACTCODE, CONFIDENTIALITY, CPT, CVX, ICD10, LOINC, NDC, RXNORM, SNOMED, UCUM};
+use super::tables::{
+    self, ACTCODE, CONFIDENTIALITY, CPT, CVX, ICD10, LOINC, NDC, RXNORM, SNOMED, UCUM,
+};
 
 const US_CORE: &str = "http://hl7.org/fhir/us/core/StructureDefinition/";
 const CARIN: &str = "http://hl7.org/fhir/us/carin-bb/StructureDefinition/";
@@ -48,6 +50,9 @@ enum Visit {
     Emergency,
     Inpatient,
 }
+
+/// Who authored an encounter's data: (provider organization, practitioner).
+type Author = (usize, Option<usize>);
 
 /// A sensitivity label set (index into `tables::SENSITIVE`).
 type Sec = Option<usize>;
@@ -125,7 +130,9 @@ impl<'a> MemberGen<'a> {
         let (start, end) = self.p.covered_span();
         let years = ((end - start) as f64 / 365.25).max(0.2);
         let n = ((years * (0.6 + self.r.unit() * 1.4)).round() as i64).clamp(1, 14);
-        let mut days: Vec<i64> = (0..n).map(|_| start + self.r.range(0, end - start)).collect();
+        let mut days: Vec<i64> = (0..n)
+            .map(|_| start + self.r.range(0, end - start))
+            .collect();
         days.sort_unstable();
         let mut provenance_n = 0;
         for (i, day) in days.iter().enumerate() {
@@ -138,12 +145,28 @@ impl<'a> MemberGen<'a> {
         if !once.is_empty() {
             provenance_n += 1;
             let pcp = self.p.pcp;
-            self.provenance(provenance_n, end, &once, pool::practitioner_org(pcp), Some(pcp), "hl7ccda", None)?;
+            self.provenance(
+                provenance_n,
+                end,
+                &once,
+                pool::practitioner_org(pcp),
+                Some(pcp),
+                "hl7ccda",
+                None,
+            )?;
         }
         if self.p.has_sensitive {
             let (sec, targets, org, prac) = self.sensitive(start, end)?;
             provenance_n += 1;
-            self.provenance(provenance_n, end, &targets, org, Some(prac), "hl7ccda", Some(sec))?;
+            self.provenance(
+                provenance_n,
+                end,
+                &targets,
+                org,
+                Some(prac),
+                "hl7ccda",
+                Some(sec),
+            )?;
         }
         self.prior_auths(start, end)?;
         if self.r.chance(0.4) && self.age_at(end) >= 2 {
@@ -152,7 +175,12 @@ impl<'a> MemberGen<'a> {
         }
         // Claims and member data come from the payer itself.
         let mut payer_targets = vec![format!("Patient/{}", self.p.id)];
-        payer_targets.extend(self.p.coverages.iter().map(|c| format!("Coverage/{}", c.id)));
+        payer_targets.extend(
+            self.p
+                .coverages
+                .iter()
+                .map(|c| format!("Coverage/{}", c.id)),
+        );
         payer_targets.append(&mut self.claims);
         provenance_n += 1;
         let updated_day = end;
@@ -170,7 +198,11 @@ impl<'a> MemberGen<'a> {
         if let Some(s) = p.suffix {
             name["suffix"] = json!([s]);
         }
-        let birthsex = if p.gender == "female" { ("F", "Female") } else { ("M", "Male") };
+        let birthsex = if p.gender == "female" {
+            ("F", "Female")
+        } else {
+            ("M", "Male")
+        };
         let mut identifier = vec![
             json!({ "type": { "coding": [{ "system": "http://hl7.org/fhir/us/davinci-hrex/CodeSystem/hrex-temp", "code": "UMB", "display": "Member Number" }] },
                 "system": pool::UMB_SYSTEM, "value": p.umb, "assigner": pool::payer_ref() }),
@@ -219,7 +251,8 @@ impl<'a> MemberGen<'a> {
             "managingOrganization": pool::payer_ref(),
         });
         if birthsex.0 == "F" && self.r.chance(0.01) {
-            patient["extension"][0] = json!({ "url": format!("{US_CORE}us-core-birthsex"), "valueCode": "UNK" });
+            patient["extension"][0] =
+                json!({ "url": format!("{US_CORE}us-core-birthsex"), "valueCode": "UNK" });
         }
         self.sink.put("Patient", &patient)
     }
@@ -238,8 +271,10 @@ impl<'a> MemberGen<'a> {
                 json!({ "type": coding("http://terminology.hl7.org/CodeSystem/coverage-class", "plan"), "value": plan, "name": plan_name }),
             ];
             if c.ig_example {
-                identifier.push(json!({ "type": coding("http://terminology.hl7.org/CodeSystem/v2-0203", "MB"),
-                    "system": pool::IG_OLD_PAYER_SYSTEM, "value": p.member_id }));
+                identifier.push(
+                    json!({ "type": coding("http://terminology.hl7.org/CodeSystem/v2-0203", "MB"),
+                    "system": pool::IG_OLD_PAYER_SYSTEM, "value": p.member_id }),
+                );
                 class.push(json!({ "type": coding("http://terminology.hl7.org/CodeSystem/coverage-class", "subplan"), "value": "P7" }));
                 class.push(json!({ "type": coding("http://terminology.hl7.org/CodeSystem/coverage-class", "class"), "value": "SILVER" }));
             }
@@ -256,7 +291,11 @@ impl<'a> MemberGen<'a> {
                 "spouse" => "Spouse",
                 _ => "Child",
             };
-            let sopt = if group == "GRP12550" { ("9", "Private Insurance - Individual") } else { ("5", "PRIVATE HEALTH INSURANCE") };
+            let sopt = if group == "GRP12550" {
+                ("9", "Private Insurance - Individual")
+            } else {
+                ("5", "PRIVATE HEALTH INSURANCE")
+            };
             let _ = sopt;
             let mut cov = json!({
                 "resourceType": "Coverage", "id": c.id,
@@ -301,12 +340,13 @@ impl<'a> MemberGen<'a> {
     }
 
     fn practitioner_in(&mut self, org: usize) -> usize {
-        org * pool::PRACTITIONERS_PER_ORG + self.r.below(pool::PRACTITIONERS_PER_ORG as u64) as usize
+        org * pool::PRACTITIONERS_PER_ORG
+            + self.r.below(pool::PRACTITIONERS_PER_ORG as u64) as usize
     }
 
     /// Writes one encounter and what happened during it. Returns the targets for its
     /// Provenance and the (organization, practitioner) authoring them.
-    fn encounter(&mut self, n: u32, day: i64) -> anyhow::Result<(Vec<String>, (usize, Option<usize>))> {
+    fn encounter(&mut self, n: u32, day: i64) -> anyhow::Result<(Vec<String>, Author)> {
         let age = self.age_at(day);
         let roll = self.r.unit();
         let visit = if roll < 0.30 {
@@ -325,8 +365,14 @@ impl<'a> MemberGen<'a> {
                 (pool::ORG_HOSPITAL, self.practitioner_in(pool::ORG_HOSPITAL))
             }
             Visit::Chronic if self.r.chance(0.3) => {
-                let org = *self.r.pick(&[pool::ORG_CARDIO, pool::ORG_ORTHO, pool::ORG_WOMEN]);
-                let org = if org == pool::ORG_WOMEN && self.p.gender != "female" { pool::ORG_CARDIO } else { org };
+                let org = *self
+                    .r
+                    .pick(&[pool::ORG_CARDIO, pool::ORG_ORTHO, pool::ORG_WOMEN]);
+                let org = if org == pool::ORG_WOMEN && self.p.gender != "female" {
+                    pool::ORG_CARDIO
+                } else {
+                    org
+                };
                 (org, self.practitioner_in(org))
             }
             _ => (pool::practitioner_org(self.p.pcp), self.p.pcp),
@@ -348,7 +394,11 @@ impl<'a> MemberGen<'a> {
         };
         let cond = &tables::CONDITIONS[cond_idx];
         let enc_id = self.id("enc", n);
-        let end_day = if visit == Visit::Inpatient { day + self.r.range(1, 6) } else { day };
+        let end_day = if visit == Visit::Inpatient {
+            day + self.r.range(1, 6)
+        } else {
+            day
+        };
         let mut targets = vec![format!("Encounter/{enc_id}")];
         let (class_code, class_display) = match visit {
             Visit::Emergency => ("EMER", "emergency"),
@@ -406,16 +456,21 @@ impl<'a> MemberGen<'a> {
             self.vitals(day, start_secs, &enc_id, age, &mut targets)?;
         }
         // Labs.
-        let lab_chance = if matches!(visit, Visit::Chronic | Visit::Wellness) { 0.45 } else { 0.15 };
+        let lab_chance = if matches!(visit, Visit::Chronic | Visit::Wellness) {
+            0.45
+        } else {
+            0.15
+        };
         if age >= 2 && self.r.chance(lab_chance) {
             self.labs(n, day, start_secs, &enc_id, prac, &mut targets)?;
         }
         // Medication.
-        let mut claim_lines: Vec<(&str, &str, &str, f64)> = vec![(CPT, visit_cpt, visit_display, 0.0)];
-        if let Some(mi) = tables::med_for_condition(cond_idx) {
-            if self.r.chance(0.75) {
-                self.medication(day, &enc_id, prac, mi, None, &mut targets)?;
-            }
+        let mut claim_lines: Vec<(&str, &str, &str, f64)> =
+            vec![(CPT, visit_cpt, visit_display, 0.0)];
+        if let Some(mi) = tables::med_for_condition(cond_idx)
+            && self.r.chance(0.75)
+        {
+            self.medication(day, &enc_id, prac, mi, None, &mut targets)?;
         }
         // Procedures.
         let proc_chance = match visit {
@@ -430,7 +485,11 @@ impl<'a> MemberGen<'a> {
                 Visit::Emergency => *self.r.pick(&[2, 3]),
                 _ => *self.r.pick(&[0, 1, 2]),
             };
-            let pi = if pi == 1 && self.p.gender != "female" { 0 } else { pi };
+            let pi = if pi == 1 && self.p.gender != "female" {
+                0
+            } else {
+                pi
+            };
             let (cpt, sct, display, lo, hi) = tables::PROCEDURES[pi];
             let id = self.id("proc", n);
             let meta = self.meta(day, &format!("{US_CORE}us-core-procedure"), None);
@@ -469,18 +528,36 @@ impl<'a> MemberGen<'a> {
                 "performer": [{ "actor": { "reference": format!("Practitioner/{}", pool::practitioner_id(prac)) } }],
             }))?;
             targets.push(format!("Immunization/{id}"));
-            claim_lines.push((CPT, "90471", "Immunization administration", self.r.money(25, 180)));
+            claim_lines.push((
+                CPT,
+                "90471",
+                "Immunization administration",
+                self.r.money(25, 180),
+            ));
         }
         // Clinical note.
         if self.r.chance(0.4) || visit == Visit::Inpatient {
-            let id = self.document(day, start_secs, &enc_id, prac, org_id, cond.display, visit == Visit::Inpatient, None)?;
+            let id = self.document(
+                day,
+                start_secs,
+                &enc_id,
+                prac,
+                org_id,
+                cond.display,
+                visit == Visit::Inpatient,
+                None,
+            )?;
             targets.push(format!("DocumentReference/{id}"));
         }
         // An ECG read as a narrative report.
         if claim_lines.iter().any(|l| l.1 == "93000") {
             self.doc_n += 1;
             let id = self.id("dr-note", self.doc_n);
-            let meta = self.meta(day, &format!("{US_CORE}us-core-diagnosticreport-note"), None);
+            let meta = self.meta(
+                day,
+                &format!("{US_CORE}us-core-diagnosticreport-note"),
+                None,
+            );
             let text = "12-lead ECG: normal sinus rhythm, no acute ST changes.";
             self.sink.put("DiagnosticReport", &json!({
                 "resourceType": "DiagnosticReport", "id": id, "meta": meta,
@@ -501,14 +578,40 @@ impl<'a> MemberGen<'a> {
             _ => Claim::Professional,
         };
         let diag = [(cond.icd, cond.display)];
-        self.claim(claim_kind, day, end_day, org, prac, &claim_lines, &diag, Some(&enc_id), None)?;
+        self.claim(
+            claim_kind,
+            day,
+            end_day,
+            org,
+            prac,
+            &claim_lines,
+            &diag,
+            Some(&enc_id),
+            None,
+        )?;
         Ok((targets, (org, Some(prac))))
     }
 
-    fn condition(&mut self, id: &str, cond: &tables::Cond, day: i64, enc: Option<&str>, problem: bool, sec: Sec) -> anyhow::Result<()> {
-        let profile = if problem { "us-core-condition-problems-health-concerns" } else { "us-core-condition-encounter-diagnosis" };
+    fn condition(
+        &mut self,
+        id: &str,
+        cond: &tables::Cond,
+        day: i64,
+        enc: Option<&str>,
+        problem: bool,
+        sec: Sec,
+    ) -> anyhow::Result<()> {
+        let profile = if problem {
+            "us-core-condition-problems-health-concerns"
+        } else {
+            "us-core-condition-encounter-diagnosis"
+        };
         let meta = self.meta(day, &format!("{US_CORE}{profile}"), sec);
-        let (cat, cat_display) = if problem { ("problem-list-item", "Problem List Item") } else { ("encounter-diagnosis", "Encounter Diagnosis") };
+        let (cat, cat_display) = if problem {
+            ("problem-list-item", "Problem List Item")
+        } else {
+            ("encounter-diagnosis", "Encounter Diagnosis")
+        };
         let resolved = !cond.chronic && day + 30 < self.as_of;
         let mut c = json!({
             "resourceType": "Condition", "id": id, "meta": meta,
@@ -529,7 +632,18 @@ impl<'a> MemberGen<'a> {
         self.sink.put("Condition", &c)
     }
 
-    fn observation(&mut self, day: i64, secs: u32, enc: Option<&str>, profile: &str, category: &str, code: (&str, &str), value: Value, sec: Sec) -> anyhow::Result<String> {
+    #[allow(clippy::too_many_arguments)]
+    fn observation(
+        &mut self,
+        day: i64,
+        secs: u32,
+        enc: Option<&str>,
+        profile: &str,
+        category: &str,
+        code: (&str, &str),
+        value: Value,
+        sec: Sec,
+    ) -> anyhow::Result<String> {
         self.obs_n += 1;
         let id = self.id("obs", self.obs_n);
         let meta = self.meta(day, &format!("{US_CORE}{profile}"), sec);
@@ -562,44 +676,122 @@ impl<'a> MemberGen<'a> {
         json!({ "valueQuantity": { "value": v, "unit": unit, "system": UCUM, "code": unit } })
     }
 
-    fn vitals(&mut self, day: i64, secs: u32, enc: &str, age: i64, targets: &mut Vec<String>) -> anyhow::Result<()> {
+    fn vitals(
+        &mut self,
+        day: i64,
+        secs: u32,
+        enc: &str,
+        age: i64,
+        targets: &mut Vec<String>,
+    ) -> anyhow::Result<()> {
         let sys = self.r.range(100, 150) as f64;
         let dia = self.r.range(60, 95) as f64;
         let bp = json!({ "component": [
             { "code": cc(LOINC, "8480-6", "Systolic blood pressure"), "valueQuantity": { "value": sys, "unit": "mm[Hg]", "system": UCUM, "code": "mm[Hg]" } },
             { "code": cc(LOINC, "8462-4", "Diastolic blood pressure"), "valueQuantity": { "value": dia, "unit": "mm[Hg]", "system": UCUM, "code": "mm[Hg]" } } ] });
         if age >= 3 {
-            let id = self.observation(day, secs, Some(enc), "us-core-blood-pressure", "vital-signs", ("85354-9", "Blood pressure panel with all children optional"), bp, None)?;
+            let id = self.observation(
+                day,
+                secs,
+                Some(enc),
+                "us-core-blood-pressure",
+                "vital-signs",
+                ("85354-9", "Blood pressure panel with all children optional"),
+                bp,
+                None,
+            )?;
             targets.push(format!("Observation/{id}"));
         }
         let hr = self.r.range(55, 100) as f64;
-        let id = self.observation(day, secs, Some(enc), "us-core-heart-rate", "vital-signs", ("8867-4", "Heart rate"), Self::qty(hr, "/min"), None)?;
+        let id = self.observation(
+            day,
+            secs,
+            Some(enc),
+            "us-core-heart-rate",
+            "vital-signs",
+            ("8867-4", "Heart rate"),
+            Self::qty(hr, "/min"),
+            None,
+        )?;
         targets.push(format!("Observation/{id}"));
-        let weight = if age >= 18 { round(55.0 + self.r.unit() * 50.0, 1) } else { round(3.5 + age as f64 * 3.2 + self.r.unit() * 4.0, 1) };
-        let id = self.observation(day, secs, Some(enc), "us-core-body-weight", "vital-signs", ("29463-7", "Body weight"), Self::qty(weight, "kg"), None)?;
+        let weight = if age >= 18 {
+            round(55.0 + self.r.unit() * 50.0, 1)
+        } else {
+            round(3.5 + age as f64 * 3.2 + self.r.unit() * 4.0, 1)
+        };
+        let id = self.observation(
+            day,
+            secs,
+            Some(enc),
+            "us-core-body-weight",
+            "vital-signs",
+            ("29463-7", "Body weight"),
+            Self::qty(weight, "kg"),
+            None,
+        )?;
         targets.push(format!("Observation/{id}"));
         // Pediatric observations.
         if age < 2 {
             let v = round(self.r.unit() * 100.0, 0);
-            let id = self.observation(day, secs, Some(enc), "pediatric-weight-for-height", "vital-signs", ("77606-2", "Weight-for-length Per age and sex"), Self::qty(v, "%"), None)?;
+            let id = self.observation(
+                day,
+                secs,
+                Some(enc),
+                "pediatric-weight-for-height",
+                "vital-signs",
+                ("77606-2", "Weight-for-length Per age and sex"),
+                Self::qty(v, "%"),
+                None,
+            )?;
             targets.push(format!("Observation/{id}"));
         } else if age < 20 {
             let v = round(self.r.unit() * 100.0, 0);
-            let id = self.observation(day, secs, Some(enc), "pediatric-bmi-for-age", "vital-signs", ("59576-9", "Body mass index (BMI) [Percentile] Per age and sex"), Self::qty(v, "%"), None)?;
+            let id = self.observation(
+                day,
+                secs,
+                Some(enc),
+                "pediatric-bmi-for-age",
+                "vital-signs",
+                (
+                    "59576-9",
+                    "Body mass index (BMI) [Percentile] Per age and sex",
+                ),
+                Self::qty(v, "%"),
+                None,
+            )?;
             targets.push(format!("Observation/{id}"));
         }
         if age < 3 {
             let v = round(self.r.unit() * 100.0, 0);
-            let id = self.observation(day, secs, Some(enc), "head-occipital-frontal-circumference-percentile", "vital-signs", ("8289-1", "Head Occipital-frontal circumference Percentile"), Self::qty(v, "%"), None)?;
+            let id = self.observation(
+                day,
+                secs,
+                Some(enc),
+                "head-occipital-frontal-circumference-percentile",
+                "vital-signs",
+                ("8289-1", "Head Occipital-frontal circumference Percentile"),
+                Self::qty(v, "%"),
+                None,
+            )?;
             targets.push(format!("Observation/{id}"));
         }
         Ok(())
     }
 
-    fn labs(&mut self, n: u32, day: i64, secs: u32, enc: &str, prac: usize, targets: &mut Vec<String>) -> anyhow::Result<()> {
+    fn labs(
+        &mut self,
+        n: u32,
+        day: i64,
+        secs: u32,
+        enc: &str,
+        prac: usize,
+        targets: &mut Vec<String>,
+    ) -> anyhow::Result<()> {
         let lab = self.r.below(pool::LABS.len() as u64) as usize;
         let mut results = Vec::new();
-        for (code, display, unit, lo, hi, dec) in tables::LABS.iter().take(3 + self.r.below(3) as usize) {
+        for (code, display, unit, lo, hi, dec) in
+            tables::LABS.iter().take(3 + self.r.below(3) as usize)
+        {
             let value = if self.r.chance(0.04) {
                 // Specimen problem: no value, with the reason.
                 json!({ "dataAbsentReason": cc("http://terminology.hl7.org/CodeSystem/data-absent-reason", "error", "Error") })
@@ -608,12 +800,25 @@ impl<'a> MemberGen<'a> {
                 json!({ "valueQuantity": { "value": v, "unit": unit, "system": UCUM, "code": unit },
                     "referenceRange": [{ "low": { "value": lo, "unit": unit, "system": UCUM, "code": unit }, "high": { "value": hi * 0.8, "unit": unit, "system": UCUM, "code": unit } }] })
             };
-            let id = self.observation(day, secs + 600, Some(enc), "us-core-observation-lab", "laboratory", (code, display), value, None)?;
+            let id = self.observation(
+                day,
+                secs + 600,
+                Some(enc),
+                "us-core-observation-lab",
+                "laboratory",
+                (code, display),
+                value,
+                None,
+            )?;
             targets.push(format!("Observation/{id}"));
             results.push(r("Observation", &id));
         }
         let id = self.id("dr-lab", n);
-        let meta = self.meta(day + 1, &format!("{US_CORE}us-core-diagnosticreport-lab"), None);
+        let meta = self.meta(
+            day + 1,
+            &format!("{US_CORE}us-core-diagnosticreport-lab"),
+            None,
+        );
         let (sys, code, display) = tables::LAB_PANEL;
         self.sink.put("DiagnosticReport", &json!({
             "resourceType": "DiagnosticReport", "id": id, "meta": meta,
@@ -632,7 +837,15 @@ impl<'a> MemberGen<'a> {
 
     /// MedicationRequest, its dispenses and their pharmacy claims. `sens` = sensitive episode
     /// (RxNorm, display, NDC) instead of a catalogue Medication.
-    fn medication(&mut self, day: i64, enc: &str, prac: usize, mi: usize, sens: Option<(usize, &str, &str, &str)>, targets: &mut Vec<String>) -> anyhow::Result<()> {
+    fn medication(
+        &mut self,
+        day: i64,
+        enc: &str,
+        prac: usize,
+        mi: usize,
+        sens: Option<(usize, &str, &str, &str)>,
+        targets: &mut Vec<String>,
+    ) -> anyhow::Result<()> {
         self.med_n += 1;
         let n = self.med_n;
         let id = self.id("medrx", n);
@@ -643,7 +856,11 @@ impl<'a> MemberGen<'a> {
         };
         let meta = self.meta(day, &format!("{US_CORE}us-core-medicationrequest"), sec);
         let chronic = sens.is_some() || matches!(mi, 0 | 1 | 2 | 4 | 7);
-        let status = if chronic && day + 365 > self.as_of { "active" } else { "completed" };
+        let status = if chronic && day + 365 > self.as_of {
+            "active"
+        } else {
+            "completed"
+        };
         let mut req = json!({
             "resourceType": "MedicationRequest", "id": id, "meta": meta,
             "status": status, "intent": "order",
@@ -670,7 +887,11 @@ impl<'a> MemberGen<'a> {
                 break;
             }
             let did = format!("{id}-disp-{}", f + 1);
-            let meta = self.meta(when, "http://hl7.org/fhir/us/davinci-pdex/StructureDefinition/pdex-medicationdispense", sec);
+            let meta = self.meta(
+                when,
+                "http://hl7.org/fhir/us/davinci-pdex/StructureDefinition/pdex-medicationdispense",
+                sec,
+            );
             let mut disp = json!({
                 "resourceType": "MedicationDispense", "id": did, "meta": meta,
                 "status": "completed",
@@ -691,20 +912,47 @@ impl<'a> MemberGen<'a> {
             targets.push(format!("MedicationDispense/{did}"));
             let ndc = if ndc.is_empty() { "00000-0000-00" } else { ndc };
             let lines = [(NDC, ndc, display, self.r.money(8, 240))];
-            self.claim(Claim::Pharmacy, when, when, pharm, prac, &lines, &[], None, sec)?;
+            self.claim(
+                Claim::Pharmacy,
+                when,
+                when,
+                pharm,
+                prac,
+                &lines,
+                &[],
+                None,
+                sec,
+            )?;
         }
         Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn document(&mut self, day: i64, secs: u32, enc: &str, prac: usize, org_id: &str, about: &str, discharge: bool, sec: Sec) -> anyhow::Result<String> {
+    fn document(
+        &mut self,
+        day: i64,
+        secs: u32,
+        enc: &str,
+        prac: usize,
+        org_id: &str,
+        about: &str,
+        discharge: bool,
+        sec: Sec,
+    ) -> anyhow::Result<String> {
         self.doc_n += 1;
         let id = self.id("doc", self.doc_n);
         let meta = self.meta(day, &format!("{US_CORE}us-core-documentreference"), sec);
-        let (code, display) = if discharge { ("18842-5", "Discharge summary") } else { ("11506-3", "Progress note") };
+        let (code, display) = if discharge {
+            ("18842-5", "Discharge summary")
+        } else {
+            ("11506-3", "Progress note")
+        };
         let text = format!(
             "{display} for {} {} on {}. Assessment: {about}. Plan: continue current management, follow up as needed. Signed: {}.",
-            self.p.given[0], self.p.family, date(day), pool::practitioner_display(prac)
+            self.p.given[0],
+            self.p.family,
+            date(day),
+            pool::practitioner_display(prac)
         );
         self.sink.put("DocumentReference", &json!({
             "resourceType": "DocumentReference", "id": id, "meta": meta,
@@ -736,7 +984,16 @@ impl<'a> MemberGen<'a> {
                 ("8517006", "Ex-smoker"),
                 ("77176002", "Smoker"),
             ]);
-            let id = self.observation(end, 10 * 3600, None, "us-core-smokingstatus", "social-history", ("72166-2", "Tobacco smoking status"), json!({ "valueCodeableConcept": cc(SNOMED, code, display) }), None)?;
+            let id = self.observation(
+                end,
+                10 * 3600,
+                None,
+                "us-core-smokingstatus",
+                "social-history",
+                ("72166-2", "Tobacco smoking status"),
+                json!({ "valueCodeableConcept": cc(SNOMED, code, display) }),
+                None,
+            )?;
             targets.push(format!("Observation/{id}"));
         }
         if self.r.chance(0.3) {
@@ -804,7 +1061,11 @@ impl<'a> MemberGen<'a> {
             let (sys, code, display) = *self.r.pick(tables::DEVICES);
             let id = self.id("device", 1);
             let di = format!("{:014}", 10_884_521_000_000 + self.p.idx);
-            let meta = self.meta(start, "http://hl7.org/fhir/us/davinci-pdex/StructureDefinition/pdex-device", None);
+            let meta = self.meta(
+                start,
+                "http://hl7.org/fhir/us/davinci-pdex/StructureDefinition/pdex-device",
+                None,
+            );
             self.sink.put("Device", &json!({
                 "resourceType": "Device", "id": id, "meta": meta,
                 "udiCarrier": [{ "deviceIdentifier": di, "carrierHRF": format!("(01){di}(17)301231(10)A{:05}", self.p.idx % 100_000) }],
@@ -822,13 +1083,21 @@ impl<'a> MemberGen<'a> {
     }
 
     /// The sensitive episode: encounter, condition, medication, lab, note and claim, all labelled.
-    fn sensitive(&mut self, start: i64, end: i64) -> anyhow::Result<(usize, Vec<String>, usize, usize)> {
+    fn sensitive(
+        &mut self,
+        start: i64,
+        end: i64,
+    ) -> anyhow::Result<(usize, Vec<String>, usize, usize)> {
         let si = self.r.below(tables::SENSITIVE.len() as u64) as usize;
         let s = &tables::SENSITIVE[si];
-        let cond = if s.label == "SEX" && self.p.gender != "female" { &tables::SEX_MALE } else { &s.cond };
+        let cond = if s.label == "SEX" && self.p.gender != "female" {
+            &tables::SEX_MALE
+        } else {
+            &s.cond
+        };
         let org = match s.label {
             "ETH" | "PSY" => pool::ORG_BEHAVIORAL,
-            "SEX" => if self.p.gender == "female" { pool::ORG_WOMEN } else { 1 },
+            "SEX" if self.p.gender == "female" => pool::ORG_WOMEN,
             _ => 1,
         };
         let prac = self.practitioner_in(org);
@@ -838,7 +1107,11 @@ impl<'a> MemberGen<'a> {
         let enc_id = self.id("enc-s", 1);
         let sec = Some(si);
         let meta = self.meta(day, &format!("{US_CORE}us-core-encounter"), sec);
-        let visit = if s.label == "PSY" { ("90834", "Psychotherapy, 45 minutes with patient") } else { tables::VISITS[1] };
+        let visit = if s.label == "PSY" {
+            ("90834", "Psychotherapy, 45 minutes with patient")
+        } else {
+            tables::VISITS[1]
+        };
         self.sink.put("Encounter", &json!({
             "resourceType": "Encounter", "id": enc_id, "meta": meta,
             "status": "finished",
@@ -856,7 +1129,14 @@ impl<'a> MemberGen<'a> {
         self.condition(&cond_id, cond, day, Some(&enc_id), true, sec)?;
         targets.push(format!("Condition/{cond_id}"));
         if let Some((rx, display)) = s.med {
-            self.medication(day, &enc_id, prac, 0, Some((si, rx, display, tables::SENSITIVE_NDC[si])), &mut targets)?;
+            self.medication(
+                day,
+                &enc_id,
+                prac,
+                0,
+                Some((si, rx, display, tables::SENSITIVE_NDC[si])),
+                &mut targets,
+            )?;
         }
         if let Some((code, display, unit)) = s.lab {
             let v = self.r.range(20, 5_000) as f64;
@@ -864,18 +1144,50 @@ impl<'a> MemberGen<'a> {
                 json!({ "valueQuantity": { "value": v, "unit": unit, "system": UCUM, "code": unit } }), sec)?;
             targets.push(format!("Observation/{id}"));
         }
-        let doc = self.document(day, 10 * 3600, &enc_id, prac, org_id, cond.display, false, sec)?;
+        let doc = self.document(
+            day,
+            10 * 3600,
+            &enc_id,
+            prac,
+            org_id,
+            cond.display,
+            false,
+            sec,
+        )?;
         targets.push(format!("DocumentReference/{doc}"));
         let lines = [(CPT, visit.0, visit.1, 0.0)];
-        self.claim(Claim::Professional, day, day, org, prac, &lines, &[(cond.icd, cond.display)], Some(&enc_id), sec)?;
+        self.claim(
+            Claim::Professional,
+            day,
+            day,
+            org,
+            prac,
+            &lines,
+            &[(cond.icd, cond.display)],
+            Some(&enc_id),
+            sec,
+        )?;
         Ok((si, targets, org, prac))
     }
 
     /// Provenance for clinical data: the provider organization authored it, we transmit it.
     #[allow(clippy::too_many_arguments)]
-    fn provenance(&mut self, n: u32, day: i64, targets: &[String], org: usize, prac: Option<usize>, format: &str, sec: Sec) -> anyhow::Result<()> {
+    fn provenance(
+        &mut self,
+        n: u32,
+        day: i64,
+        targets: &[String],
+        org: usize,
+        prac: Option<usize>,
+        format: &str,
+        sec: Sec,
+    ) -> anyhow::Result<()> {
         let id = self.id("prov", n);
-        let meta = self.meta(day, "http://hl7.org/fhir/us/davinci-pdex/StructureDefinition/pdex-provenance", sec);
+        let meta = self.meta(
+            day,
+            "http://hl7.org/fhir/us/davinci-pdex/StructureDefinition/pdex-provenance",
+            sec,
+        );
         let org_id = pool::PROVIDER_ORGS[org].0;
         let mut author = json!({
             "type": cc("http://terminology.hl7.org/CodeSystem/provenance-participant-type", "author", "Author"),
@@ -905,7 +1217,11 @@ impl<'a> MemberGen<'a> {
     /// Provenance for what the payer itself authored: Patient, Coverage, claims.
     fn payer_provenance(&mut self, n: u32, day: i64, targets: &[String]) -> anyhow::Result<()> {
         let id = self.id("prov", n);
-        let meta = self.meta(day, "http://hl7.org/fhir/us/davinci-pdex/StructureDefinition/pdex-provenance", None);
+        let meta = self.meta(
+            day,
+            "http://hl7.org/fhir/us/davinci-pdex/StructureDefinition/pdex-provenance",
+            None,
+        );
         self.sink.put("Provenance", &json!({
             "resourceType": "Provenance", "id": id, "meta": meta,
             "target": targets.iter().map(|t| json!({ "reference": t })).collect::<Vec<_>>(),
@@ -921,13 +1237,36 @@ impl<'a> MemberGen<'a> {
     /// A CARIN BB ExplanationOfBenefit. `org` indexes PROVIDER_ORGS except for pharmacy
     /// claims (PHARMACIES) and oral claims (ignored: the dental office).
     #[allow(clippy::too_many_arguments)]
-    fn claim(&mut self, kind: Claim, day: i64, end_day: i64, org: usize, prac: usize, lines: &[(&str, &str, &str, f64)], diag: &[(&str, &str)], enc: Option<&str>, sec: Sec) -> anyhow::Result<()> {
+    fn claim(
+        &mut self,
+        kind: Claim,
+        day: i64,
+        end_day: i64,
+        org: usize,
+        prac: usize,
+        lines: &[(&str, &str, &str, f64)],
+        diag: &[(&str, &str)],
+        enc: Option<&str>,
+        sec: Sec,
+    ) -> anyhow::Result<()> {
         self.eob_n += 1;
         let id = self.id("eob", self.eob_n);
         let (type_code, type_display, profile) = match kind {
-            Claim::Inpatient => ("institutional", "Institutional", "C4BB-ExplanationOfBenefit-Inpatient-Institutional"),
-            Claim::Outpatient => ("institutional", "Institutional", "C4BB-ExplanationOfBenefit-Outpatient-Institutional"),
-            Claim::Professional => ("professional", "Professional", "C4BB-ExplanationOfBenefit-Professional-NonClinician"),
+            Claim::Inpatient => (
+                "institutional",
+                "Institutional",
+                "C4BB-ExplanationOfBenefit-Inpatient-Institutional",
+            ),
+            Claim::Outpatient => (
+                "institutional",
+                "Institutional",
+                "C4BB-ExplanationOfBenefit-Outpatient-Institutional",
+            ),
+            Claim::Professional => (
+                "professional",
+                "Professional",
+                "C4BB-ExplanationOfBenefit-Professional-NonClinician",
+            ),
             Claim::Pharmacy => ("pharmacy", "Pharmacy", "C4BB-ExplanationOfBenefit-Pharmacy"),
             Claim::Oral => ("oral", "Oral", "C4BB-ExplanationOfBenefit-Oral"),
         };
@@ -947,14 +1286,22 @@ impl<'a> MemberGen<'a> {
             _ => 0.0,
         };
         for (i, (system, code, display, charge)) in lines.iter().enumerate() {
-            let charge = if *charge > 0.0 { *charge } else { self.r.money(90, 320) };
+            let charge = if *charge > 0.0 {
+                *charge
+            } else {
+                self.r.money(90, 320)
+            };
             let charge = match kind {
                 Claim::Inpatient => charge + self.r.money(4_000, 12_000),
                 Claim::Outpatient => charge + self.r.money(600, 2_500),
                 _ => charge,
             };
             let eligible = round(charge * (0.45 + self.r.unit() * 0.35), 2);
-            let member = if i == 0 { copay.min(eligible) } else { round(eligible * 0.1, 2) };
+            let member = if i == 0 {
+                copay.min(eligible)
+            } else {
+                round(eligible * 0.1, 2)
+            };
             let paid = round(eligible - member, 2);
             t_sub += charge;
             t_elig += eligible;
@@ -976,12 +1323,21 @@ impl<'a> MemberGen<'a> {
             });
             match kind {
                 Claim::Inpatient | Claim::Outpatient => {
-                    let rev = if kind == Claim::Inpatient { ("0120", "Room & Board - Semi-Private") } else { ("0450", "Emergency room - general") };
-                    item["revenue"] = cc("https://www.nubc.org/CodeSystem/RevenueCodes", rev.0, rev.1);
+                    let rev = if kind == Claim::Inpatient {
+                        ("0120", "Room & Board - Semi-Private")
+                    } else {
+                        ("0450", "Emergency room - general")
+                    };
+                    item["revenue"] =
+                        cc("https://www.nubc.org/CodeSystem/RevenueCodes", rev.0, rev.1);
                 }
                 Claim::Professional => {
                     item["careTeamSequence"] = json!([1]);
-                    item["locationCodeableConcept"] = cc("https://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Service_Code_Set", "11", "Office");
+                    item["locationCodeableConcept"] = cc(
+                        "https://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Service_Code_Set",
+                        "11",
+                        "Office",
+                    );
                 }
                 Claim::Pharmacy => {
                     item["quantity"] = json!({ "value": 30 });
@@ -1025,7 +1381,11 @@ impl<'a> MemberGen<'a> {
             Claim::Inpatient | Claim::Outpatient => "attending",
             _ => "performing",
         };
-        let care_team_prov = if kind == Claim::Pharmacy { r("Practitioner", &pool::practitioner_id(prac)) } else { care_team_prov };
+        let care_team_prov = if kind == Claim::Pharmacy {
+            r("Practitioner", &pool::practitioner_id(prac))
+        } else {
+            care_team_prov
+        };
         let sub_type = match kind {
             Claim::Inpatient => Some(("inpatient", "Inpatient")),
             Claim::Outpatient => Some(("outpatient", "Outpatient")),
@@ -1058,7 +1418,11 @@ impl<'a> MemberGen<'a> {
                 "date": date(processed), "amount": money(t_paid) },
         });
         if let Some((code, display)) = sub_type {
-            eob["subType"] = cc("http://hl7.org/fhir/us/carin-bb/CodeSystem/C4BBInstitutionalClaimSubType", code, display);
+            eob["subType"] = cc(
+                "http://hl7.org/fhir/us/carin-bb/CodeSystem/C4BBInstitutionalClaimSubType",
+                code,
+                display,
+            );
         }
         if !diag.is_empty() {
             eob["diagnosis"] = json!(diag.iter().enumerate().map(|(i, (code, display))| json!({
@@ -1080,8 +1444,23 @@ impl<'a> MemberGen<'a> {
 
     fn oral_claim(&mut self, day: i64) -> anyhow::Result<()> {
         let (code, display) = *self.r.pick(tables::DENTAL);
-        let lines = [("http://www.ada.org/cdt", code, display, self.r.money(60, 400))];
-        self.claim(Claim::Oral, day, day, 0, self.p.pcp, &lines, &[], None, None)
+        let lines = [(
+            "http://www.ada.org/cdt",
+            code,
+            display,
+            self.r.money(60, 400),
+        )];
+        self.claim(
+            Claim::Oral,
+            day,
+            day,
+            0,
+            self.p.pcp,
+            &lines,
+            &[],
+            None,
+            None,
+        )
     }
 
     /// PDex prior authorizations: approved, denied, pended and expired.
@@ -1112,17 +1491,22 @@ impl<'a> MemberGen<'a> {
             let decided = (created + self.r.range(1, 10)).min(self.as_of);
             let roll = self.r.unit();
             // (status, outcome, review action, display)
-            let (outcome, action, action_display, denied) = if decided + 3 > self.as_of || roll < 0.12 {
-                ("queued", "A4", "Pended", false)
-            } else if roll < 0.3 {
-                ("complete", "A3", "Not Certified", true)
-            } else {
-                ("complete", "A1", "Certified in total", false)
-            };
+            let (outcome, action, action_display, denied) =
+                if decided + 3 > self.as_of || roll < 0.12 {
+                    ("queued", "A4", "Pended", false)
+                } else if roll < 0.3 {
+                    ("complete", "A3", "Not Certified", true)
+                } else {
+                    ("complete", "A1", "Certified in total", false)
+                };
             let auth_start = decided;
             let auth_end = auth_start + self.r.range(30, 180);
             let expired = outcome == "complete" && !denied && auth_end < self.as_of;
-            let meta = self.meta(decided, "http://hl7.org/fhir/us/davinci-pdex/StructureDefinition/pdex-priorauthorization", sec);
+            let meta = self.meta(
+                decided,
+                "http://hl7.org/fhir/us/davinci-pdex/StructureDefinition/pdex-priorauthorization",
+                sec,
+            );
             let submitted = self.r.money(200, 9_000);
             let units = self.r.range(1, 12);
             let mut adjudication = vec![
@@ -1139,7 +1523,11 @@ impl<'a> MemberGen<'a> {
             } else if outcome == "complete" {
                 adjudication.push(json!({ "category": cc(ADJ, "eligible", "Eligible Amount"), "amount": money(submitted * 0.7) }));
                 adjudication.push(json!({ "category": coding("http://hl7.org/fhir/us/davinci-pdex/CodeSystem/PDexAdjudicationDiscriminator", "allowedunits"), "value": units }));
-                let used = if expired { units } else { self.r.range(0, units) };
+                let used = if expired {
+                    units
+                } else {
+                    self.r.range(0, units)
+                };
                 adjudication.push(json!({ "category": coding("http://hl7.org/fhir/us/davinci-pdex/CodeSystem/PDexAdjudicationDiscriminator", "consumedunits"), "value": used }));
             }
             adjudication[0]["extension"] = json!([
@@ -1176,7 +1564,8 @@ impl<'a> MemberGen<'a> {
             });
             if outcome == "complete" && !denied {
                 pa["preAuthRef"] = json!([format!("AUTH{}{:03}", self.p.idx, i + 1)]);
-                pa["preAuthRefPeriod"] = json!([{ "start": date(auth_start), "end": date(auth_end) }]);
+                pa["preAuthRefPeriod"] =
+                    json!([{ "start": date(auth_start), "end": date(auth_end) }]);
             }
             self.sink.put("ExplanationOfBenefit", &pa)?;
             if sec.is_none() {
@@ -1190,7 +1579,12 @@ impl<'a> MemberGen<'a> {
     /// listing the practitioners who treated them.
     fn treatment_group(&mut self) -> anyhow::Result<()> {
         let id = format!("{}-trl", self.p.id);
-        let since = self.seen.iter().map(|s| s.1).min().unwrap_or(self.p.covered_span().0);
+        let since = self
+            .seen
+            .iter()
+            .map(|s| s.1)
+            .min()
+            .unwrap_or(self.p.covered_span().0);
         let updated = self.as_of - self.r.range(0, 500);
         let mut seen = std::mem::take(&mut self.seen);
         seen.sort_unstable();

@@ -65,11 +65,17 @@ const OPT_OUT_SHARE: f64 = 0.04;
 /// Writes the data set to `opts.out`.
 pub fn run(opts: &SynthOptions) -> anyhow::Result<SynthSummary> {
     if !(0.0..=1.0).contains(&opts.sensitive_share) {
-        bail!("--sensitive-share must be between 0 and 1, got {}", opts.sensitive_share);
+        bail!(
+            "--sensitive-share must be between 0 and 1, got {}",
+            opts.sensitive_share
+        );
     }
     let (as_of_year, ..) = dates::AS_OF;
     if !(1990..=as_of_year).contains(&opts.start_year) {
-        bail!("--start-year must be between 1990 and {as_of_year}, got {}", opts.start_year);
+        bail!(
+            "--start-year must be between 1990 and {as_of_year}, got {}",
+            opts.start_year
+        );
     }
     let mut sink = sink::Sink::new(&opts.out)?;
     pool::write(&mut sink)?;

@@ -32,21 +32,74 @@ pub const PAYER_NAIC: &str = "98765";
 /// Other payers ("new payers" that request data): (id, name, NPI, NAIC).
 pub const OTHER_PAYERS: &[(&str, &str, &str, &str)] = &[
     ("org-payer-new", "New Health Plan", "0123456789", "12345"),
-    ("org-payer-bluelake", "Blue Lake Health Insurance", "", "23456"),
+    (
+        "org-payer-bluelake",
+        "Blue Lake Health Insurance",
+        "",
+        "23456",
+    ),
     ("org-payer-prairie", "Prairie Mutual Health", "", "34567"),
     ("org-payer-keystone", "Keystone Care Plan", "", "45678"),
 ];
 
 /// Provider organizations: (id, name, NUCC specialty code, specialty display, city index).
 pub const PROVIDER_ORGS: &[(&str, &str, &str, &str, usize)] = &[
-    ("org-lakeside", "Lakeside Family Medicine", "207Q00000X", "Family Medicine", 0),
-    ("org-riverside", "Riverside Internal Medicine", "207R00000X", "Internal Medicine", 1),
-    ("org-stmary", "St. Mary's Hospital", "207P00000X", "Emergency Medicine", 0),
-    ("org-northside", "Northside Pediatrics", "208000000X", "Pediatrics", 2),
-    ("org-summit", "Summit Orthopedics", "207X00000X", "Orthopaedic Surgery", 3),
-    ("org-harbor", "Harbor Behavioral Health", "2084P0800X", "Psychiatry", 4),
-    ("org-valley", "Valley Women's Health", "207V00000X", "Obstetrics & Gynecology", 5),
-    ("org-metro", "Metro Cardiology", "207RC0000X", "Cardiovascular Disease", 6),
+    (
+        "org-lakeside",
+        "Lakeside Family Medicine",
+        "207Q00000X",
+        "Family Medicine",
+        0,
+    ),
+    (
+        "org-riverside",
+        "Riverside Internal Medicine",
+        "207R00000X",
+        "Internal Medicine",
+        1,
+    ),
+    (
+        "org-stmary",
+        "St. Mary's Hospital",
+        "207P00000X",
+        "Emergency Medicine",
+        0,
+    ),
+    (
+        "org-northside",
+        "Northside Pediatrics",
+        "208000000X",
+        "Pediatrics",
+        2,
+    ),
+    (
+        "org-summit",
+        "Summit Orthopedics",
+        "207X00000X",
+        "Orthopaedic Surgery",
+        3,
+    ),
+    (
+        "org-harbor",
+        "Harbor Behavioral Health",
+        "2084P0800X",
+        "Psychiatry",
+        4,
+    ),
+    (
+        "org-valley",
+        "Valley Women's Health",
+        "207V00000X",
+        "Obstetrics & Gynecology",
+        5,
+    ),
+    (
+        "org-metro",
+        "Metro Cardiology",
+        "207RC0000X",
+        "Cardiovascular Disease",
+        6,
+    ),
 ];
 pub const ORG_HOSPITAL: usize = 2;
 pub const ORG_PEDIATRICS: usize = 3;
@@ -202,7 +255,11 @@ pub fn write(sink: &mut Sink) -> anyhow::Result<()> {
     }))?;
     for (i, (id, name, npi_v, naic_v)) in OTHER_PAYERS.iter().enumerate() {
         n += 1;
-        let npi_v = if npi_v.is_empty() { npi(2, 9_000 + i as u64) } else { npi_v.to_string() };
+        let npi_v = if npi_v.is_empty() {
+            npi(2, 9_000 + i as u64)
+        } else {
+            npi_v.to_string()
+        };
         sink.put("Organization", &json!({
             "resourceType": "Organization", "id": id,
             "meta": meta("http://hl7.org/fhir/us/davinci-hrex/StructureDefinition/hrex-organization"),
@@ -223,23 +280,40 @@ pub fn write(sink: &mut Sink) -> anyhow::Result<()> {
     let others: Vec<(&str, &str, &str, &str)> = LABS
         .iter()
         .map(|(id, name)| (*id, *name, "other", "Other"))
-        .chain(PHARMACIES.iter().map(|(id, name)| (*id, *name, "prov", "Healthcare Provider")))
-        .chain(std::iter::once((DENTAL_ORG.0, DENTAL_ORG.1, "prov", "Healthcare Provider")))
+        .chain(
+            PHARMACIES
+                .iter()
+                .map(|(id, name)| (*id, *name, "prov", "Healthcare Provider")),
+        )
+        .chain(std::iter::once((
+            DENTAL_ORG.0,
+            DENTAL_ORG.1,
+            "prov",
+            "Healthcare Provider",
+        )))
         .collect();
     for (i, (id, name, code, display)) in others.iter().enumerate() {
         n += 1;
-        sink.put("Organization", &json!({
-            "resourceType": "Organization", "id": id, "meta": meta(us_core_org),
-            "identifier": [npi_ident(&org_npi(100 + i))],
-            "active": true, "type": org_type(code, display), "name": name,
-            "telecom": phone(n), "address": address(i, n),
-        }))?;
+        sink.put(
+            "Organization",
+            &json!({
+                "resourceType": "Organization", "id": id, "meta": meta(us_core_org),
+                "identifier": [npi_ident(&org_npi(100 + i))],
+                "active": true, "type": org_type(code, display), "name": name,
+                "telecom": phone(n), "address": address(i, n),
+            }),
+        )?;
     }
     // Locations: one per provider organization, lab, pharmacy and the dental office.
     let loc_orgs: Vec<(&str, &str, usize)> = PROVIDER_ORGS
         .iter()
         .map(|(id, name, _, _, city)| (*id, *name, *city))
-        .chain(others.iter().enumerate().map(|(i, (id, name, _, _))| (*id, *name, i)))
+        .chain(
+            others
+                .iter()
+                .enumerate()
+                .map(|(i, (id, name, _, _))| (*id, *name, i)),
+        )
         .collect();
     for (i, (org, name, city)) in loc_orgs.iter().enumerate() {
         sink.put("Location", &json!({
@@ -250,8 +324,11 @@ pub fn write(sink: &mut Sink) -> anyhow::Result<()> {
             "managingOrganization": { "reference": format!("Organization/{org}"), "display": name },
         }))?;
     }
-    for i in 0..practitioner_count() {
-        let (family, given, gender) = PRACTITIONER_NAMES[i];
+    for (i, (family, given, gender)) in PRACTITIONER_NAMES
+        .iter()
+        .take(practitioner_count())
+        .enumerate()
+    {
         let org = practitioner_org(i);
         let (org_id, org_name, spec, spec_display, city) = PROVIDER_ORGS[org];
         sink.put("Practitioner", &json!({
@@ -274,13 +351,16 @@ pub fn write(sink: &mut Sink) -> anyhow::Result<()> {
         }))?;
     }
     for (i, (rx, display, ndc)) in tables::MEDICATIONS.iter().enumerate() {
-        sink.put("Medication", &json!({
-            "resourceType": "Medication", "id": medication_id(i),
-            "meta": meta("http://hl7.org/fhir/us/core/StructureDefinition/us-core-medication"),
-            "code": { "coding": [{ "system": RXNORM, "code": rx, "display": display },
-                { "system": tables::NDC, "code": ndc }], "text": display },
-            "status": "active",
-        }))?;
+        sink.put(
+            "Medication",
+            &json!({
+                "resourceType": "Medication", "id": medication_id(i),
+                "meta": meta("http://hl7.org/fhir/us/core/StructureDefinition/us-core-medication"),
+                "code": { "coding": [{ "system": RXNORM, "code": rx, "display": display },
+                    { "system": tables::NDC, "code": ndc }], "text": display },
+                "status": "active",
+            }),
+        )?;
     }
     Ok(())
 }

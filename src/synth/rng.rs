@@ -82,8 +82,14 @@ mod tests {
     fn streams_are_reproducible_and_distinct() {
         let a: Vec<u64> = (0..4).map(|_| Rng::derive(1, 2, 3).next_u64()).collect();
         assert!(a.windows(2).all(|w| w[0] == w[1]));
-        assert_ne!(Rng::derive(1, 2, 3).next_u64(), Rng::derive(1, 2, 4).next_u64());
-        assert_ne!(Rng::derive(1, 2, 3).next_u64(), Rng::derive(2, 2, 3).next_u64());
+        assert_ne!(
+            Rng::derive(1, 2, 3).next_u64(),
+            Rng::derive(1, 2, 4).next_u64()
+        );
+        assert_ne!(
+            Rng::derive(1, 2, 3).next_u64(),
+            Rng::derive(2, 2, 3).next_u64()
+        );
         // Pinned value: changing the algorithm changes every data set; do it on purpose only.
         assert_eq!(mix(0), 0);
         assert_eq!(mix(1), 0x5692_161D_100B_05E5);

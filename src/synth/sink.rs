@@ -27,8 +27,8 @@ impl Sink {
     fn writer(&mut self, ty: &'static str) -> anyhow::Result<&mut (BufWriter<File>, u64)> {
         if !self.files.contains_key(ty) {
             let path = self.dir.join(format!("{ty}.ndjson"));
-            let f = File::create(&path)
-                .with_context(|| format!("cannot create {}", path.display()))?;
+            let f =
+                File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
             self.files
                 .insert(ty, (BufWriter::with_capacity(256 * 1024, f), 0));
         }
