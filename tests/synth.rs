@@ -786,7 +786,10 @@ fn demo_fixture_is_what_the_generator_writes() {
     let mut committed: Vec<_> = std::fs::read_dir(&demo)
         .expect("fixtures/demo exists")
         .map(|e| e.unwrap().file_name())
-        .filter(|n| n.to_str().is_some_and(|n| n.ends_with(".ndjson") || n == "members.json"))
+        .filter(|n| {
+            n.to_str()
+                .is_some_and(|n| n.ends_with(".ndjson") || n == "members.json")
+        })
         .collect();
     committed.sort();
     assert_eq!(names, committed);
@@ -795,4 +798,32 @@ fn demo_fixture_is_what_the_generator_writes() {
         let b = std::fs::read(demo.join(name)).unwrap();
         assert!(a == b, "fixtures/demo/{name:?} is stale: regenerate it");
     }
+}
+
+#[test]
+fn tiny_sets_zero_share_and_bad_options() {
+    for n in [0, 1, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = opts(dir.path(), n, 1);
+        o.sensitive_share = 0.0;
+        let summary = run(&o).unwrap();
+        let ds = DataSet::load(dir.path(), summary);
+        assert_eq!(ds.members.len() as u64, n);
+        assert_eq!(ds.all("Patient").len() as u64, n);
+        assert!(
+            ds.resources().all(|r| r["meta"]["security"].is_null()),
+            "share 0: no labels"
+        );
+        assert!(
+            !ds.all("Organization").is_empty(),
+            "the shared pool is always written"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts(dir.path(), 5, 1);
+    o.sensitive_share = 1.5;
+    assert!(run(&o).is_err());
+    o.sensitive_share = 0.1;
+    o.start_year = 2030;
+    assert!(run(&o).is_err());
 }

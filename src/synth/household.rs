@@ -118,6 +118,12 @@ fn kind(k: u64) -> Kind {
     }
 }
 
+/// Template of a name + birth date collision: households 2 and 3 share one, and then each
+/// pair (50n + 20, 50n + 21) shares its own.
+fn collide_key(k: u64) -> u64 {
+    if k < 10 { u64::MAX } else { k / 50 }
+}
+
 pub struct Planner {
     pub seed: u64,
     pub start_year: i32,
@@ -227,7 +233,7 @@ impl Planner {
                 suffix = Some(*m.pick(tables::SUFFIXES));
             }
             if kind == Kind::Collision {
-                let mut c = Rng::derive(self.seed, tag::COLLIDE, k / 50);
+                let mut c = Rng::derive(self.seed, tag::COLLIDE, collide_key(k));
                 let g = c.below(2) == 0;
                 family = c.pick(tables::FAMILY).to_string();
                 given = vec![
@@ -248,7 +254,7 @@ impl Planner {
                 birth = days_from_civil(1974, 12, 25);
             }
             let gender = if kind == Kind::Collision {
-                let mut c = Rng::derive(self.seed, tag::COLLIDE, k / 50);
+                let mut c = Rng::derive(self.seed, tag::COLLIDE, collide_key(k));
                 if c.below(2) == 0 { "female" } else { "male" }
             } else {
                 gender
