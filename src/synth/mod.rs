@@ -16,6 +16,20 @@
 //! (`v2-0203#MB`) [`pool::MEMBER_ID_SYSTEM`], payer-wide UMB (`hrex-temp#UMB`)
 //! [`pool::UMB_SYSTEM`]; the HRex member-match example member also carries its IG identifier
 //! `http://example.org/old-payer|DH10001235`.
+//!
+//! `members.json` is a JSON array, one object per member, with exactly these keys:
+//! `patient_id` (Patient id), `umb` (value of the UMB identifier), `member_id` (value of the MB
+//! identifier on Patient and Coverage), `subscriber_id` (Coverage.subscriberId, shared by a
+//! household), `payer` (`{system, value}`: our payer's NPI), `family` (string), `given`
+//! (array of strings, exactly `Patient.name[0].given`), `birthDate`, `gender`, `coverage_id`
+//! (the latest Coverage: current, or the last one that ended), `has_sensitive` (the member has
+//! resources labelled in `meta.security`), `opted_out` (listed in the `Group/member-opt-out`),
+//! `household` (household id; members of one household share the subscriber).
+//!
+//! Ids: members `m000042`, their resources `m000042-<kind>-<n>` (e.g. `m000042-enc-3`,
+//! `m000042-cov-1`, `m000042-pa-1`, `m000042-trl` for the treatment-relationship Group);
+//! shared resources `org-*`, `loc-*`, `pr-NNN`, `prrole-NNN`, `med-<rxnorm>`; data-set Groups
+//! `member-opt-out`, `atr-<org>`.
 
 pub mod dates;
 pub mod groups;
