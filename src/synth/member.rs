@@ -129,7 +129,7 @@ impl<'a> MemberGen<'a> {
         self.coverages()?;
         let (start, end) = self.p.covered_span();
         let years = ((end - start) as f64 / 365.25).max(0.2);
-        let n = ((years * (0.6 + self.r.unit() * 1.4)).round() as i64).clamp(1, 14);
+        let n = ((years * (0.4 + self.r.unit() * 0.8)).round() as i64).clamp(1, 12);
         let mut days: Vec<i64> = (0..n)
             .map(|_| start + self.r.range(0, end - start))
             .collect();
