@@ -2,7 +2,13 @@
 
 use clap::{Args, Parser, Subcommand};
 use pdex::config::{self, FileConfig, ServerConfig, pick};
+use std::io::Write;
 use std::path::PathBuf;
+
+// Imports and searches allocate many small strings; mimalloc handles that far better than
+// the system allocator (measured in BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -168,7 +174,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             )
             .await?;
             store.db.close().await;
-            println!("{}", summary.line());
+            let _ = writeln!(std::io::stdout(), "{}", summary.line());
             if !summary.errors.is_empty() {
                 return Ok(std::process::ExitCode::from(if args.strict {
                     1
@@ -188,13 +194,16 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let started = std::time::Instant::now();
             let summary = tokio::task::spawn_blocking(move || pdex::synth::run(&opts)).await??;
             let total: u64 = summary.counts.iter().map(|(_, n)| n).sum();
-            println!(
+            // Output may go to a closed pipe (`| head`); that is not an error worth a panic.
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(
+                out,
                 "wrote {total} resources for {} members in {:.1}s",
                 args.members,
                 started.elapsed().as_secs_f64()
             );
             for (rtype, n) in summary.counts {
-                println!("  {rtype:<28} {n}");
+                let _ = writeln!(out, "  {rtype:<28} {n}");
             }
         }
     }

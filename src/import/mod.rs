@@ -61,17 +61,31 @@ struct Batch {
     errors: Vec<String>,
 }
 
+/// A file to import; `found_in_folder` files that turn out not to be FHIR JSON (such as the
+/// `members.json` that `pdex synth` writes beside its NDJSON) are skipped, not errors.
+#[derive(Debug, Clone)]
+pub struct InputFile {
+    pub path: PathBuf,
+    pub found_in_folder: bool,
+}
+
 /// Lists the files under `paths` (folders recursively, `.ndjson` and `.json`), sorted.
-pub fn list_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+pub fn list_files(paths: &[PathBuf]) -> anyhow::Result<Vec<InputFile>> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
             let mut found = Vec::new();
             walk(p, &mut found)?;
             found.sort();
-            out.extend(found);
+            out.extend(found.into_iter().map(|path| InputFile {
+                path,
+                found_in_folder: true,
+            }));
         } else if p.is_file() {
-            out.push(p.clone());
+            out.push(InputFile {
+                path: p.clone(),
+                found_in_folder: false,
+            });
         } else {
             anyhow::bail!("{} does not exist", p.display());
         }
@@ -210,9 +224,10 @@ fn progress_bar(enabled: bool) -> indicatif::ProgressBar {
 /// file cannot be read at all.
 fn read_file(
     store: &Store,
-    file: &Path,
+    input: &InputFile,
     tx: &tokio::sync::mpsc::Sender<Batch>,
 ) -> anyhow::Result<()> {
+    let file = input.path.as_path();
     let name = file.display().to_string();
     let is_ndjson = file.extension().and_then(|e| e.to_str()) == Some("ndjson");
     let send = |b: Batch| {
@@ -255,7 +270,16 @@ fn read_file(
         return Ok(());
     }
     let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {name}"))?;
+    if input.found_in_folder && !looks_like_fhir(&text) {
+        tracing::info!(file = %name, "skipped: not a FHIR resource or Bundle");
+        return Ok(());
+    }
     send(json_file_batch(store, &name, &text))
+}
+
+/// A JSON object with a `resourceType` member (checked without parsing the whole file).
+fn looks_like_fhir(text: &str) -> bool {
+    text.trim_start().starts_with('{') && text.contains("\"resourceType\"")
 }
 
 /// A `.json` file: one resource, or a Bundle (collection, searchset, transaction, batch)

@@ -112,8 +112,8 @@ pub trait Database: Send + Sync + 'static {
 /// An open transaction; dropped without `commit` it rolls back.
 #[async_trait]
 pub trait Transaction: Send {
-    async fn fetch(&mut self, sql: &str, params: &[SqlValue]) -> anyhow::Result<Vec<Row>>;
-    async fn execute(&mut self, sql: &str, params: &[SqlValue]) -> anyhow::Result<u64>;
+    async fn fetch(&mut self, sql: &str, params: Vec<SqlValue>) -> anyhow::Result<Vec<Row>>;
+    async fn execute(&mut self, sql: &str, params: Vec<SqlValue>) -> anyhow::Result<u64>;
     async fn commit(self: Box<Self>) -> anyhow::Result<()>;
 }
 

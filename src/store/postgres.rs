@@ -42,17 +42,14 @@ pub fn number_placeholders(sql: &str) -> String {
     out
 }
 
-fn bind(
-    sql: &str,
-    params: &[SqlValue],
-) -> sqlx::query::Query<'static, sqlx::Postgres, PgArguments> {
+fn bind(sql: &str, params: impl IntoIterator<Item = SqlValue>) -> sqlx::query::Query<'static, sqlx::Postgres, PgArguments> {
     let mut q = sqlx::query(AssertSqlSafe(number_placeholders(sql)));
     for p in params {
         q = match p {
             SqlValue::Null => q.bind(None::<String>),
-            SqlValue::Int(v) => q.bind(*v),
-            SqlValue::Real(v) => q.bind(*v),
-            SqlValue::Text(v) => q.bind(v.clone()),
+            SqlValue::Int(v) => q.bind(v),
+            SqlValue::Real(v) => q.bind(v),
+            SqlValue::Text(v) => q.bind(v),
         };
     }
     q
@@ -94,7 +91,7 @@ impl Database for PostgresDatabase {
     }
 
     async fn fetch(&self, sql: &str, params: &[SqlValue]) -> anyhow::Result<Vec<Row>> {
-        let rows = bind(sql, params).fetch_all(&self.pool).await?;
+        let rows = bind(sql, params.iter().cloned()).fetch_all(&self.pool).await?;
         rows.iter().map(decode).collect()
     }
 
@@ -106,7 +103,7 @@ impl Database for PostgresDatabase {
         let pool = &self.pool;
         Box::pin(
             futures::stream::once(async move {
-                bind(&sql, &params)
+                bind(&sql, params)
                     .fetch(pool)
                     .map(|r| r.map_err(anyhow::Error::from).and_then(|row| decode(&row)))
             })
@@ -131,11 +128,11 @@ struct PostgresTransaction {
 
 #[async_trait]
 impl Transaction for PostgresTransaction {
-    async fn fetch(&mut self, sql: &str, params: &[SqlValue]) -> anyhow::Result<Vec<Row>> {
+    async fn fetch(&mut self, sql: &str, params: Vec<SqlValue>) -> anyhow::Result<Vec<Row>> {
         let rows = bind(sql, params).fetch_all(&mut *self.tx).await?;
         rows.iter().map(decode).collect()
     }
-    async fn execute(&mut self, sql: &str, params: &[SqlValue]) -> anyhow::Result<u64> {
+    async fn execute(&mut self, sql: &str, params: Vec<SqlValue>) -> anyhow::Result<u64> {
         Ok(bind(sql, params)
             .execute(&mut *self.tx)
             .await?

@@ -137,34 +137,46 @@ fn hex(bytes: &[u8]) -> String {
 /// FHIR JSON rules a resource must meet (R4 JSON §2.6.2): no `null`, no empty objects or
 /// arrays, no empty strings, and only element names (letters and digits, `_` prefix for
 /// primitive extensions).
-fn check_structure(value: &Value, path: &str) -> Result<(), FhirError> {
+fn check_structure(value: &Value, root: &str) -> Result<(), FhirError> {
+    let mut path = Vec::new();
+    match structure_problem(value, &mut path) {
+        None => Ok(()),
+        Some(problem) => {
+            // `path` holds the location, innermost last.
+            let mut at = root.to_owned();
+            for seg in path.iter().rev() {
+                at.push_str(seg);
+            }
+            Err(FhirError::unprocessable(format!("{at}: {problem}")))
+        }
+    }
+}
+
+/// The first problem found, with its path pushed innermost-first into `path` on the way
+/// out (so the happy path allocates nothing).
+fn structure_problem(value: &Value, path: &mut Vec<String>) -> Option<String> {
     match value {
-        Value::Null => Err(FhirError::unprocessable(format!(
-            "{path}: null is not allowed in FHIR JSON"
-        ))),
-        Value::String(s) if s.is_empty() => Err(FhirError::unprocessable(format!(
-            "{path}: empty strings are not allowed in FHIR JSON"
-        ))),
+        Value::Null => Some("null is not allowed in FHIR JSON".into()),
+        Value::String(s) if s.is_empty() => Some("empty strings are not allowed in FHIR JSON".into()),
         Value::Array(items) => {
             if items.is_empty() {
-                return Err(FhirError::unprocessable(format!(
-                    "{path}: empty arrays are not allowed in FHIR JSON"
-                )));
+                return Some("empty arrays are not allowed in FHIR JSON".into());
             }
             for (i, item) in items.iter().enumerate() {
                 // Arrays of primitives may hold null placeholders paired with `_name`.
                 if item.is_null() {
                     continue;
                 }
-                check_structure(item, &format!("{path}[{i}]"))?;
+                if let Some(p) = structure_problem(item, path) {
+                    path.push(format!("[{i}]"));
+                    return Some(p);
+                }
             }
-            Ok(())
+            None
         }
         Value::Object(members) => {
             if members.is_empty() {
-                return Err(FhirError::unprocessable(format!(
-                    "{path}: empty objects are not allowed in FHIR JSON"
-                )));
+                return Some("empty objects are not allowed in FHIR JSON".into());
             }
             for (k, v) in members {
                 let name = k.strip_prefix('_').unwrap_or(k);
@@ -173,18 +185,19 @@ fn check_structure(value: &Value, path: &str) -> Result<(), FhirError> {
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
                 if !valid {
-                    return Err(FhirError::unprocessable(format!(
-                        "{path}: {k:?} is not a FHIR element name"
-                    )));
+                    return Some(format!("{k:?} is not a FHIR element name"));
                 }
                 // The narrative div is XHTML and is not checked further.
                 if k == "div" {
                     continue;
                 }
-                check_structure(v, &format!("{path}.{k}"))?;
+                if let Some(p) = structure_problem(v, path) {
+                    path.push(format!(".{k}"));
+                    return Some(p);
+                }
             }
-            Ok(())
+            None
         }
-        _ => Ok(()),
+        _ => None,
     }
 }

@@ -30,6 +30,9 @@ impl SqliteDatabase {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30))
+            // 64 MiB page cache per connection; index b-trees stay in memory during imports
+            .pragma("cache_size", "-65536")
+            .pragma("temp_store", "memory")
             .foreign_keys(false);
         if let Some(dir) = std::path::Path::new(options.get_filename()).parent()
             && !dir.as_os_str().is_empty()
@@ -50,17 +53,14 @@ impl SqliteDatabase {
     }
 }
 
-fn bind(
-    sql: &str,
-    params: &[SqlValue],
-) -> sqlx::query::Query<'static, sqlx::Sqlite, SqliteArguments> {
+fn bind(sql: &str, params: impl IntoIterator<Item = SqlValue>) -> sqlx::query::Query<'static, sqlx::Sqlite, SqliteArguments> {
     let mut q = sqlx::query(AssertSqlSafe(sql.to_owned()));
     for p in params {
         q = match p {
             SqlValue::Null => q.bind(None::<String>),
-            SqlValue::Int(v) => q.bind(*v),
-            SqlValue::Real(v) => q.bind(*v),
-            SqlValue::Text(v) => q.bind(v.clone()),
+            SqlValue::Int(v) => q.bind(v),
+            SqlValue::Real(v) => q.bind(v),
+            SqlValue::Text(v) => q.bind(v),
         };
     }
     q
@@ -98,7 +98,7 @@ impl Database for SqliteDatabase {
     }
 
     async fn fetch(&self, sql: &str, params: &[SqlValue]) -> anyhow::Result<Vec<Row>> {
-        let rows = bind(sql, params).fetch_all(&self.readers).await?;
+        let rows = bind(sql, params.iter().cloned()).fetch_all(&self.readers).await?;
         rows.iter().map(decode).collect()
     }
 
@@ -110,7 +110,7 @@ impl Database for SqliteDatabase {
         let pool = &self.readers;
         Box::pin(
             futures::stream::once(async move {
-                bind(&sql, &params)
+                bind(&sql, params)
                     .fetch(pool)
                     .map(|r| r.map_err(anyhow::Error::from).and_then(|row| decode(&row)))
             })
@@ -135,11 +135,11 @@ struct SqliteTransaction {
 
 #[async_trait]
 impl Transaction for SqliteTransaction {
-    async fn fetch(&mut self, sql: &str, params: &[SqlValue]) -> anyhow::Result<Vec<Row>> {
+    async fn fetch(&mut self, sql: &str, params: Vec<SqlValue>) -> anyhow::Result<Vec<Row>> {
         let rows = bind(sql, params).fetch_all(&mut *self.tx).await?;
         rows.iter().map(decode).collect()
     }
-    async fn execute(&mut self, sql: &str, params: &[SqlValue]) -> anyhow::Result<u64> {
+    async fn execute(&mut self, sql: &str, params: Vec<SqlValue>) -> anyhow::Result<u64> {
         Ok(bind(sql, params)
             .execute(&mut *self.tx)
             .await?

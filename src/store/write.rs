@@ -191,13 +191,13 @@ impl Store {
                     "INSERT INTO resource_history (rtype, id, version, last_updated, deleted, patient_id, shared, sensitive, content) \
                      SELECT rtype, id, version, last_updated, deleted, patient_id, shared, sensitive, content FROM resources WHERE pk IN ({list})"
                 ),
-                &params,
+                params.clone(),
             )
             .await?;
             for table in INDEX_TABLES {
                 tx.execute(
                     &format!("DELETE FROM {table} WHERE res_pk IN ({list})"),
-                    &params,
+                    params.clone(),
                 )
                 .await?;
             }
@@ -265,7 +265,7 @@ impl Store {
                     "UPDATE resources SET version = ?, last_updated = ?, deleted = ?, {keep_owner}, \
                      sensitive = ?, source_hash = ?, content = ? WHERE pk = ?"
                 ),
-                &params,
+                params,
             )
             .await?;
         }
@@ -296,12 +296,12 @@ impl Store {
                         "INSERT INTO resources (rtype, id, version, last_updated, deleted, patient_id, shared, sensitive, source_hash, content) \
                          VALUES {values} ON CONFLICT (rtype, id) DO NOTHING RETURNING pk, rtype, id"
                     ),
-                    &params,
+                    params,
                 )
                 .await?;
             let pks: HashMap<(String, String), i64> = rows.into_iter().map(key_of_row).collect();
-            for (_, op) in chunk.iter() {
-                let p = op.prepared.as_ref().expect("inserts carry a resource");
+            for (_, op) in chunk.iter_mut() {
+                let p = op.prepared.as_mut().expect("inserts carry a resource");
                 let Some(pk) = pks.get(&(p.rtype.clone(), p.id.clone())) else {
                     return Err(FhirError::conflict(format!(
                         "{}/{} was created concurrently; retry",
@@ -319,7 +319,7 @@ impl Store {
                JOIN resources t ON t.rtype = x.target_type AND t.id = x.target_id \
                WHERE x.res_pk = resources.pk AND x.param = 'target' AND t.patient_id IS NOT NULL LIMIT 1) \
              WHERE patient_id IS NULL AND rtype = 'Provenance' AND shared = 0",
-            &[],
+            vec![],
         )
         .await?;
         Ok(results)
@@ -366,7 +366,7 @@ async fn resolve_provenance_owners(
                         "SELECT id, patient_id FROM resources WHERE rtype = ? AND id IN ({}) AND patient_id IS NOT NULL",
                         placeholders(chunk.len())
                     ),
-                    &params,
+                    params,
                 )
                 .await?;
             for row in rows {
@@ -436,7 +436,7 @@ async fn lookup(
                         "SELECT pk, id, version, deleted, source_hash FROM resources WHERE rtype = ? AND id IN ({})",
                         placeholders(chunk.len())
                     ),
-                    &params,
+                    params,
                 )
                 .await?;
             for row in rows {
@@ -495,24 +495,25 @@ struct IndexRows {
 }
 
 impl IndexRows {
-    fn add(&mut self, pk: i64, p: &Prepared) {
+    /// Takes the index entries out of `p` (they are not needed after the write).
+    fn add(&mut self, pk: i64, p: &mut Prepared) {
         let IndexEntries {
             tokens,
             strings,
             dates,
             quantities,
             references,
-        } = &p.index;
+        } = std::mem::take(&mut p.index);
         let rt = || SqlValue::from(&p.rtype);
         let owner = || SqlValue::from(p.patient_id.clone());
         for t in tokens {
             self.token.extend([
                 SqlValue::Int(pk),
                 rt(),
-                SqlValue::from(&t.param),
-                t.system.clone().into(),
-                SqlValue::from(&t.code),
-                t.text.clone().into(),
+                SqlValue::Text(t.param),
+                t.system.into(),
+                SqlValue::Text(t.code),
+                t.text.into(),
                 owner(),
             ]);
         }
@@ -520,9 +521,9 @@ impl IndexRows {
             self.string.extend([
                 SqlValue::Int(pk),
                 rt(),
-                SqlValue::from(&s.param),
-                SqlValue::from(&s.normalized),
-                SqlValue::from(&s.exact),
+                SqlValue::Text(s.param),
+                SqlValue::Text(s.normalized),
+                SqlValue::Text(s.exact),
                 owner(),
             ]);
         }
@@ -530,7 +531,7 @@ impl IndexRows {
             self.date.extend([
                 SqlValue::Int(pk),
                 rt(),
-                SqlValue::from(&d.param),
+                SqlValue::Text(d.param),
                 SqlValue::Int(d.low),
                 SqlValue::Int(d.high),
                 owner(),
@@ -540,10 +541,10 @@ impl IndexRows {
             self.quantity.extend([
                 SqlValue::Int(pk),
                 rt(),
-                SqlValue::from(&q.param),
+                SqlValue::Text(q.param),
                 SqlValue::Real(q.value),
-                q.system.clone().into(),
-                q.code.clone().into(),
+                q.system.into(),
+                q.code.into(),
                 owner(),
             ]);
         }
@@ -551,10 +552,10 @@ impl IndexRows {
             self.reference.extend([
                 SqlValue::Int(pk),
                 rt(),
-                SqlValue::from(&r.param),
-                r.target_type.clone().into(),
-                r.target_id.clone().into(),
-                SqlValue::from(&r.url),
+                SqlValue::Text(r.param),
+                r.target_type.into(),
+                r.target_id.into(),
+                SqlValue::Text(r.url),
                 owner(),
             ]);
         }
@@ -608,13 +609,14 @@ async fn insert_rows(
 ) -> anyhow::Result<()> {
     let rows_per_stmt = MAX_PARAMS / width;
     let row = format!("({})", placeholders(width));
-    for chunk in values.chunks(rows_per_stmt * width) {
+    let mut values = values.into_iter();
+    loop {
+        let chunk: Vec<SqlValue> = values.by_ref().take(rows_per_stmt * width).collect();
+        if chunk.is_empty() {
+            return Ok(());
+        }
         let n = chunk.len() / width;
-        let sql = format!(
-            "INSERT INTO {table} VALUES {}",
-            vec![row.as_str(); n].join(",")
-        );
+        let sql = format!("INSERT INTO {table} VALUES {}", vec![row.as_str(); n].join(","));
         tx.execute(&sql, chunk).await?;
     }
-    Ok(())
 }
