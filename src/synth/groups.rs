@@ -4,7 +4,7 @@
 //! NDJSON line, so memory stays flat in N.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
@@ -61,13 +61,20 @@ impl Spool {
         header["quantity"] = json!(count);
         let mut line = serde_json::to_string(&header)?;
         if count > 0 {
+            // Stream the spooled members into the line: memory stays flat however big it is.
             line.pop(); // the closing brace
             line.push_str(",\"member\":[");
-            BufReader::new(File::open(&path)?).read_to_string(&mut line)?;
-            line.push_str("]}");
+            sink.put_streamed(
+                "Group",
+                &line,
+                &mut BufReader::new(File::open(&path)?),
+                "]}",
+            )?;
+        } else {
+            sink.put_raw("Group", &line)?;
         }
         std::fs::remove_file(&path)?;
-        sink.put_raw("Group", &line)
+        Ok(())
     }
 }
 

@@ -53,6 +53,23 @@ impl Sink {
         Ok(())
     }
 
+    /// Writes one line made of `head`, the bytes of `body` (streamed), and `tail`.
+    pub fn put_streamed(
+        &mut self,
+        ty: &'static str,
+        head: &str,
+        body: &mut impl std::io::Read,
+        tail: &str,
+    ) -> anyhow::Result<()> {
+        let (w, n) = self.writer(ty)?;
+        w.write_all(head.as_bytes())?;
+        std::io::copy(body, w)?;
+        w.write_all(tail.as_bytes())?;
+        w.write_all(b"\n")?;
+        *n += 1;
+        Ok(())
+    }
+
     /// Flushes every file and returns the (type, count) list sorted by type.
     pub fn finish(self) -> anyhow::Result<Vec<(String, u64)>> {
         let mut counts = Vec::new();
