@@ -137,6 +137,7 @@ pub async fn import(
         None
     };
     let mut failed = false;
+    let mut batches: u64 = 0;
     while let Some(batch) = rx.recv().await {
         if !batch.errors.is_empty() {
             for e in &batch.errors {
@@ -176,6 +177,12 @@ pub async fn import(
                 }
             }
         }
+        // Statistics after the 1st, 10th, 100th… batch: plans made for an empty table (a
+        // sequential scan for the id lookup) would otherwise stay in use as it grows.
+        batches += 1;
+        if strict_tx.is_none() && (batches as f64).log10().fract() == 0.0 {
+            store.db.analyze().await?;
+        }
         let n = summary.written();
         bar.set_position(n);
         bar.set_message(format!(
@@ -200,6 +207,9 @@ pub async fn import(
         } else {
             t.commit().await?;
         }
+    }
+    if summary.written() > 0 {
+        store.db.analyze().await?;
     }
     bar.finish_and_clear();
     summary.seconds = started.elapsed().as_secs_f64();

@@ -106,6 +106,9 @@ pub trait Database: Send + Sync + 'static {
     /// Starts a write transaction (on SQLite an immediate one, so writers queue instead of
     /// failing on lock upgrade).
     async fn begin(&self) -> anyhow::Result<Box<dyn Transaction>>;
+    /// Refreshes the planner's statistics (after bulk loads: a table that grew from empty
+    /// would otherwise be planned as if it were tiny).
+    async fn analyze(&self) -> anyhow::Result<()>;
     async fn close(&self);
 }
 
@@ -115,6 +118,31 @@ pub trait Transaction: Send {
     async fn fetch(&mut self, sql: &str, params: Vec<SqlValue>) -> anyhow::Result<Vec<Row>>;
     async fn execute(&mut self, sql: &str, params: Vec<SqlValue>) -> anyhow::Result<u64>;
     async fn commit(self: Box<Self>) -> anyhow::Result<()>;
+
+    /// Bulk-inserts rows of `width` values into `target` (`table (col, …)`): multi-row
+    /// INSERTs by default; PostgreSQL streams them with COPY.
+    async fn insert_rows(
+        &mut self,
+        target: &str,
+        width: usize,
+        values: Vec<SqlValue>,
+    ) -> anyhow::Result<()> {
+        let rows_per_stmt = MAX_PARAMS / width;
+        let row = format!("({})", vec!["?"; width].join(","));
+        let mut values = values.into_iter();
+        loop {
+            let chunk: Vec<SqlValue> = values.by_ref().take(rows_per_stmt * width).collect();
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            let n = chunk.len() / width;
+            let sql = format!(
+                "INSERT INTO {target} VALUES {}",
+                vec![row.as_str(); n].join(",")
+            );
+            self.execute(&sql, chunk).await?;
+        }
+    }
 }
 
 /// Opens the database named by `url` (`sqlite://…` or `postgres://…`).

@@ -42,7 +42,10 @@ pub fn number_placeholders(sql: &str) -> String {
     out
 }
 
-fn bind(sql: &str, params: impl IntoIterator<Item = SqlValue>) -> sqlx::query::Query<'static, sqlx::Postgres, PgArguments> {
+fn bind(
+    sql: &str,
+    params: impl IntoIterator<Item = SqlValue>,
+) -> sqlx::query::Query<'static, sqlx::Postgres, PgArguments> {
     let mut q = sqlx::query(AssertSqlSafe(number_placeholders(sql)));
     for p in params {
         q = match p {
@@ -91,7 +94,9 @@ impl Database for PostgresDatabase {
     }
 
     async fn fetch(&self, sql: &str, params: &[SqlValue]) -> anyhow::Result<Vec<Row>> {
-        let rows = bind(sql, params.iter().cloned()).fetch_all(&self.pool).await?;
+        let rows = bind(sql, params.iter().cloned())
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(decode).collect()
     }
 
@@ -117,6 +122,15 @@ impl Database for PostgresDatabase {
         }))
     }
 
+    async fn analyze(&self) -> anyhow::Result<()> {
+        sqlx::query(
+            "ANALYZE resources, idx_token, idx_string, idx_date, idx_quantity, idx_reference",
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn close(&self) {
         self.pool.close().await;
     }
@@ -140,5 +154,74 @@ impl Transaction for PostgresTransaction {
     }
     async fn commit(self: Box<Self>) -> anyhow::Result<()> {
         Ok(self.tx.commit().await?)
+    }
+
+    async fn insert_rows(
+        &mut self,
+        target: &str,
+        width: usize,
+        values: Vec<SqlValue>,
+    ) -> anyhow::Result<()> {
+        if values.is_empty() {
+            return Ok(());
+        }
+        let mut copy = self
+            .tx
+            .copy_in_raw(&format!("COPY {target} FROM STDIN"))
+            .await?;
+        let mut buf = Vec::with_capacity(1 << 20);
+        for (i, v) in values.iter().enumerate() {
+            if i % width != 0 {
+                buf.push(b'\t');
+            }
+            copy_text(&mut buf, v);
+            if i % width == width - 1 {
+                buf.push(b'\n');
+            }
+            if buf.len() >= 1 << 20 {
+                copy.send(std::mem::take(&mut buf)).await?;
+            }
+        }
+        if !buf.is_empty() {
+            copy.send(buf).await?;
+        }
+        copy.finish().await?;
+        Ok(())
+    }
+}
+
+/// One value in COPY text format: `\N` for NULL; backslash, tab, newline and carriage return
+/// escaped.
+fn copy_text(buf: &mut Vec<u8>, v: &SqlValue) {
+    match v {
+        SqlValue::Null => buf.extend_from_slice(b"\\N"),
+        SqlValue::Int(i) => buf.extend_from_slice(i.to_string().as_bytes()),
+        SqlValue::Real(f) => buf.extend_from_slice(f.to_string().as_bytes()),
+        SqlValue::Text(t) => {
+            for &b in t.as_bytes() {
+                match b {
+                    b'\\' => buf.extend_from_slice(b"\\\\"),
+                    b'\t' => buf.extend_from_slice(b"\\t"),
+                    b'\n' => buf.extend_from_slice(b"\\n"),
+                    b'\r' => buf.extend_from_slice(b"\\r"),
+                    _ => buf.push(b),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_text_escapes() {
+        let mut buf = Vec::new();
+        copy_text(&mut buf, &SqlValue::Text("a\tb\\c\nd".into()));
+        assert_eq!(buf, b"a\\tb\\\\c\\nd");
+        buf.clear();
+        copy_text(&mut buf, &SqlValue::Null);
+        assert_eq!(buf, b"\\N");
     }
 }

@@ -157,7 +157,9 @@ fn check_structure(value: &Value, root: &str) -> Result<(), FhirError> {
 fn structure_problem(value: &Value, path: &mut Vec<String>) -> Option<String> {
     match value {
         Value::Null => Some("null is not allowed in FHIR JSON".into()),
-        Value::String(s) if s.is_empty() => Some("empty strings are not allowed in FHIR JSON".into()),
+        Value::String(s) if s.is_empty() => {
+            Some("empty strings are not allowed in FHIR JSON".into())
+        }
         Value::Array(items) => {
             if items.is_empty() {
                 return Some("empty arrays are not allowed in FHIR JSON".into());

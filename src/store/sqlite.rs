@@ -53,7 +53,10 @@ impl SqliteDatabase {
     }
 }
 
-fn bind(sql: &str, params: impl IntoIterator<Item = SqlValue>) -> sqlx::query::Query<'static, sqlx::Sqlite, SqliteArguments> {
+fn bind(
+    sql: &str,
+    params: impl IntoIterator<Item = SqlValue>,
+) -> sqlx::query::Query<'static, sqlx::Sqlite, SqliteArguments> {
     let mut q = sqlx::query(AssertSqlSafe(sql.to_owned()));
     for p in params {
         q = match p {
@@ -98,7 +101,9 @@ impl Database for SqliteDatabase {
     }
 
     async fn fetch(&self, sql: &str, params: &[SqlValue]) -> anyhow::Result<Vec<Row>> {
-        let rows = bind(sql, params.iter().cloned()).fetch_all(&self.readers).await?;
+        let rows = bind(sql, params.iter().cloned())
+            .fetch_all(&self.readers)
+            .await?;
         rows.iter().map(decode).collect()
     }
 
@@ -121,6 +126,13 @@ impl Database for SqliteDatabase {
     async fn begin(&self) -> anyhow::Result<Box<dyn Transaction>> {
         let tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         Ok(Box::new(SqliteTransaction { tx }))
+    }
+
+    async fn analyze(&self) -> anyhow::Result<()> {
+        sqlx::query("PRAGMA optimize=0x10002")
+            .execute(&self.writer)
+            .await?;
+        Ok(())
     }
 
     async fn close(&self) {

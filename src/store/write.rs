@@ -562,61 +562,36 @@ impl IndexRows {
     }
 
     async fn insert(self, tx: &mut dyn Transaction) -> anyhow::Result<()> {
-        insert_rows(
-            tx,
+        tx.insert_rows(
             "idx_token (res_pk, rtype, param, system, code, text, patient_id)",
             7,
             self.token,
         )
         .await?;
-        insert_rows(
-            tx,
+        tx.insert_rows(
             "idx_string (res_pk, rtype, param, normalized, exact, patient_id)",
             6,
             self.string,
         )
         .await?;
-        insert_rows(
-            tx,
+        tx.insert_rows(
             "idx_date (res_pk, rtype, param, low, high, patient_id)",
             6,
             self.date,
         )
         .await?;
-        insert_rows(
-            tx,
+        tx.insert_rows(
             "idx_quantity (res_pk, rtype, param, value, system, code, patient_id)",
             7,
             self.quantity,
         )
         .await?;
-        insert_rows(
-            tx,
+        tx.insert_rows(
             "idx_reference (res_pk, rtype, param, target_type, target_id, url, patient_id)",
             7,
             self.reference,
         )
         .await?;
         Ok(())
-    }
-}
-
-async fn insert_rows(
-    tx: &mut dyn Transaction,
-    table: &str,
-    width: usize,
-    values: Vec<SqlValue>,
-) -> anyhow::Result<()> {
-    let rows_per_stmt = MAX_PARAMS / width;
-    let row = format!("({})", placeholders(width));
-    let mut values = values.into_iter();
-    loop {
-        let chunk: Vec<SqlValue> = values.by_ref().take(rows_per_stmt * width).collect();
-        if chunk.is_empty() {
-            return Ok(());
-        }
-        let n = chunk.len() / width;
-        let sql = format!("INSERT INTO {table} VALUES {}", vec![row.as_str(); n].join(","));
-        tx.execute(&sql, chunk).await?;
     }
 }
