@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions, PgRow};
-use sqlx::{AssertSqlSafe, Column, Row as _, TypeInfo, ValueRef};
+use sqlx::{Column, Row as _, TypeInfo, ValueRef};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -42,11 +42,12 @@ pub fn number_placeholders(sql: &str) -> String {
     out
 }
 
-fn bind(
-    sql: &str,
+/// Binds `params` to `sql`, whose placeholders are already numbered.
+fn bind<'q>(
+    sql: &'q str,
     params: impl IntoIterator<Item = SqlValue>,
-) -> sqlx::query::Query<'static, sqlx::Postgres, PgArguments> {
-    let mut q = sqlx::query(AssertSqlSafe(number_placeholders(sql)));
+) -> sqlx::query::Query<'q, sqlx::Postgres, PgArguments> {
+    let mut q = sqlx::query(sql);
     for p in params {
         q = match p {
             SqlValue::Null => q.bind(None::<String>),
@@ -94,7 +95,8 @@ impl Database for PostgresDatabase {
     }
 
     async fn fetch(&self, sql: &str, params: &[SqlValue]) -> anyhow::Result<Vec<Row>> {
-        let rows = bind(sql, params.iter().cloned())
+        let sql = number_placeholders(sql);
+        let rows = bind(&sql, params.iter().cloned())
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(decode).collect()
@@ -105,15 +107,23 @@ impl Database for PostgresDatabase {
         sql: String,
         params: Vec<SqlValue>,
     ) -> BoxStream<'a, anyhow::Result<Row>> {
-        let pool = &self.pool;
-        Box::pin(
-            futures::stream::once(async move {
-                bind(&sql, params)
-                    .fetch(pool)
-                    .map(|r| r.map_err(anyhow::Error::from).and_then(|row| decode(&row)))
-            })
-            .flatten(),
-        )
+        // A task runs the query and hands rows over a small bounded channel: the caller
+        // pulls them one by one and the result is never held in memory as a whole.
+        let pool = self.pool.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel::<anyhow::Result<Row>>(256);
+        tokio::spawn(async move {
+            let sql = number_placeholders(&sql);
+            let mut rows = bind(&sql, params).fetch(&pool);
+            while let Some(row) = rows.next().await {
+                let item = row.map_err(anyhow::Error::from).and_then(|r| decode(&r));
+                if tx.send(item).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }))
     }
 
     async fn begin(&self) -> anyhow::Result<Box<dyn Transaction>> {
@@ -143,11 +153,13 @@ struct PostgresTransaction {
 #[async_trait]
 impl Transaction for PostgresTransaction {
     async fn fetch(&mut self, sql: &str, params: Vec<SqlValue>) -> anyhow::Result<Vec<Row>> {
-        let rows = bind(sql, params).fetch_all(&mut *self.tx).await?;
+        let sql = number_placeholders(sql);
+        let rows = bind(&sql, params).fetch_all(&mut *self.tx).await?;
         rows.iter().map(decode).collect()
     }
     async fn execute(&mut self, sql: &str, params: Vec<SqlValue>) -> anyhow::Result<u64> {
-        Ok(bind(sql, params)
+        let sql = number_placeholders(sql);
+        Ok(bind(&sql, params)
             .execute(&mut *self.tx)
             .await?
             .rows_affected())

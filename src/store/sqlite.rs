@@ -11,7 +11,7 @@ use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Row as _, TypeInfo, ValueRef};
+use sqlx::{Row as _, TypeInfo, ValueRef};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -53,11 +53,11 @@ impl SqliteDatabase {
     }
 }
 
-fn bind(
-    sql: &str,
+fn bind<'q>(
+    sql: &'q str,
     params: impl IntoIterator<Item = SqlValue>,
-) -> sqlx::query::Query<'static, sqlx::Sqlite, SqliteArguments> {
-    let mut q = sqlx::query(AssertSqlSafe(sql.to_owned()));
+) -> sqlx::query::Query<'q, sqlx::Sqlite, SqliteArguments<'q>> {
+    let mut q = sqlx::query(sql);
     for p in params {
         q = match p {
             SqlValue::Null => q.bind(None::<String>),
@@ -112,15 +112,23 @@ impl Database for SqliteDatabase {
         sql: String,
         params: Vec<SqlValue>,
     ) -> BoxStream<'a, anyhow::Result<Row>> {
-        let pool = &self.readers;
-        Box::pin(
-            futures::stream::once(async move {
-                bind(&sql, params)
-                    .fetch(pool)
-                    .map(|r| r.map_err(anyhow::Error::from).and_then(|row| decode(&row)))
-            })
-            .flatten(),
-        )
+        // A task runs the query and hands rows over a small bounded channel: the caller
+        // pulls them one by one and the result is never held in memory as a whole.
+        let pool = self.readers.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel::<anyhow::Result<Row>>(256);
+        tokio::spawn(async move {
+            let sql = sql;
+            let mut rows = bind(&sql, params).fetch(&pool);
+            while let Some(row) = rows.next().await {
+                let item = row.map_err(anyhow::Error::from).and_then(|r| decode(&r));
+                if tx.send(item).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }))
     }
 
     async fn begin(&self) -> anyhow::Result<Box<dyn Transaction>> {

@@ -49,7 +49,7 @@ impl TestDb {
                 let pool = sqlx::PgPool::connect(admin_url)
                     .await
                     .expect("connect to Postgres");
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                sqlx::query(&format!("CREATE DATABASE {name}"))
                     .execute(&pool)
                     .await
                     .expect("create test database");
@@ -70,11 +70,9 @@ impl TestDb {
         if let Some((admin, name)) = &self.pg_admin
             && let Ok(pool) = sqlx::PgPool::connect(admin).await
         {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-            )))
-            .execute(&pool)
-            .await;
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&pool)
+                .await;
             pool.close().await;
         }
     }
