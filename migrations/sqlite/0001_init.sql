@@ -95,7 +95,7 @@ CREATE TABLE idx_reference (
     url         TEXT    NOT NULL,
     patient_id  TEXT
 );
+-- Serves reference searches, chains and _revinclude (which always name the parameter);
+-- searches by a foreign absolute URL filter within (rtype, param).
 CREATE INDEX idx_reference_target ON idx_reference (rtype, param, target_id, target_type);
-CREATE INDEX idx_reference_reverse ON idx_reference (target_type, target_id);
-CREATE INDEX idx_reference_url ON idx_reference (rtype, param, url);
 CREATE INDEX idx_reference_res ON idx_reference (res_pk);

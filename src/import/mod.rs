@@ -5,8 +5,9 @@
 //! same files changes nothing (same ids update in place; identical content is skipped).
 
 use crate::fhir::json::{RawResource, replace_string_literal};
-use crate::store::{IdRule, Store, WriteKind, WriteOp, WriteOutcome};
+use crate::store::{Dialect, IdRule, Store, WriteKind, WriteOp, WriteOutcome};
 use anyhow::Context;
+use futures::StreamExt;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -138,25 +139,48 @@ pub async fn import(
     };
     let mut failed = false;
     let mut batches: u64 = 0;
-    while let Some(batch) = rx.recv().await {
-        if !batch.errors.is_empty() {
-            for e in &batch.errors {
-                bar.suspend(|| eprintln!("error: {e}"));
-            }
-            summary.errors.extend(batch.errors);
-            if opts.strict {
-                failed = true;
-                break;
-            }
+    // Postgres takes two batches at once (each in its own transaction) so that both cores
+    // work; SQLite has a single writer, and a strict import is one transaction.
+    let writers = if opts.strict || store.db.dialect() == Dialect::Sqlite {
+        1
+    } else {
+        2
+    };
+    let batches_in =
+        futures::stream::unfold(
+            &mut rx,
+            |rx| async move { rx.recv().await.map(|b| (b, rx)) },
+        );
+    let strict_cell = tokio::sync::Mutex::new(strict_tx.take());
+    let mut written = Box::pin(
+        batches_in
+            .map(|batch| {
+                let strict_cell = &strict_cell;
+                async move {
+                    let result = if batch.ops.is_empty() {
+                        Ok(vec![])
+                    } else {
+                        let mut strict = strict_cell.lock().await;
+                        match strict.as_mut() {
+                            Some(t) => store.write_in(t.as_mut(), batch.ops).await,
+                            None => {
+                                drop(strict);
+                                store.write(batch.ops).await
+                            }
+                        }
+                    };
+                    (batch.errors, result)
+                }
+            })
+            .buffer_unordered(writers),
+    );
+    while let Some((errors, result)) = written.next().await {
+        for e in &errors {
+            bar.suspend(|| eprintln!("error: {e}"));
         }
-        if batch.ops.is_empty() {
-            continue;
-        }
-        let results = match strict_tx.as_mut() {
-            Some(t) => store.write_in(t.as_mut(), batch.ops).await,
-            None => store.write(batch.ops).await,
-        };
-        match results {
+        let bad_lines = !errors.is_empty();
+        summary.errors.extend(errors);
+        match result {
             Ok(results) => {
                 for r in &results {
                     match r.outcome {
@@ -171,16 +195,17 @@ pub async fn import(
                 let msg = format!("a batch was not written: {}", e.diagnostics);
                 bar.suspend(|| eprintln!("error: {msg}"));
                 summary.errors.push(msg);
-                if opts.strict {
-                    failed = true;
-                    break;
-                }
+                failed = true;
             }
+        }
+        if opts.strict && (bad_lines || failed) {
+            failed = true;
+            break;
         }
         // Statistics after the 1st, 10th, 100th… batch: plans made for an empty table (a
         // sequential scan for the id lookup) would otherwise stay in use as it grows.
         batches += 1;
-        if strict_tx.is_none() && (batches as f64).log10().fract() == 0.0 {
+        if !opts.strict && (batches as f64).log10().fract() == 0.0 {
             store.db.analyze().await?;
         }
         let n = summary.written();
@@ -191,6 +216,8 @@ pub async fn import(
             summary.errors.len()
         ));
     }
+    drop(written);
+    let strict_tx = strict_cell.into_inner();
     drop(rx);
     let produced = producer.await?;
     if let Err(e) = produced {
