@@ -27,6 +27,9 @@ impl Server {
             SensitivityLabels::parse(config.sensitive_labels.iter().map(String::as_str))?
         };
         let store = Store::open(&config.database_url, labels, config.migrate).await?;
+        // Fresh planner statistics: a database loaded by an older or interrupted import
+        // may have none.
+        store.db.analyze().await?;
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;

@@ -159,19 +159,25 @@ impl Store {
         let (restrict, params) = access::restriction(ctx, a);
         sql.push(&restrict);
         sql.params.extend(params);
-        for f in &req.filters {
+        let driver = driving_filter(&req.filters);
+        for (i, f) in req.filters.iter().enumerate() {
             sql.push(" AND ");
-            sql.append(self.filter_sql(ctx, &req.rtype, f, a)?);
+            sql.append(self.filter_sql(ctx, &req.rtype, f, a, Some(i) == driver)?);
         }
         Ok(sql)
     }
 
+    /// One filter as a condition on the `resources` row `a`. The `driver` filter is written
+    /// `pk IN (…)`, so the planner starts from its index lookup; the others are correlated
+    /// `EXISTS` probes on `res_pk`, cheap per candidate row however unselective they are
+    /// (`category=laboratory` alone matches a large share of all Observations).
     fn filter_sql(
         &self,
         ctx: &AccessContext,
         rtype: &str,
         f: &Filter,
         a: &str,
+        driver: bool,
     ) -> Result<Sql, FhirError> {
         let mut sql = Sql::default();
         if f.code == "_id" {
@@ -234,7 +240,7 @@ impl Store {
                         inner_rtype_filter.code
                     )));
                 }
-                sql.append(self.filter_sql(ctx, target, inner_rtype_filter, alias)?);
+                sql.append(self.filter_sql(ctx, target, inner_rtype_filter, alias, true)?);
                 sql.push("))");
             }
             sql.push("))");
@@ -263,12 +269,21 @@ impl Store {
             f.modifier,
             Some(Modifier::Not) | Some(Modifier::Missing(true))
         );
-        sql.push(&format!(
-            "{a}.pk {}IN (SELECT {alias}.res_pk FROM {table} {alias} WHERE {alias}.rtype = ? AND {alias}.param = ?",
-            if negate { "NOT " } else { "" }
-        ));
-        sql.bind(rtype);
-        sql.bind(param);
+        let not = if negate { "NOT " } else { "" };
+        if driver && !negate {
+            sql.push(&format!(
+                "{a}.pk IN (SELECT {alias}.res_pk FROM {table} {alias} WHERE {alias}.rtype = ? AND {alias}.param = ?"
+            ));
+            sql.bind(rtype);
+            sql.bind(param);
+        } else {
+            // No rtype term: res_pk implies it, and leaving it out keeps the planner from
+            // probing the (rtype, param, …) value indexes instead of the res_pk one.
+            sql.push(&format!(
+                "{not}EXISTS (SELECT 1 FROM {table} {alias} WHERE {alias}.res_pk = {a}.pk AND {alias}.param = ?"
+            ));
+            sql.bind(param);
+        }
         if matches!(f.modifier, Some(Modifier::Missing(_))) {
             sql.push(")");
             return Ok(sql);
@@ -572,6 +587,33 @@ fn value_condition(f: &Filter, v: &FilterValue, t: &str) -> Result<Sql, FhirErro
         },
     }
     Ok(sql)
+}
+
+/// The filter to drive the search from: a reference to a given resource (in practice the
+/// member: `patient=`, `subject=`), else the first positive filter.
+fn driving_filter(filters: &[Filter]) -> Option<usize> {
+    let positive = |f: &Filter| {
+        f.chain.is_none()
+            && !matches!(
+                f.modifier,
+                Some(Modifier::Not)
+                    | Some(Modifier::Missing(_))
+                    | Some(Modifier::Text)
+                    | Some(Modifier::Contains)
+            )
+            && f.code != "_id"
+            && f.code != "_lastUpdated"
+    };
+    filters
+        .iter()
+        .position(|f| {
+            positive(f)
+                && f.kind == ParamType::Reference
+                && f.values
+                    .iter()
+                    .all(|v| matches!(v, FilterValue::Reference { id: Some(_), .. }))
+        })
+        .or_else(|| filters.iter().position(positive))
 }
 
 /// FHIR date prefix semantics (R4 search "prefixes") on a stored range [`lo_col`, `hi_col`]
