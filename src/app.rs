@@ -27,9 +27,11 @@ impl Server {
             SensitivityLabels::parse(config.sensitive_labels.iter().map(String::as_str))?
         };
         let store = Store::open(&config.database_url, labels, config.migrate).await?;
-        // Fresh planner statistics: a database loaded by an older or interrupted import
-        // may have none.
-        store.db.analyze().await?;
+        // Fresh planner statistics for SQLite: a file loaded by an older or interrupted
+        // import may have none (Postgres has autovacuum for this).
+        if store.db.dialect() == crate::store::Dialect::Sqlite {
+            store.db.analyze().await?;
+        }
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
@@ -55,8 +57,10 @@ impl Server {
     }
 }
 
-/// `serve --demo`: loads the bundled demo data set (`fixtures/demo/`) into an empty store.
+/// `serve --demo`: loads the bundled demo data set (`fixtures/demo/`) into an empty store
+/// and prints a banner with commands that work against it.
 pub async fn load_demo(state: &AppState) -> anyhow::Result<()> {
+    let dir = demo_dir();
     let rows = state
         .store
         .db
@@ -67,22 +71,51 @@ pub async fn load_demo(state: &AppState) -> anyhow::Result<()> {
         .and_then(|r| r.first())
         .and_then(|v| v.as_i64())
         .unwrap_or(0);
-    if count > 0 {
-        tracing::info!("store is not empty; demo data not loaded");
-        return Ok(());
+    if count == 0 {
+        let summary = crate::import::import(
+            &state.store,
+            std::slice::from_ref(&dir),
+            crate::import::ImportOptions::default(),
+        )
+        .await?;
+        eprintln!("demo data: {}", summary.line());
+    } else {
+        eprintln!("demo data: the store already holds {count} resources; nothing loaded");
     }
-    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/demo");
-    let dir = if dir.exists() {
-        dir
+    eprintln!("{}", demo_banner(&state.base_url, &dir));
+    Ok(())
+}
+
+fn demo_dir() -> std::path::PathBuf {
+    let built = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/demo");
+    if built.exists() {
+        built
     } else {
         std::path::PathBuf::from("fixtures/demo")
-    };
-    let summary = crate::import::import(
-        &state.store,
-        &[dir],
-        crate::import::ImportOptions::default(),
+    }
+}
+
+/// Ready-to-paste commands for the first demo member (the HRex `$member-match` example).
+pub fn demo_banner(base: &str, dir: &std::path::Path) -> String {
+    let first: serde_json::Value = std::fs::read_to_string(dir.join("members.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Vec<serde_json::Value>>(&t).ok())
+        .and_then(|v| v.into_iter().next())
+        .unwrap_or_default();
+    let id = first["patient_id"].as_str().unwrap_or("m000000");
+    let member_id = first["member_id"].as_str().unwrap_or("DH10001235");
+    let family = first["family"].as_str().unwrap_or("Person");
+    format!(
+        r#"
+  pdex demo — FHIR R4 at {base}
+  Try:
+    curl -s {base}/metadata | head -c 400
+    curl -s '{base}/Patient?identifier={member_id}'
+    curl -s '{base}/Patient?family={family}&_count=5'
+    curl -s '{base}/Observation?patient={id}&category=laboratory&_sort=-date&_count=5'
+    curl -s '{base}/ExplanationOfBenefit?patient={id}&_include=ExplanationOfBenefit:*'
+    curl -s '{base}/Condition?patient={id}&_revinclude=Provenance:target'
+    curl -s '{base}/Coverage?beneficiary=Patient/{id}'
+"#
     )
-    .await?;
-    eprintln!("demo data: {}", summary.line());
-    Ok(())
 }

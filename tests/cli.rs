@@ -105,3 +105,67 @@ async fn serve_with_config_file_concurrent_import_and_sigterm() {
         "PHI in logs: {rest:?}"
     );
 }
+
+#[tokio::test]
+async fn demo_mode_loads_the_bundled_data_and_its_banner_commands_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/demo.db", dir.path().display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pdex"))
+        .args([
+            "serve",
+            "--demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &db,
+        ])
+        .env_remove("PDEX_CONFIG")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let base = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("{seen:?}"));
+        if let Some(url) = line.strip_prefix("pdex serving FHIR R4 at ") {
+            break url.to_owned();
+        }
+        seen.push(line);
+    };
+    let banner_urls: Vec<String> = seen
+        .iter()
+        .filter_map(|l| l.trim().strip_prefix("curl -s "))
+        .map(|c| {
+            c.split_whitespace()
+                .next()
+                .unwrap()
+                .trim_matches('\'')
+                .to_owned()
+        })
+        .collect();
+    assert!(banner_urls.len() >= 5, "banner: {seen:?}");
+    let client = reqwest::Client::new();
+    for url in &banner_urls {
+        assert!(url.starts_with(&base), "{url}");
+        let resp = client.get(url).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{url}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        if body["resourceType"] == "Bundle" {
+            assert!(
+                !body["entry"].as_array().map_or(true, |e| e.is_empty()),
+                "{url} found nothing"
+            );
+        }
+    }
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let _ = child.wait();
+}

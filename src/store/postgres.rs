@@ -17,8 +17,16 @@ pub struct PostgresDatabase {
 
 impl PostgresDatabase {
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        // Each connection is a Postgres process: more connections than about two per core
+        // only add scheduling (measured: 16 connections on 2 cores gave a p99 of 0.5 s under
+        // load, see BENCHMARKS.md); waiting for a pooled connection queues fairly instead.
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let size = std::env::var("PDEX_DB_POOL_SIZE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or((cores * 2).max(4) as u32);
         let pool = PgPoolOptions::new()
-            .max_connections(16)
+            .max_connections(size)
             .connect(url)
             .await
             .with_context(|| "cannot connect to PostgreSQL (check PDEX_DATABASE_URL)")?;
