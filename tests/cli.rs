@@ -161,7 +161,7 @@ async fn demo_mode_loads_the_bundled_data_and_its_banner_commands_work() {
         let body: serde_json::Value = resp.json().await.unwrap();
         if body["resourceType"] == "Bundle" {
             assert!(
-                !body["entry"].as_array().map_or(true, |e| e.is_empty()),
+                body["entry"].as_array().is_some_and(|e| !e.is_empty()),
                 "{url} found nothing"
             );
         }

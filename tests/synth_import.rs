@@ -23,9 +23,13 @@ async fn generated_data_imports_into_every_store_and_is_searchable() {
         serde_json::from_str(&std::fs::read_to_string(out.join("members.json")).unwrap()).unwrap();
     for b in backends() {
         let s = TestServer::start(&b).await;
-        let result = pdex::import::import(&s.state.store, &[out.clone()], Default::default())
-            .await
-            .unwrap();
+        let result = pdex::import::import(
+            &s.state.store,
+            std::slice::from_ref(&out),
+            Default::default(),
+        )
+        .await
+        .unwrap();
         assert!(result.errors.is_empty(), "{:?}", result.errors);
         assert_eq!(
             result.created, expected,
