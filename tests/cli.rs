@@ -6,21 +6,17 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[tokio::test]
-async fn serve_with_config_file_concurrent_import_and_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}/pdex.db", dir.path().display());
-    let config = dir.path().join("pdex.toml");
-    // the file asks for a port that is taken; the environment overrides it
-    std::fs::write(
-        &config,
-        format!("database_url = \"{db}\"\nlisten = \"127.0.0.1:1\"\nlog_format = \"json\"\n"),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pdex"))
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .env("PDEX_LISTEN", "127.0.0.1:0")
-        .env_remove("PDEX_DATABASE_URL")
+/// Starts `pdex serve` and waits for its "serving" line: returns the child, the FHIR base
+/// URL, the stderr lines printed before it, and a receiver for the later ones.
+fn start_serve(
+    cmd: &mut Command,
+) -> (
+    std::process::Child,
+    String,
+    Vec<String>,
+    std::sync::mpsc::Receiver<String>,
+) {
+    let mut child = cmd
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -32,18 +28,37 @@ async fn serve_with_config_file_concurrent_import_and_sigterm() {
             let _ = tx.send(line);
         }
     });
-    let started = Instant::now();
     let mut lines = Vec::new();
-    let base = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("server did not start: {lines:?}"));
+    loop {
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(120)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("server did not start: {lines:?}");
+        };
         if let Some(url) = line.strip_prefix("pdex serving FHIR R4 at ") {
-            break url.to_owned();
+            return (child, url.to_owned(), lines, rx);
         }
         lines.push(line);
-        assert!(started.elapsed() < Duration::from_secs(60));
-    };
+    }
+}
+
+#[tokio::test]
+async fn serve_with_config_file_concurrent_import_and_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/pdex.db", dir.path().display());
+    let config = dir.path().join("pdex.toml");
+    // the file asks for a port that is taken; the environment overrides it
+    std::fs::write(
+        &config,
+        format!("database_url = \"{db}\"\nlisten = \"127.0.0.1:1\"\nlog_format = \"json\"\n"),
+    )
+    .unwrap();
+    let (mut child, base, lines, rx) = start_serve(
+        Command::new(env!("CARGO_BIN_EXE_pdex"))
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .env("PDEX_LISTEN", "127.0.0.1:0")
+            .env_remove("PDEX_DATABASE_URL"),
+    );
     assert!(
         lines
             .iter()
@@ -110,37 +125,18 @@ async fn serve_with_config_file_concurrent_import_and_sigterm() {
 async fn demo_mode_loads_the_bundled_data_and_its_banner_commands_work() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}/demo.db", dir.path().display());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pdex"))
-        .args([
-            "serve",
-            "--demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--database-url",
-            &db,
-        ])
-        .env_remove("PDEX_CONFIG")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut seen = Vec::new();
-    let base = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(120))
-            .unwrap_or_else(|_| panic!("{seen:?}"));
-        if let Some(url) = line.strip_prefix("pdex serving FHIR R4 at ") {
-            break url.to_owned();
-        }
-        seen.push(line);
-    };
+    let (mut child, base, seen, _rx) = start_serve(
+        Command::new(env!("CARGO_BIN_EXE_pdex"))
+            .args([
+                "serve",
+                "--demo",
+                "--listen",
+                "127.0.0.1:0",
+                "--database-url",
+                &db,
+            ])
+            .env_remove("PDEX_CONFIG"),
+    );
     let banner_urls: Vec<String> = seen
         .iter()
         .filter_map(|l| l.trim().strip_prefix("curl -s "))

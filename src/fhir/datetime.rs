@@ -78,6 +78,21 @@ fn digits(b: &[u8], pos: &mut usize, n: usize) -> Option<u32> {
     Some(v)
 }
 
+impl Prefix {
+    /// Every prefix with the two letters that name it in a search value.
+    pub const ALL: [(&'static str, Prefix); 9] = [
+        ("eq", Prefix::Eq),
+        ("ne", Prefix::Ne),
+        ("gt", Prefix::Gt),
+        ("lt", Prefix::Lt),
+        ("ge", Prefix::Ge),
+        ("le", Prefix::Le),
+        ("sa", Prefix::Sa),
+        ("eb", Prefix::Eb),
+        ("ap", Prefix::Ap),
+    ];
+}
+
 /// Parses a FHIR date, dateTime or instant. Values without a time zone are read as UTC.
 /// A time zone offset written with a raw `+` that arrived as a space (`T10:00:00 01:00`)
 /// is accepted. `None` when it is not a valid FHIR date/dateTime/instant.

@@ -542,18 +542,7 @@ fn parse_reference(raw: &str, modifier: Option<&Modifier>, base_url: &str) -> Fi
 }
 
 fn split_prefix(raw: &str) -> (Prefix, &str) {
-    let prefixes = [
-        ("eq", Prefix::Eq),
-        ("ne", Prefix::Ne),
-        ("gt", Prefix::Gt),
-        ("lt", Prefix::Lt),
-        ("ge", Prefix::Ge),
-        ("le", Prefix::Le),
-        ("sa", Prefix::Sa),
-        ("eb", Prefix::Eb),
-        ("ap", Prefix::Ap),
-    ];
-    for (text, p) in prefixes {
+    for (text, p) in Prefix::ALL {
         if let Some(rest) = raw.strip_prefix(text)
             && rest.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '.')
         {
