@@ -1,31 +1,19 @@
 //! Calendar arithmetic on day numbers (days since 1970-01-01) and FHIR date/instant strings.
-//! Hand-written (Howard Hinnant's civil algorithms) so that no clock is ever consulted: the data
-//! set is anchored to the fixed `AS_OF` date, not to today.
+//! No clock is ever consulted: the data set is anchored to the fixed `AS_OF` date, not to today.
 
 /// The data set's "today": output never depends on the wall clock.
 pub const AS_OF: (i32, u32, u32) = (2026, 11, 1);
 
+/// Days since 1970-01-01 of a civil date (the one calendar implementation lives in
+/// `fhir::datetime`).
 pub fn days_from_civil(y: i32, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y } as i64;
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m as i64 + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    crate::fhir::datetime::days_from_civil(i64::from(y), m, d)
 }
 
+/// The civil date of a day number.
 pub fn civil_from_days(z: i64) -> (i32, u32, u32) {
-    let z = z + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    ((if m <= 2 { y + 1 } else { y }) as i32, m, d)
+    let (y, m, d) = crate::fhir::datetime::civil_from_days(z);
+    (y as i32, m, d)
 }
 
 pub fn as_of_day() -> i64 {
