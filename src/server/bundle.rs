@@ -121,7 +121,7 @@ fn plan_entry(
             "conditional create (ifNoneExist) is not supported",
         ));
     }
-    let (rtype, id, query) = parse_url(&request.url);
+    let (rtype, id, _query) = parse_url(&request.url);
     super::rest::check_type(state, &rtype)?;
     let body = || {
         resource_text.ok_or_else(|| {
@@ -142,7 +142,7 @@ fn plan_entry(
                 // The entry's resource may have no id; give it the assigned one.
                 let mut raw =
                     crate::fhir::json::RawResource::parse(text).map_err(FhirError::bad_request)?;
-                raw.set_identity(id, 1, "1970-01-01T00:00:00.000Z");
+                raw.set_id(id);
                 state
                     .store
                     .prepare(&raw.to_json(), Some(&rtype), rule.clone())?
@@ -188,7 +188,7 @@ fn plan_entry(
             })
         }
         "GET" | "HEAD" => {
-            let _ = query;
+            // run after the writes, through the same read and search paths as GET requests
             Ok(Action::Get {
                 url: request.url.clone(),
             })
