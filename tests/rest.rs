@@ -404,3 +404,54 @@ async fn transaction_is_atomic_and_rewrites_urn_uuid_references() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn values_postgres_cannot_index_or_store_are_handled_not_500() {
+    each_backend(|b| async move {
+        let s = TestServer::start(&b).await;
+        // NUL cannot live in a Postgres text column; FHIR strings forbid it anyway
+        let resp = s
+            .client
+            .post(s.url("Patient"))
+            .header("Content-Type", "application/fhir+json")
+            .body(r#"{"resourceType":"Patient","name":[{"family":"a\u0000b"}]}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_outcome(resp, StatusCode::UNPROCESSABLE_ENTITY).await;
+        // a value longer than a b-tree entry may be is stored and still found
+        let long_family = format!("Long{}", "x".repeat(5000));
+        let long_code = "c".repeat(4000);
+        let resp = s
+            .put(
+                "Patient/long",
+                &json!({"resourceType": "Patient", "id": "long", "name": [{"family": long_family}],
+                        "identifier": [{"system": "urn:s", "value": long_code}]}),
+            )
+            .await;
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        assert_eq!(s.ids("Patient?family=long").await, vec!["long"]);
+        assert_eq!(
+            s.ids(&format!("Patient?family={long_family}")).await,
+            vec!["long"]
+        );
+        assert_eq!(
+            s.ids(&format!("Patient?identifier=urn:s|{long_code}"))
+                .await,
+            vec!["long"]
+        );
+        // more OR values than we bind in one statement: refused, not a database error
+        let many: Vec<String> = (0..40_000).map(|i| format!("i{i}")).collect();
+        let resp = s
+            .client
+            .post(s.url("Patient/_search"))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(format!("_id={}", many.join(",")))
+            .send()
+            .await
+            .unwrap();
+        assert_outcome(resp, StatusCode::BAD_REQUEST).await;
+        s.stop().await;
+    })
+    .await;
+}

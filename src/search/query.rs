@@ -9,6 +9,8 @@ use crate::fhir::text::normalize;
 /// Default and largest page sizes.
 pub const DEFAULT_COUNT: usize = 50;
 pub const MAX_COUNT: usize = 1000;
+/// Most values one parameter may OR together (each becomes a bound SQL parameter).
+pub const MAX_OR_VALUES: usize = 1000;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchRequest {
@@ -290,7 +292,7 @@ fn parse_include(
         return Err(bad());
     }
     let source_type = parts[0].to_owned();
-    if !registry.resource_types().contains(&parts[0]) {
+    if !registry.has_type(parts[0]) {
         return Err(format!("unknown resource type {:?} in {value:?}", parts[0]));
     }
     let param = if parts[1] == "*" {
@@ -398,7 +400,7 @@ fn parse_filter(
         Some("identifier") if kind == ParamType::Reference => Some(Modifier::Identifier),
         Some("below") if kind == ParamType::Uri => Some(Modifier::Below),
         Some(t) if kind == ParamType::Reference && crate::fhir::looks_like_type(t) => {
-            if !registry.resource_types().contains(&t) {
+            if !registry.has_type(t) {
                 return Err(format!("{t:?} is not a resource type"));
             }
             Some(Modifier::Type(t.to_owned()))
@@ -418,6 +420,12 @@ fn parse_filter(
     }
     if values.is_empty() {
         return Err(format!("the search parameter {name} has no value"));
+    }
+    if values.len() > MAX_OR_VALUES {
+        return Err(format!(
+            "{name} has {} comma-separated values; at most {MAX_OR_VALUES} are accepted",
+            values.len()
+        ));
     }
     Ok(Filter {
         code: code.to_owned(),

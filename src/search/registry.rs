@@ -329,6 +329,12 @@ impl Registry {
             .filter_map(|p| p.path.as_ref().map(|e| (p, e)))
     }
 
+    /// Is `resource_type` an R4 resource type we know? (A map lookup: called per request and
+    /// per imported resource.)
+    pub fn has_type(&self, resource_type: &str) -> bool {
+        self.by_type.contains_key(resource_type)
+    }
+
     /// Every resource type that has at least one parameter (i.e. every R4 resource type).
     pub fn resource_types(&self) -> Vec<&str> {
         let mut v: Vec<&str> = self.by_type.keys().map(String::as_str).collect();

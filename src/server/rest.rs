@@ -18,7 +18,7 @@ use serde_json::json;
 
 /// Checks that `rtype` is a resource type we serve.
 pub fn check_type(state: &SharedState, rtype: &str) -> Result<(), FhirError> {
-    if state.store.registry.resource_types().contains(&rtype) {
+    if state.store.registry.has_type(rtype) {
         Ok(())
     } else {
         Err(FhirError::not_found(format!(

@@ -90,6 +90,24 @@ pub(crate) fn stored_from_row(row: db::Row) -> anyhow::Result<StoredResource> {
     })
 }
 
+/// Longest indexed text value, in bytes. Postgres b-tree entries must stay under ~2.7 kB, so
+/// values in indexed columns (token system and code, string values, reference ids) are cut
+/// to this length when written, and search values the same way when compared: a longer
+/// value still matches, on its first 512 bytes.
+pub(crate) const MAX_INDEXED_BYTES: usize = 512;
+
+/// `value` cut to [`MAX_INDEXED_BYTES`] on a character boundary.
+pub(crate) fn index_key(value: &str) -> String {
+    if value.len() <= MAX_INDEXED_BYTES {
+        return value.to_owned();
+    }
+    let mut end = MAX_INDEXED_BYTES;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    value[..end].to_owned()
+}
+
 /// `?,?,?` with `n` placeholders.
 pub(crate) fn placeholders(n: usize) -> String {
     let mut s = String::with_capacity(n * 2);

@@ -62,7 +62,7 @@ impl Store {
                 "resourceType {rtype} does not match the URL's type {expected}"
             )));
         }
-        if !self.registry.resource_types().contains(&rtype.as_str()) {
+        if !self.registry.has_type(&rtype) {
             return Err(FhirError::bad_request(format!(
                 "{rtype:?} is not a FHIR R4 resource type"
             )));
@@ -115,7 +115,7 @@ impl Store {
                     .all(|(t, _)| !self.compartment.is_member_type(t));
         }
         let sensitive = self.sensitivity.is_sensitive(&value);
-        let source_hash = hex(&Sha256::digest(text.as_bytes()));
+        let source_hash = format!("{:x}", Sha256::digest(text.as_bytes()));
         Ok(Prepared {
             rtype,
             id,
@@ -128,10 +128,6 @@ impl Store {
             sensitive,
         })
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// FHIR JSON rules a resource must meet (R4 JSON §2.6.2): no `null`, no empty objects or
@@ -159,6 +155,14 @@ fn structure_problem(value: &Value, path: &mut Vec<String>) -> Option<String> {
         Value::Null => Some("null is not allowed in FHIR JSON".into()),
         Value::String(s) if s.is_empty() => {
             Some("empty strings are not allowed in FHIR JSON".into())
+        }
+        // FHIR strings exclude control characters other than tab, CR and LF; NUL in
+        // particular cannot be stored in a Postgres text column.
+        Value::String(s)
+            if s.chars()
+                .any(|c| c.is_control() && !matches!(c, '\t' | '\r' | '\n')) =>
+        {
+            Some("control characters are not allowed in FHIR strings".into())
         }
         Value::Array(items) => {
             if items.is_empty() {

@@ -3,7 +3,9 @@
 //! rows are inserted), and resolves `_include` / `_revinclude`.
 
 use super::db::SqlValue;
-use super::{RESOURCE_COLUMNS, Store, StoredResource, access, placeholders, stored_from_row};
+use super::{
+    RESOURCE_COLUMNS, Store, StoredResource, access, index_key, placeholders, stored_from_row,
+};
 use crate::auth::AccessContext;
 use crate::fhir::FhirError;
 use crate::fhir::datetime::{DateRange, Prefix};
@@ -44,6 +46,8 @@ impl Sql {
 }
 
 const MAX_INCLUDE_DEPTH: usize = 3;
+/// Ids bound in one include query (both engines cap the number of parameters).
+const ID_CHUNK: usize = 10_000;
 
 impl Store {
     /// Runs a search for `ctx`.
@@ -352,36 +356,41 @@ impl Store {
         if pks.is_empty() {
             return Ok(vec![]);
         }
-        let mut sql = Sql::default();
-        sql.push(&format!(
-            "SELECT DISTINCT x.target_type, x.target_id FROM idx_reference x WHERE x.res_pk IN ({}) AND x.rtype = ? AND x.target_id IS NOT NULL",
-            placeholders(pks.len())
-        ));
-        for pk in &pks {
-            sql.bind(*pk);
-        }
-        sql.bind(&spec.source_type);
-        if let Some(p) = &spec.param {
-            sql.push(" AND x.param = ?");
-            sql.bind(p);
-        }
-        if let Some(t) = &spec.target_type {
-            sql.push(" AND x.target_type = ?");
-            sql.bind(t);
-        }
-        let rows = self.db.fetch(&sql.text, &sql.params).await?;
         let mut by_type: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-        for row in rows {
-            let mut it = row.into_iter();
-            if let (Some(t), Some(id)) = (
-                it.next().and_then(SqlValue::into_string),
-                it.next().and_then(SqlValue::into_string),
-            ) {
-                by_type.entry(t).or_default().push(id);
+        for pks in pks.chunks(ID_CHUNK) {
+            let mut sql = Sql::default();
+            sql.push(&format!(
+                "SELECT DISTINCT x.target_type, x.target_id FROM idx_reference x WHERE x.res_pk IN ({}) AND x.rtype = ? AND x.target_id IS NOT NULL",
+                placeholders(pks.len())
+            ));
+            for pk in pks {
+                sql.bind(*pk);
+            }
+            sql.bind(&spec.source_type);
+            if let Some(p) = &spec.param {
+                sql.push(" AND x.param = ?");
+                sql.bind(p);
+            }
+            if let Some(t) = &spec.target_type {
+                sql.push(" AND x.target_type = ?");
+                sql.bind(t);
+            }
+            for row in self.db.fetch(&sql.text, &sql.params).await? {
+                let mut it = row.into_iter();
+                if let (Some(t), Some(id)) = (
+                    it.next().and_then(SqlValue::into_string),
+                    it.next().and_then(SqlValue::into_string),
+                ) {
+                    by_type.entry(t).or_default().push(id);
+                }
             }
         }
         let mut out = Vec::new();
-        for (rtype, ids) in by_type {
+        let mut chunks: Vec<(&String, &[String])> = Vec::new();
+        for (t, ids) in &by_type {
+            chunks.extend(ids.chunks(ID_CHUNK).map(|c| (t, c)));
+        }
+        for (rtype, ids) in chunks {
             let mut sql = Sql::default();
             sql.push(&format!(
                 "SELECT {RESOURCE_COLUMNS} FROM resources r WHERE r.rtype = ? AND r.deleted = 0 AND r.id IN ({}) AND ",
@@ -414,7 +423,11 @@ impl Store {
             }
         }
         let mut out = Vec::new();
-        for (rtype, ids) in targets {
+        let mut chunks: Vec<(&str, &[&str])> = Vec::new();
+        for (t, ids) in &targets {
+            chunks.extend(ids.chunks(ID_CHUNK).map(|c| (*t, c)));
+        }
+        for (rtype, ids) in chunks {
             let mut sql = Sql::default();
             sql.push(&format!(
                 "SELECT {RESOURCE_COLUMNS} FROM resources r WHERE r.rtype = ? AND r.deleted = 0 AND r.pk IN \
@@ -425,7 +438,7 @@ impl Store {
             sql.bind(&spec.source_type);
             sql.bind(rtype);
             for id in ids {
-                sql.bind(id);
+                sql.bind(*id);
             }
             if let Some(p) = &spec.param {
                 sql.push(" AND x.param = ?");
@@ -454,12 +467,12 @@ fn value_condition(f: &Filter, v: &FilterValue, t: &str) -> Result<Sql, FhirErro
                 TokenSystem::None => parts.push(format!("{t}.system IS NULL")),
                 TokenSystem::Is(s) => {
                     parts.push(format!("{t}.system = ?"));
-                    sql.bind(s);
+                    sql.bind(index_key(s));
                 }
             }
             if let Some(c) = code {
                 parts.push(format!("{t}.code = ?"));
-                sql.bind(c);
+                sql.bind(index_key(c));
             }
             if parts.is_empty() {
                 parts.push("1=1".into());
@@ -480,9 +493,11 @@ fn value_condition(f: &Filter, v: &FilterValue, t: &str) -> Result<Sql, FhirErro
         }
         (FilterValue::String { normalized, .. }, _) => {
             // starts-with as an index range: [prefix, prefix + U+10FFFF)
+            let prefix = index_key(normalized);
             sql.push(&format!("({t}.normalized >= ? AND {t}.normalized < ?)"));
-            sql.bind(normalized);
-            sql.bind(format!("{normalized}\u{10FFFF}"));
+            let upper = format!("{prefix}\u{10FFFF}");
+            sql.bind(prefix);
+            sql.bind(upper);
         }
         (FilterValue::Exact(value), Some(Modifier::Below)) => {
             sql.push(&format!("{t}.code LIKE ?"));
@@ -490,7 +505,7 @@ fn value_condition(f: &Filter, v: &FilterValue, t: &str) -> Result<Sql, FhirErro
         }
         (FilterValue::Exact(value), _) => {
             sql.push(&format!("{t}.code = ?"));
-            sql.bind(value);
+            sql.bind(index_key(value));
         }
         (FilterValue::Date { prefix, range }, _) => {
             sql.append(date_condition(
@@ -549,12 +564,12 @@ fn value_condition(f: &Filter, v: &FilterValue, t: &str) -> Result<Sql, FhirErro
             match parts.as_slice() {
                 [value] => {
                     sql.push(&format!("{t}.code = ?"));
-                    sql.bind(value);
+                    sql.bind(index_key(value));
                 }
                 [system, value] => {
                     sql.push(&format!("({t}.system = ? AND {t}.code = ?)"));
-                    sql.bind(system);
-                    sql.bind(value);
+                    sql.bind(index_key(system));
+                    sql.bind(index_key(value));
                 }
                 _ => {
                     return Err(FhirError::bad_request(format!(
@@ -573,7 +588,7 @@ fn value_condition(f: &Filter, v: &FilterValue, t: &str) -> Result<Sql, FhirErro
         ) => match id {
             Some(id) => {
                 sql.push(&format!("({t}.target_id = ?"));
-                sql.bind(id);
+                sql.bind(index_key(id));
                 if let Some(tt) = target_type {
                     sql.push(&format!(" AND {t}.target_type = ?"));
                     sql.bind(tt);

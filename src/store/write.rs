@@ -3,7 +3,7 @@
 //! `resource_history`; its index rows are replaced. A delete leaves a tombstone row.
 
 use super::db::{MAX_PARAMS, Row, SqlValue, Transaction};
-use super::{Prepared, Store, placeholders};
+use super::{Prepared, Store, index_key, placeholders};
 use crate::fhir::FhirError;
 use crate::search::IndexEntries;
 use std::collections::HashMap;
@@ -511,8 +511,8 @@ impl IndexRows {
                 SqlValue::Int(pk),
                 rt(),
                 SqlValue::Text(t.param),
-                t.system.into(),
-                SqlValue::Text(t.code),
+                t.system.as_deref().map(index_key).into(),
+                SqlValue::Text(index_key(&t.code)),
                 t.text.into(),
                 owner(),
             ]);
@@ -522,7 +522,7 @@ impl IndexRows {
                 SqlValue::Int(pk),
                 rt(),
                 SqlValue::Text(s.param),
-                SqlValue::Text(s.normalized),
+                SqlValue::Text(index_key(&s.normalized)),
                 SqlValue::Text(s.exact),
                 owner(),
             ]);
@@ -553,8 +553,8 @@ impl IndexRows {
                 SqlValue::Int(pk),
                 rt(),
                 SqlValue::Text(r.param),
-                r.target_type.into(),
-                r.target_id.into(),
+                r.target_type.as_deref().map(index_key).into(),
+                r.target_id.as_deref().map(index_key).into(),
                 SqlValue::Text(r.url),
                 owner(),
             ]);
