@@ -43,7 +43,7 @@ impl Server {
         };
         Ok(Server {
             listener,
-            state: Arc::new(AppState { store, base_url }),
+            state: Arc::new(AppState::new(store, base_url)),
             local_addr,
         })
     }
@@ -61,17 +61,7 @@ impl Server {
 /// and prints a banner with commands that work against it.
 pub async fn load_demo(state: &AppState) -> anyhow::Result<()> {
     let dir = demo_dir();
-    let rows = state
-        .store
-        .db
-        .fetch("SELECT COUNT(*) FROM resources", &[])
-        .await?;
-    let count = rows
-        .first()
-        .and_then(|r| r.first())
-        .and_then(|v| v.as_i64())
-        .unwrap_or(0);
-    if count == 0 {
+    if state.store.is_empty().await? {
         let summary = crate::import::import(
             &state.store,
             std::slice::from_ref(&dir),
@@ -80,7 +70,7 @@ pub async fn load_demo(state: &AppState) -> anyhow::Result<()> {
         .await?;
         eprintln!("demo data: {}", summary.line());
     } else {
-        eprintln!("demo data: the store already holds {count} resources; nothing loaded");
+        eprintln!("demo data: the store already holds data; nothing loaded");
     }
     eprintln!("{}", demo_banner(&state.base_url, &dir));
     Ok(())

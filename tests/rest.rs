@@ -455,3 +455,32 @@ async fn values_postgres_cannot_index_or_store_are_handled_not_500() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn concurrent_updates_of_one_resource_get_consecutive_versions() {
+    each_backend(|b| async move {
+        let s = TestServer::start(&b).await;
+        assert!(
+            s.put("Patient/race", &patient("race", "R0"))
+                .await
+                .status()
+                .is_success()
+        );
+        let updates = (1..=20).map(|i| {
+            let body = patient("race", &format!("R{i}"));
+            let s = &s;
+            async move { s.put("Patient/race", &body).await.status() }
+        });
+        let statuses = futures::future::join_all(updates).await;
+        assert!(
+            statuses.iter().all(|st| *st == StatusCode::OK),
+            "{statuses:?}"
+        );
+        let current: Value = s.get("Patient/race").await.json().await.unwrap();
+        assert_eq!(current["meta"]["versionId"], "21");
+        let hist: Value = s.get("Patient/race/_history").await.json().await.unwrap();
+        assert_eq!(hist["entry"].as_array().unwrap().len(), 21);
+        s.stop().await;
+    })
+    .await;
+}

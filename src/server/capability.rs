@@ -4,7 +4,7 @@
 
 use super::SharedState;
 use super::http::fhir_json;
-use crate::search::ParamType;
+use crate::search::{ParamType, Registry};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -24,9 +24,9 @@ fn type_code(kind: ParamType) -> &'static str {
     }
 }
 
-/// The CapabilityStatement as JSON.
-pub fn capability_statement(state: &SharedState) -> Value {
-    let registry = &state.store.registry;
+/// The CapabilityStatement as JSON. Built once at start-up (see `AppState::new`): it depends
+/// only on the registry and the base URL.
+pub fn capability_statement(registry: &Registry, base_url: &str) -> Value {
     let mut types: Vec<&str> = registry.resource_types();
     types.sort_unstable();
     let resources: Vec<Value> = types
@@ -71,7 +71,7 @@ pub fn capability_statement(state: &SharedState) -> Value {
         "publisher": "pdex",
         "kind": "instance",
         "software": {"name": "pdex", "version": env!("CARGO_PKG_VERSION")},
-        "implementation": {"description": "pdex FHIR R4 server", "url": state.base_url},
+        "implementation": {"description": "pdex FHIR R4 server", "url": base_url},
         "fhirVersion": "4.0.1",
         "format": ["json", "application/fhir+json", "application/json"],
         "rest": [{
@@ -92,5 +92,5 @@ pub fn capability_statement(state: &SharedState) -> Value {
 }
 
 pub async fn metadata(State(state): State<SharedState>) -> Response {
-    fhir_json(StatusCode::OK, capability_statement(&state).to_string())
+    fhir_json(StatusCode::OK, state.capability.clone())
 }

@@ -150,13 +150,12 @@ pub fn fhir_json(status: StatusCode, body: String) -> Response {
 pub fn resource_response(
     status: StatusCode,
     r: &StoredResource,
-    content: Option<&str>,
     base_url: &str,
     ret: Return,
     location: bool,
 ) -> Response {
     let body = match ret {
-        Return::Representation => content.unwrap_or(&r.content).to_owned(),
+        Return::Representation => r.content.clone(),
         Return::Minimal => String::new(),
         Return::OperationOutcome => crate::fhir::error::operation_outcome(
             "information",

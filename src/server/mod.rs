@@ -31,6 +31,19 @@ pub struct AppState {
     pub store: Store,
     /// FHIR base URL without a trailing slash, e.g. `http://127.0.0.1:8080/fhir`.
     pub base_url: String,
+    /// The CapabilityStatement served at `/metadata`.
+    pub capability: String,
+}
+
+impl AppState {
+    pub fn new(store: Store, base_url: String) -> Self {
+        let capability = capability::capability_statement(&store.registry, &base_url).to_string();
+        AppState {
+            store,
+            base_url,
+            capability,
+        }
+    }
 }
 
 pub type SharedState = Arc<AppState>;

@@ -58,7 +58,6 @@ pub async fn read(
     Ok(resource_response(
         StatusCode::OK,
         &r,
-        None,
         &state.base_url,
         Return::Representation,
         false,
@@ -90,7 +89,6 @@ pub async fn vread(
     Ok(resource_response(
         StatusCode::OK,
         &r,
-        None,
         &state.base_url,
         Return::Representation,
         false,
@@ -147,22 +145,16 @@ pub async fn create(
     body: Bytes,
 ) -> Result<Response, FhirError> {
     check_type(&state, &rtype)?;
-    require_write(&ctx)?;
-    let text = body_text(&headers, &body)?;
-    let prepared = state.store.prepare(&text, Some(&rtype), IdRule::Assign)?;
-    let results = state
-        .store
-        .write(vec![WriteOp::put(WriteKind::Create, prepared)])
-        .await?;
-    let r = stored_of(&results[0]);
-    Ok(resource_response(
-        StatusCode::CREATED,
-        &r,
-        None,
-        &state.base_url,
-        prefer(&headers).ret,
-        true,
-    ))
+    put_one(
+        &state,
+        &ctx,
+        &rtype,
+        IdRule::Assign,
+        WriteKind::Create,
+        &headers,
+        &body,
+    )
+    .await
 }
 
 pub async fn update(
@@ -174,28 +166,49 @@ pub async fn update(
 ) -> Result<Response, FhirError> {
     check_type(&state, &rtype)?;
     check_id(&id)?;
-    require_write(&ctx)?;
-    let text = body_text(&headers, &body)?;
-    let if_match = if_match(&headers)?;
-    let prepared = state
-        .store
-        .prepare(&text, Some(&rtype), IdRule::Given(id.clone()))?;
+    let kind = WriteKind::Update {
+        if_match: if_match(&headers)?,
+    };
+    put_one(
+        &state,
+        &ctx,
+        &rtype,
+        IdRule::Given(id),
+        kind,
+        &headers,
+        &body,
+    )
+    .await
+}
+
+/// Create or update one resource from a request body and answer as `Prefer` asks:
+/// 201 with `Location` when it was created, 200 when it replaced a version.
+async fn put_one(
+    state: &SharedState,
+    ctx: &crate::auth::AccessContext,
+    rtype: &str,
+    id_rule: IdRule,
+    kind: WriteKind,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, FhirError> {
+    require_write(ctx)?;
+    let text = body_text(headers, body)?;
+    let prepared = state.store.prepare(&text, Some(rtype), id_rule)?;
     let results = state
         .store
-        .write(vec![WriteOp::put(WriteKind::Update { if_match }, prepared)])
+        .write(vec![WriteOp::put(kind, prepared)])
         .await?;
+    let status = match results[0].outcome {
+        WriteOutcome::Created => StatusCode::CREATED,
+        _ => StatusCode::OK,
+    };
     let r = stored_of(&results[0]);
-    let created = results[0].outcome == WriteOutcome::Created;
     Ok(resource_response(
-        if created {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        },
+        status,
         &r,
-        None,
         &state.base_url,
-        prefer(&headers).ret,
+        prefer(headers).ret,
         true,
     ))
 }

@@ -5,6 +5,29 @@ use super::{RESOURCE_COLUMNS, Store, StoredResource, access, stored_from_row};
 use crate::auth::AccessContext;
 
 impl Store {
+    /// Rows of `table` (alias `r`) for one resource the caller may see, newest first.
+    async fn rows_by_id(
+        &self,
+        ctx: &AccessContext,
+        columns: &str,
+        table: &str,
+        rtype: &str,
+        id: &str,
+    ) -> anyhow::Result<Vec<StoredResource>> {
+        let (restrict, params) = access::restriction(ctx, "r");
+        let mut all = vec![SqlValue::from(rtype), SqlValue::from(id)];
+        all.extend(params);
+        let sql = format!(
+            "SELECT {columns} FROM {table} r WHERE r.rtype = ? AND r.id = ? AND {restrict} ORDER BY r.version DESC"
+        );
+        self.db
+            .fetch(&sql, &all)
+            .await?
+            .into_iter()
+            .map(stored_from_row)
+            .collect()
+    }
+
     /// The current version (a tombstone if deleted), or `None` if absent or not visible.
     pub async fn read(
         &self,
@@ -12,19 +35,10 @@ impl Store {
         rtype: &str,
         id: &str,
     ) -> anyhow::Result<Option<StoredResource>> {
-        let (restrict, mut params) = access::restriction(ctx, "r");
-        let mut all = vec![SqlValue::from(rtype), SqlValue::from(id)];
-        all.append(&mut params);
         let rows = self
-            .db
-            .fetch(
-                &format!(
-                    "SELECT {RESOURCE_COLUMNS} FROM resources r WHERE r.rtype = ? AND r.id = ? AND {restrict}"
-                ),
-                &all,
-            )
+            .rows_by_id(ctx, RESOURCE_COLUMNS, "resources", rtype, id)
             .await?;
-        rows.into_iter().next().map(stored_from_row).transpose()
+        Ok(rows.into_iter().next())
     }
 
     /// Every version, newest first (empty if absent or not visible).
@@ -37,23 +51,13 @@ impl Store {
         let Some(current) = self.read(ctx, rtype, id).await? else {
             return Ok(vec![]);
         };
-        let (restrict, mut params) = access::restriction(ctx, "r");
-        let mut all = vec![SqlValue::from(rtype), SqlValue::from(id)];
-        all.append(&mut params);
-        let rows = self
-            .db
-            .fetch(
-                &format!(
-                    "SELECT 0, r.rtype, r.id, r.version, r.last_updated, r.deleted, r.content \
-                     FROM resource_history r WHERE r.rtype = ? AND r.id = ? AND {restrict} ORDER BY r.version DESC"
-                ),
-                &all,
-            )
-            .await?;
+        // history rows have no pk of their own
+        let columns = "0, r.rtype, r.id, r.version, r.last_updated, r.deleted, r.content";
         let mut out = vec![current];
-        for row in rows {
-            out.push(stored_from_row(row)?);
-        }
+        out.extend(
+            self.rows_by_id(ctx, columns, "resource_history", rtype, id)
+                .await?,
+        );
         Ok(out)
     }
 
@@ -70,5 +74,14 @@ impl Store {
             .await?
             .into_iter()
             .find(|r| r.version == version))
+    }
+
+    /// Does the store hold no resources at all (e.g. before `serve --demo` loads its data)?
+    pub async fn is_empty(&self) -> anyhow::Result<bool> {
+        let rows = self
+            .db
+            .fetch("SELECT 1 FROM resources LIMIT 1", &[])
+            .await?;
+        Ok(rows.is_empty())
     }
 }

@@ -76,7 +76,8 @@ impl Store {
             sql.push(&format!(" AS s{i}"));
         }
         sql.push(" FROM resources r WHERE ");
-        sql.append(self.where_clause(ctx, req, "r")?);
+        sql.push(&where_sql.text);
+        sql.params.extend(where_sql.params.iter().cloned());
         sql.push(") t");
         let n_keys = req.sort.len();
         if let Some(cursor) = &req.cursor {

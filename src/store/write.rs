@@ -2,7 +2,7 @@
 //! The current version lives in `resources`; the version it replaces moves to
 //! `resource_history`; its index rows are replaced. A delete leaves a tombstone row.
 
-use super::db::{MAX_PARAMS, Row, SqlValue, Transaction};
+use super::db::{Dialect, MAX_PARAMS, Row, SqlValue, Transaction};
 use super::{Prepared, Store, index_key, placeholders};
 use crate::fhir::FhirError;
 use crate::search::IndexEntries;
@@ -92,7 +92,7 @@ impl Store {
         ops: Vec<WriteOp>,
     ) -> Result<Vec<WriteResult>, FhirError> {
         let now = now_ms();
-        let existing = lookup(tx, &ops).await?;
+        let existing = lookup(tx, &ops, self.db.dialect() == Dialect::Postgres).await?;
         let mut results = Vec::with_capacity(ops.len());
         let mut replaced_pks: Vec<i64> = Vec::new();
         let mut inserts: Vec<(usize, WriteOp)> = Vec::new();
@@ -204,6 +204,14 @@ impl Store {
         }
 
         resolve_provenance_owners(tx, &mut updates, &mut inserts).await?;
+        // Only a batch that writes member-owned resources can be the late target of an
+        // ownerless Provenance.
+        let writes_owned_targets = updates
+            .iter()
+            .map(|(_, op)| op)
+            .chain(inserts.iter().map(|(_, op)| op))
+            .filter_map(|op| op.prepared.as_ref())
+            .any(|p| p.patient_id.is_some() && p.rtype != "Provenance");
 
         let mut index_rows = IndexRows::default();
         let result_pos: HashMap<(String, String), usize> = results
@@ -314,7 +322,8 @@ impl Store {
         index_rows.insert(tx).await?;
         // Provenance written before its targets: now that more owners are known, give each
         // still-ownerless Provenance the owner of one of its targets.
-        tx.execute(
+        if writes_owned_targets {
+            tx.execute(
             "UPDATE resources SET patient_id = (SELECT t.patient_id FROM idx_reference x \
                JOIN resources t ON t.rtype = x.target_type AND t.id = x.target_id \
                WHERE x.res_pk = resources.pk AND x.param = 'target' AND t.patient_id IS NOT NULL LIMIT 1) \
@@ -322,6 +331,7 @@ impl Store {
             vec![],
         )
         .await?;
+        }
         Ok(results)
     }
 }
@@ -416,10 +426,13 @@ fn key_of_row(row: Row) -> ((String, String), i64) {
     ((rtype, id), pk)
 }
 
-/// Finds the current rows of the resources `ops` touch.
+/// Finds the current rows of the resources `ops` touch. With `lock` (Postgres) the rows are
+/// locked until the transaction ends, so two concurrent updates of one resource queue and
+/// get consecutive versions instead of colliding on the history key; SQLite has one writer.
 async fn lookup(
     tx: &mut dyn Transaction,
     ops: &[WriteOp],
+    lock: bool,
 ) -> anyhow::Result<HashMap<(String, String), Existing>> {
     let mut by_type: HashMap<&str, Vec<&str>> = HashMap::new();
     for op in ops {
@@ -433,8 +446,9 @@ async fn lookup(
             let rows = tx
                 .fetch(
                     &format!(
-                        "SELECT pk, id, version, deleted, source_hash FROM resources WHERE rtype = ? AND id IN ({})",
-                        placeholders(chunk.len())
+                        "SELECT pk, id, version, deleted, source_hash FROM resources WHERE rtype = ? AND id IN ({}){}",
+                        placeholders(chunk.len()),
+                        if lock { " FOR UPDATE" } else { "" }
                     ),
                     params,
                 )
