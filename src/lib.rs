@@ -4,6 +4,7 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod consent;
 pub mod fhir;
 pub mod import;
 pub mod search;

@@ -1,6 +1,10 @@
-//! Authorization: who is calling and what they may see. For now this module holds the
+//! Authorization: who is calling and what they may see. This module holds the
 //! [`AccessContext`] every handler receives; the authorization server (tokens, clients,
-//! SMART/UDAP) lands here with the authorization issue and will produce it from a token.
+//! SMART/UDAP, mTLS identity) lives here too and produces it from a bearer token.
+//!
+//! The shape of [`AccessContext`] and its query methods (`allows`, `has_operation`,
+//! `patient`) is the contract the rest of the code relies on: operations, the bulk engine and
+//! the store read it, only the authorization server builds it.
 
 /// Which members' data a caller may reach.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,26 +16,94 @@ pub enum DataScope {
     Patients(Vec<String>),
 }
 
+/// What kind of client is calling (DESIGN.md §5 `pdex client add --kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClientKind {
+    /// Another health plan (payer-to-payer).
+    Payer,
+    /// A provider or its EHR (provider access).
+    Provider,
+    /// A member's app (patient access).
+    App,
+    /// The plan's own back-office systems: system scopes over all data, sensitive included.
+    Admin,
+    /// In-process callers: CLI commands and jobs acting for the operator.
+    Operator,
+}
+
+impl ClientKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientKind::Payer => "payer",
+            ClientKind::Provider => "provider",
+            ClientKind::App => "app",
+            ClientKind::Admin => "admin",
+            ClientKind::Operator => "operator",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ClientKind> {
+        Some(match s {
+            "payer" => ClientKind::Payer,
+            "provider" => ClientKind::Provider,
+            "app" => ClientKind::App,
+            "admin" => ClientKind::Admin,
+            "operator" => ClientKind::Operator,
+            _ => return None,
+        })
+    }
+}
+
+/// An organization identifier (`system|value`), e.g. a payer's NPI or NAIC code.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OrgIdentifier {
+    pub system: String,
+    pub value: String,
+}
+
+/// A FHIR interaction a scope may allow (SMART v2 `c r u d s`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interaction {
+    Create,
+    Read,
+    Update,
+    Delete,
+    Search,
+}
+
 /// What the current caller may read and write. Built once per request; the store turns it
 /// into SQL restrictions in exactly one place (`store::access`).
 #[derive(Debug, Clone)]
 pub struct AccessContext {
+    /// The authenticated client (`None` for in-process operator work).
     pub client_id: Option<String>,
+    pub kind: ClientKind,
+    /// The client's organization (consent recipients and Group ownership are checked
+    /// against it).
+    pub organization: Option<OrgIdentifier>,
+    /// The scopes granted to the token, as strings (`system/*.rs`, operation URLs, …).
+    pub scopes: Vec<String>,
     pub scope: DataScope,
     /// May resources labelled sensitive be returned?
     pub allow_sensitive: bool,
     pub can_write: bool,
+    /// SHA-256 thumbprint (base64url, no padding) of the client certificate the token is
+    /// bound to, when it was issued over mTLS.
+    pub cert_thumbprint: Option<String>,
 }
 
 impl AccessContext {
-    /// The operator: everything, sensitive included (CLI commands and, until the
-    /// authorization server lands, the HTTP API).
+    /// The operator: everything, sensitive included (CLI commands and in-process work).
     pub fn operator() -> Self {
         AccessContext {
             client_id: None,
+            kind: ClientKind::Operator,
+            organization: None,
+            scopes: vec!["system/*.*".into()],
             scope: DataScope::All,
             allow_sensitive: true,
             can_write: true,
+            cert_thumbprint: None,
         }
     }
 
@@ -39,9 +111,48 @@ impl AccessContext {
     pub fn member(patient_id: &str, allow_sensitive: bool) -> Self {
         AccessContext {
             client_id: None,
+            kind: ClientKind::Operator,
+            organization: None,
+            scopes: vec!["patient/*.rs".into()],
             scope: DataScope::Patients(vec![patient_id.to_owned()]),
             allow_sensitive,
             can_write: false,
+            cert_thumbprint: None,
         }
     }
+
+    /// The one patient this context is limited to, if it is patient-scoped.
+    pub fn patient(&self) -> Option<&str> {
+        match &self.scope {
+            DataScope::Patients(ids) if ids.len() == 1 => Some(&ids[0]),
+            _ => None,
+        }
+    }
+
+    /// Does a granted scope allow `interaction` on `rtype`? Operator contexts allow all.
+    pub fn allows(&self, _rtype: &str, _interaction: Interaction) -> bool {
+        // The authorization server replaces this with real SMART v1/v2 scope evaluation.
+        self.kind == ClientKind::Operator || self.kind == ClientKind::Admin
+    }
+
+    /// Was the operation scope `canonical` (e.g. the HRex member-match OperationDefinition
+    /// URL) granted? Operator contexts have every operation.
+    pub fn has_operation(&self, canonical: &str) -> bool {
+        self.kind == ClientKind::Operator || self.scopes.iter().any(|s| s == canonical)
+    }
+}
+
+/// The verified TLS client certificate of the connection a request came on (mTLS listener
+/// only). The listener puts it into each request's extensions; the token endpoint, dynamic
+/// registration and the resource server's certificate-binding check read it from there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    /// The leaf certificate, DER.
+    pub der: Vec<u8>,
+    /// Subject distinguished name, RFC 4514 text.
+    pub subject: String,
+    /// `uniformResourceIdentifier` subject alternative names.
+    pub san_uris: Vec<String>,
+    /// base64url (no padding) SHA-256 of `der`: the RFC 8705 `x5t#S256` value.
+    pub thumbprint: String,
 }
