@@ -22,6 +22,8 @@ pub struct FileConfig {
     pub migrate: Option<bool>,
     /// `system|code` meta.security labels that mark a resource sensitive.
     pub sensitive_labels: Option<Vec<String>>,
+    /// Access-token lifetime in seconds (default 300).
+    pub token_lifetime: Option<u64>,
 }
 
 impl FileConfig {
@@ -45,7 +47,7 @@ impl FileConfig {
 }
 
 /// The resolved server configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ServerConfig {
     pub database_url: String,
     pub listen: String,
@@ -54,6 +56,8 @@ pub struct ServerConfig {
     pub migrate: bool,
     pub sensitive_labels: Vec<String>,
     pub demo: bool,
+    /// Access-token lifetime, seconds (`--token-lifetime`); 0 means the default (300).
+    pub token_lifetime: u64,
 }
 
 /// Picks the first value that is set.
