@@ -1019,3 +1019,124 @@ async fn certificate_bound_clients_need_their_certificate() {
         server.stop().await;
     }
 }
+
+/// A client's `jwks_uri`, served by the test: the key set, its Cache-Control, and a count of
+/// fetches.
+struct JwksHost {
+    url: String,
+    keys: std::sync::Arc<std::sync::Mutex<(Value, &'static str)>>,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn jwks_host() -> JwksHost {
+    use axum::extract::State;
+    use std::sync::atomic::Ordering;
+    type Shared = (
+        std::sync::Arc<std::sync::Mutex<(Value, &'static str)>>,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    );
+    let keys = std::sync::Arc::new(std::sync::Mutex::new((json!({"keys": []}), "no-store")));
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = axum::Router::new()
+        .route(
+            "/jwks",
+            axum::routing::get(|State((keys, hits)): State<Shared>| async move {
+                hits.fetch_add(1, Ordering::SeqCst);
+                let (set, cc) = keys.lock().unwrap().clone();
+                (
+                    [("cache-control", cc), ("content-type", "application/json")],
+                    set.to_string(),
+                )
+            }),
+        )
+        .with_state((keys.clone(), hits.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    JwksHost { url, keys, hits }
+}
+
+#[tokio::test]
+async fn jwks_uri_clients_and_cache_control() {
+    use std::sync::atomic::Ordering;
+    for b in backends() {
+        let server = TestServer::start(&b).await;
+        let host = jwks_host().await;
+        let mut client = server
+            .register_client(ClientSpec {
+                jwks_uri: Some(host.url.clone()),
+                ..ClientSpec::default()
+            })
+            .await;
+        // cacheable for 5 minutes: one fetch for two tokens
+        *host.keys.lock().unwrap() = (client.key.jwks(), "public, max-age=300");
+        client.token(&server).await;
+        client.token(&server).await;
+        assert_eq!(host.hits.load(Ordering::SeqCst), 1);
+        // the client rotates its key (and now says no-store): the unknown kid makes the
+        // server fetch again despite its cached copy
+        let new_key = common::TestKey::generate(Algorithm::ES384);
+        *host.keys.lock().unwrap() = (new_key.jwks(), "no-store");
+        client.key = new_key;
+        client.token(&server).await;
+        assert_eq!(host.hits.load(Ordering::SeqCst), 2);
+        // no-store: fetched for every assertion
+        client.token(&server).await;
+        client.token(&server).await;
+        assert_eq!(host.hits.load(Ordering::SeqCst), 4);
+        // a jku equal to the registered jwks_uri is fine
+        let mut header = jsonwebtoken::Header::new(Algorithm::ES384);
+        header.kid = Some(client.key.kid.clone());
+        header.jku = Some(host.url.clone());
+        let assertion = jsonwebtoken::encode(
+            &header,
+            &client.assertion_claims(&server.token_url()),
+            &client.key.encoding,
+        )
+        .unwrap();
+        let resp = client
+            .post_token(
+                &server,
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("client_assertion_type", ASSERTION_TYPE),
+                    ("client_assertion", &assertion),
+                ],
+            )
+            .await;
+        assert_eq!(resp.status(), 200);
+        // the key is withdrawn from the set: refused
+        *host.keys.lock().unwrap() = (json!({"keys": []}), "no-store");
+        assert_oauth_error(
+            client.request_token(&server, None).await,
+            StatusCode::BAD_REQUEST,
+            "invalid_client",
+        )
+        .await;
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn token_lifetime_is_configurable() {
+    for b in backends() {
+        let server = TestServer::start_with(&b, |c| c.token_lifetime = 120).await;
+        let client = server.register_client(ClientSpec::default()).await;
+        let body = client.token_response(&server, None).await;
+        assert_eq!(body["expires_in"], 120);
+        let claims: Value = jsonwebtoken::dangerous::insecure_decode::<Value>(
+            body["access_token"].as_str().unwrap(),
+        )
+        .unwrap()
+        .claims;
+        assert_eq!(
+            claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+            120
+        );
+        assert_eq!(claims["client_id"], client.client_id);
+        assert_eq!(claims["aud"], server.base);
+        server.stop().await;
+    }
+}

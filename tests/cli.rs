@@ -74,7 +74,7 @@ async fn serve_with_config_file_concurrent_import_and_sigterm() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     // register a client with the CLI while the server runs, and use its token
-    let client = cli_client_token(&db, &base, dir.path()).await;
+    let (client, client_id) = cli_client_token(&db, &base, dir.path()).await;
 
     // import into the same database while the server runs
     let data = dir.path().join("p.ndjson");
@@ -101,6 +101,88 @@ async fn serve_with_config_file_concurrent_import_and_sigterm() {
         .await
         .unwrap();
     assert_eq!(bundle["total"], 1, "the server sees the import at once");
+
+    // the client registry, also while the server runs: list, then disable → 401 at once
+    let out = Command::new(env!("CARGO_BIN_EXE_pdex"))
+        .args(["client", "list", "--database-url", &db])
+        .output()
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["client_id"], client_id.as_str());
+    assert_eq!(list[0]["kind"], "admin");
+    assert_eq!(list[0]["disabled"], false);
+    let out = Command::new(env!("CARGO_BIN_EXE_pdex"))
+        .args(["client", "disable", "--database-url", &db, &client_id])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let resp = client.get(format!("{base}/Patient")).send().await.unwrap();
+    assert_eq!(
+        resp.status(),
+        401,
+        "a disabled client's token stops working"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_pdex"))
+        .args(["client", "disable", "--database-url", &db, "no-such-client"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    // bad registrations are refused with a message, nothing stored
+    let out = Command::new(env!("CARGO_BIN_EXE_pdex"))
+        .args([
+            "client",
+            "add",
+            "--database-url",
+            &db,
+            "--name",
+            "x",
+            "--kind",
+            "payer",
+        ])
+        .args(["--jwks-uri", "http://example.org/jwks"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("https"));
+    let out = Command::new(env!("CARGO_BIN_EXE_pdex"))
+        .args([
+            "client",
+            "add",
+            "--database-url",
+            &db,
+            "--name",
+            "x",
+            "--kind",
+            "superuser",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    // key rotation from the CLI
+    let out = Command::new(env!("CARGO_BIN_EXE_pdex"))
+        .args(["keys", "rotate", "--database-url", &db])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let rotated: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let jwks: serde_json::Value = reqwest::get(format!(
+        "{}/oauth/jwks",
+        base.strip_suffix("/fhir").unwrap()
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        jwks["keys"][0]["kid"], rotated["kid"],
+        "the new key is published first"
+    );
+    assert_eq!(
+        jwks["keys"].as_array().unwrap().len(),
+        2,
+        "the old key stays until its tokens expire"
+    );
 
     // SIGTERM: clean exit
     let status = Command::new("kill")
@@ -181,7 +263,11 @@ async fn demo_mode_loads_the_bundled_data_and_its_banner_commands_work() {
 
 /// `pdex client add` (on the database a server is using), then a real token for it from
 /// that server: a reqwest client sending it.
-async fn cli_client_token(db: &str, base: &str, dir: &std::path::Path) -> reqwest::Client {
+async fn cli_client_token(
+    db: &str,
+    base: &str,
+    dir: &std::path::Path,
+) -> (reqwest::Client, String) {
     let key = common::TestKey::generate(jsonwebtoken::Algorithm::ES384);
     let jwks = dir.join("client-jwks.json");
     std::fs::write(&jwks, key.jwks().to_string()).unwrap();
@@ -234,8 +320,11 @@ async fn cli_client_token(db: &str, base: &str, dir: &std::path::Path) -> reqwes
             .parse()
             .unwrap(),
     );
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .unwrap()
+    (
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .unwrap(),
+        client_id,
+    )
 }

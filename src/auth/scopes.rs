@@ -215,10 +215,8 @@ pub fn negotiate(
     };
     for want in &requested {
         match want {
-            Scope::Operation(op) => {
-                if registered.iter().any(|g| g == want) {
-                    push(op.clone());
-                }
+            Scope::Operation(op) if registered.iter().any(|g| g == want) => {
+                push(op.clone());
             }
             Scope::Resource(w) if w.context == context && w.query.is_none() => {
                 for g in &registered {
