@@ -107,14 +107,14 @@ const KEY_COLUMNS: &str = "kid, alg, private_key, public_jwk, created_at, retire
 async fn insert_new(tx: &mut Box<dyn crate::store::db::Transaction>) -> anyhow::Result<String> {
     let (kid, der, jwk) = new_es256()?;
     tx.execute(
-        &format!("INSERT INTO auth_signing_keys ({KEY_COLUMNS}) VALUES (?,?,?,?,?,?)"),
+        // retired_at stays NULL (a typeless NULL parameter would be text on Postgres)
+        "INSERT INTO auth_signing_keys (kid, alg, private_key, public_jwk, created_at) VALUES (?,?,?,?,?)",
         vec![
             SqlValue::from(&kid),
             SqlValue::from("ES256"),
             SqlValue::from(STANDARD.encode(der)),
             SqlValue::from(jwk.to_string()),
             SqlValue::from(now_ms()),
-            SqlValue::Null,
         ],
     )
     .await?;
