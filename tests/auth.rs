@@ -1140,3 +1140,153 @@ async fn token_lifetime_is_configurable() {
         server.stop().await;
     }
 }
+
+/// Two server processes on one database: a `jti` used at one is refused at the other, and a
+/// token revoked at one stops working at the other.
+#[tokio::test]
+async fn replay_and_revocation_hold_across_servers_on_one_database() {
+    for b in backends() {
+        let server = TestServer::start(&b).await;
+        let config = pdex::config::ServerConfig {
+            database_url: server.db.url.clone(),
+            listen: "127.0.0.1:0".into(),
+            migrate: true,
+            ..Default::default()
+        };
+        let second = pdex::app::Server::bind(&config).await.unwrap();
+        let second_token_url = second.state.auth.settings.token_url();
+        let second_base = second.state.base_url.clone();
+        let second_state = second.state.clone();
+        let handle = tokio::spawn(async move { second.run().await.unwrap() });
+        let client = server.register_client(ClientSpec::default()).await;
+
+        let mut claims = client.assertion_claims(&server.token_url());
+        claims["aud"] = json!([server.token_url(), second_token_url]);
+        let assertion = client.key.sign(&claims);
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_assertion_type", ASSERTION_TYPE),
+            ("client_assertion", assertion.as_str()),
+        ];
+        let first = reqwest::Client::new()
+            .post(server.token_url())
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(first.status(), 200);
+        let token: Value = first.json().await.unwrap();
+        let replay = reqwest::Client::new()
+            .post(&second_token_url)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_oauth_error(replay, StatusCode::BAD_REQUEST, "invalid_client").await;
+
+        // a token of the first server, revoked there, is refused by a server with the same base
+        let token = token["access_token"].as_str().unwrap();
+        let assertion = client.assertion(&server);
+        let resp = reqwest::Client::new()
+            .post(server.state.auth.settings.revocation_url())
+            .form(&[
+                ("token", token),
+                ("client_assertion_type", ASSERTION_TYPE),
+                ("client_assertion", &assertion),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        // the second server (same database, same keys) sees the revocation at once
+        let claims = access_token::verify(&server.state.auth, token)
+            .await
+            .unwrap();
+        assert_eq!(
+            second_state.auth.check_live(&claims).await,
+            Err(pdex::auth::server::AuthFailure::Invalid(
+                "the token was revoked".into()
+            ))
+        );
+        // and a token for the first server's audience is no good at the second
+        let fresh = client.token(&server).await;
+        let resp = get(&server.http(&fresh), &format!("{second_base}/Practitioner")).await;
+        assert_eq!(resp.status(), 401);
+        handle.abort();
+        second_state.store.db.close().await;
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn bundle_entries_obey_scopes() {
+    for b in backends() {
+        let server = TestServer::start(&b).await;
+        load(&server).await;
+        // an admin token that may read Patients only
+        let reader = server
+            .register_client(ClientSpec {
+                kind: ClientKind::Admin,
+                scopes: "system/Patient.rs".into(),
+                ..ClientSpec::default()
+            })
+            .await;
+        let http = server.http(&reader.token(&server).await);
+        let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+            {"request": {"method": "GET", "url": "Patient/alice"}},
+            {"request": {"method": "GET", "url": "Observation/a1"}},
+            {"request": {"method": "GET", "url": "Observation?patient=alice"}},
+        ]});
+        let resp = http
+            .post(server.url(""))
+            .header("Content-Type", "application/fhir+json")
+            .body(batch.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let out: Value = resp.json().await.unwrap();
+        let statuses: Vec<&str> = out["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["response"]["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(statuses, vec!["200", "403", "403"], "{out}");
+        // a transaction that writes, with a token that may only read: refused, nothing written
+        let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {"resourceType": "Patient", "id": "carol"}, "request": {"method": "PUT", "url": "Patient/carol"}},
+        ]});
+        let resp = http
+            .post(server.url(""))
+            .header("Content-Type", "application/fhir+json")
+            .body(tx.to_string())
+            .send()
+            .await
+            .unwrap();
+        common::assert_outcome(resp, StatusCode::FORBIDDEN).await;
+        // an admin writer for Patient only may not slip an Observation into a transaction
+        let writer = server
+            .register_client(ClientSpec {
+                kind: ClientKind::Admin,
+                scopes: "system/Patient.cruds".into(),
+                ..ClientSpec::default()
+            })
+            .await;
+        let http = server.http(&writer.token(&server).await);
+        let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {"resourceType": "Patient", "id": "carol"}, "request": {"method": "PUT", "url": "Patient/carol"}},
+            {"resource": {"resourceType": "Observation", "id": "c1", "status": "final", "code": {"text": "x"}}, "request": {"method": "PUT", "url": "Observation/c1"}},
+        ]});
+        let resp = http
+            .post(server.url(""))
+            .header("Content-Type", "application/fhir+json")
+            .body(tx.to_string())
+            .send()
+            .await
+            .unwrap();
+        common::assert_outcome(resp, StatusCode::FORBIDDEN).await;
+        common::assert_outcome(server.get("Patient/carol").await, StatusCode::NOT_FOUND).await;
+        server.stop().await;
+    }
+}
