@@ -41,9 +41,10 @@ impl Server {
         } else {
             config.base_url.trim_end_matches('/').to_owned()
         };
+        let bulk = crate::bulk::Engine::new(store.clone(), config.bulk.clone())?;
         Ok(Server {
             listener,
-            state: Arc::new(AppState::new(store, base_url)),
+            state: Arc::new(AppState::new(store, base_url, bulk)),
             local_addr,
         })
     }
@@ -51,6 +52,7 @@ impl Server {
     /// Serves until SIGINT/SIGTERM.
     pub async fn run(self) -> anyhow::Result<()> {
         let store = self.state.store.clone();
+        crate::bulk::worker::start(self.state.bulk.clone());
         crate::server::serve(self.listener, router(self.state)).await?;
         store.db.close().await;
         Ok(())

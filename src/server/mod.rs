@@ -33,15 +33,18 @@ pub struct AppState {
     pub base_url: String,
     /// The CapabilityStatement served at `/metadata`.
     pub capability: String,
+    /// The Bulk Data export engine (jobs, workers, files).
+    pub bulk: Arc<crate::bulk::Engine>,
 }
 
 impl AppState {
-    pub fn new(store: Store, base_url: String) -> Self {
+    pub fn new(store: Store, base_url: String, bulk: Arc<crate::bulk::Engine>) -> Self {
         let capability = capability::capability_statement(&store.registry, &base_url).to_string();
         AppState {
             store,
             base_url,
             capability,
+            bulk,
         }
     }
 }
@@ -64,8 +67,23 @@ const BODY_LIMIT: usize = 64 * 1024 * 1024;
 
 /// Builds the application router.
 pub fn router(state: SharedState) -> Router {
+    use crate::ops::export;
     let fhir = Router::new()
         .route("/metadata", get(capability::metadata))
+        .route(
+            "/$export",
+            get(export::system_get).post(export::system_post),
+        )
+        .route(
+            "/Patient/$export",
+            get(export::patient_get).post(export::patient_post),
+        )
+        .route(
+            "/Group/{id}/$export",
+            get(export::group_get).post(export::group_post),
+        )
+        .route("/_export/{job}", get(export::status).delete(export::cancel))
+        .route("/_export/{job}/{file}", get(export::download))
         .route(
             "/",
             post(bundle::transaction_or_batch).get(rest::system_search),

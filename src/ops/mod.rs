@@ -1,0 +1,3 @@
+//! FHIR operations, one file each.
+
+pub mod export;
