@@ -89,15 +89,25 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(backend: &Backend) -> TestServer {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Starts a server whose configuration `configure` adjusts first.
+    pub async fn start_with(
+        backend: &Backend,
+        configure: impl FnOnce(&mut ServerConfig),
+    ) -> TestServer {
         let db = TestDb::new(backend).await;
-        let config = ServerConfig {
+        let mut config = ServerConfig {
             database_url: db.url.clone(),
             listen: "127.0.0.1:0".into(),
             base_url: String::new(),
             migrate: true,
             sensitive_labels: vec![],
             demo: false,
+            exchange: Default::default(),
         };
+        configure(&mut config);
         let server = pdex::app::Server::bind(&config)
             .await
             .expect("server binds");
