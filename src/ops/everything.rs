@@ -11,7 +11,7 @@
 //! small channel, so memory stays flat whatever `_count` is. Paging is a keyset on
 //! (phase, resource type, pk), carried in an opaque `_cursor`: stable when resources are added.
 
-use crate::auth::{AccessContext, DataScope, Interaction};
+use crate::auth::{AccessContext, DataScope};
 use crate::consent::release::{self, ReleaseRules};
 use crate::fhir::datetime::{self, DateRange};
 use crate::fhir::{FhirError, is_valid_id};
@@ -172,7 +172,9 @@ fn parse_request(state: &SharedState, pairs: Vec<(String, String)>) -> Result<Re
     Ok(req)
 }
 
-async fn run(
+/// Runs `$everything` for `ctx` with the request's parameters (as name/value pairs) and
+/// returns the streaming response.
+pub async fn run(
     state: SharedState,
     ctx: AccessContext,
     id: String,
@@ -188,11 +190,6 @@ async fn run(
     {
         return Err(FhirError::forbidden(
             "this access token is limited to another member",
-        ));
-    }
-    if !ctx.allows("Patient", Interaction::Read) {
-        return Err(FhirError::forbidden(
-            "this access token does not allow reading Patient",
         ));
     }
     let req = parse_request(&state, pairs)?;
@@ -217,12 +214,13 @@ async fn run(
             .as_ref()
             .is_none_or(|ts| ts.iter().any(|x| x == t))
     };
-    let allowed = |t: &str| wanted(t) && ctx.allows(t, Interaction::Read);
-    let mut phase1: Vec<String> = member_types.into_iter().filter(|t| allowed(t)).collect();
+    // Which types the token's scopes allow is the access layer's business (it restricts
+    // every statement below); `_type` only narrows.
+    let mut phase1: Vec<String> = member_types.into_iter().filter(|t| wanted(t)).collect();
     phase1.sort();
     let phase2: Vec<String> = REFERENCED_TYPES
         .iter()
-        .filter(|t| allowed(t))
+        .filter(|t| wanted(t))
         .map(|t| (*t).to_owned())
         .collect();
     let lookback = release::lookback_start(&ctx, state.exchange.lookback_years, now_ms);
