@@ -45,7 +45,7 @@ pub fn capability_statement(registry: &Registry, base_url: &str) -> Value {
                 .map(|p| format!("{t}:{}", p.code))
                 .collect();
             includes.push(format!("{t}:*"));
-            json!({
+            let mut entry = json!({
                 "type": t,
                 "interaction": [
                     {"code": "read"}, {"code": "vread"}, {"code": "update"}, {"code": "delete"},
@@ -60,7 +60,15 @@ pub fn capability_statement(registry: &Registry, base_url: &str) -> Value {
                 "searchInclude": includes,
                 "searchRevInclude": ["Provenance:target"],
                 "searchParam": params,
-            })
+            });
+            if *t == "Patient" {
+                // §pdex-98/225: every operation offered is declared.
+                entry["operation"] = json!([
+                    {"name": "member-match", "definition": "http://hl7.org/fhir/us/davinci-hrex/OperationDefinition/member-match"},
+                    {"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}
+                ]);
+            }
+            entry
         })
         .collect();
     json!({
