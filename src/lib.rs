@@ -3,10 +3,12 @@
 
 pub mod app;
 pub mod auth;
+pub mod bulk;
 pub mod config;
 pub mod consent;
 pub mod fhir;
 pub mod import;
+pub mod ops;
 pub mod search;
 pub mod server;
 pub mod store;

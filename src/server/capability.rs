@@ -49,7 +49,22 @@ pub fn capability_statement(
                 .map(|p| format!("{t}:{}", p.code))
                 .collect();
             includes.push(format!("{t}:*"));
-            json!({
+            let mut operations: Vec<Value> = Vec::new();
+            match *t {
+                // §pdex-98/225: every operation offered is declared, with the exact canonicals.
+                "Patient" => operations.extend([
+                    json!({"name": "member-match",
+                        "definition": "http://hl7.org/fhir/us/davinci-hrex/OperationDefinition/member-match"}),
+                    json!({"name": "everything",
+                        "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}),
+                    json!({"name": "export",
+                        "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"}),
+                ]),
+                "Group" => operations.push(json!({"name": "export",
+                    "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"})),
+                _ => {}
+            }
+            let mut resource = json!({
                 "type": t,
                 "interaction": [
                     {"code": "read"}, {"code": "vread"}, {"code": "update"}, {"code": "delete"},
@@ -64,7 +79,11 @@ pub fn capability_statement(
                 "searchInclude": includes,
                 "searchRevInclude": ["Provenance:target"],
                 "searchParam": params,
-            })
+            });
+            if !operations.is_empty() {
+                resource["operation"] = json!(operations);
+            }
+            resource
         })
         .collect();
     json!({
@@ -76,6 +95,7 @@ pub fn capability_statement(
         "kind": "instance",
         "software": {"name": "pdex", "version": env!("CARGO_PKG_VERSION")},
         "implementation": {"description": "pdex FHIR R4 server", "url": base_url},
+        "instantiates": ["http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"],
         "fhirVersion": "4.0.1",
         "format": ["json", "application/fhir+json", "application/json"],
         "rest": [{
@@ -83,6 +103,8 @@ pub fn capability_statement(
             "security": security(oauth),
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"}],
+            "operation": [{"name": "export",
+                "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}],
             "searchParam": [
                 {"name": "_count", "type": "number"},
                 {"name": "_sort", "type": "string"},

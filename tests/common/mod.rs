@@ -89,6 +89,8 @@ pub struct TestServer {
     pub admin: TestClient,
     pub db: TestDb,
     pub state: std::sync::Arc<pdex::server::AppState>,
+    /// Export files of this server (`[bulk] export_dir`).
+    pub exports: tempfile::TempDir,
     handle: tokio::task::JoinHandle<()>,
 }
 
@@ -102,20 +104,27 @@ impl TestServer {
         Self::start_with(backend, |_| {}).await
     }
 
-    /// Like [`TestServer::start`], with a chance to change the configuration first.
+    /// Like [`TestServer::start`], with a chance to change the configuration first (export
+    /// files go to a fresh temporary folder, status polls are answered with `Retry-After: 1`).
     pub async fn start_with(
         backend: &Backend,
-        adjust: impl FnOnce(&mut ServerConfig),
+        configure: impl FnOnce(&mut ServerConfig),
     ) -> TestServer {
         let db = TestDb::new(backend).await;
+        let exports = tempfile::tempdir().expect("tempdir");
         let mut config = ServerConfig {
             database_url: db.url.clone(),
             listen: "127.0.0.1:0".into(),
             migrate: true,
             token_lifetime: 3600,
+            bulk: pdex::config::BulkConfig {
+                export_dir: exports.path().to_owned(),
+                poll_interval_seconds: 1,
+                ..Default::default()
+            },
             ..ServerConfig::default()
         };
-        adjust(&mut config);
+        configure(&mut config);
         let server = pdex::app::Server::bind(&config)
             .await
             .expect("server binds");
@@ -140,6 +149,7 @@ impl TestServer {
             admin,
             db,
             state,
+            exports,
             handle,
         };
         let token = server.admin.token(&server).await;
@@ -569,5 +579,77 @@ impl TestClient {
         let body: Value = resp.json().await.expect("JSON token response");
         assert_eq!(status, StatusCode::OK, "member token refused: {body}");
         body["access_token"].as_str().unwrap().to_owned()
+    }
+}
+
+/// A client registered with `pdex client add` on a database that `pdex serve` processes use:
+/// tests of the real binary get tokens from whichever process they talk to.
+pub struct CliClient {
+    pub client_id: String,
+    pub key: TestKey,
+}
+
+impl CliClient {
+    /// Registers an `admin` client with `scope` through the CLI.
+    pub fn register(db: &str, scope: &str) -> CliClient {
+        let key = TestKey::generate(Algorithm::ES384);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let jwks = dir.path().join("jwks.json");
+        std::fs::write(&jwks, key.jwks().to_string()).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pdex"))
+            .args([
+                "client",
+                "add",
+                "--database-url",
+                db,
+                "--name",
+                "test admin",
+            ])
+            .args(["--kind", "admin", "--scope", scope, "--jwks"])
+            .arg(&jwks)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let added: Value = serde_json::from_slice(&out.stdout).unwrap();
+        CliClient {
+            client_id: added["client_id"].as_str().unwrap().to_owned(),
+            key,
+        }
+    }
+
+    /// A reqwest client with a fresh token from the server at FHIR base `base`.
+    pub async fn http(&self, base: &str) -> Client {
+        let token_url = format!("{}/oauth/token", base.strip_suffix("/fhir").unwrap_or(base));
+        let assertion = self.key.sign(&json!({
+            "iss": self.client_id, "sub": self.client_id, "aud": token_url,
+            "exp": now() + 120, "jti": uuid::Uuid::new_v4().to_string(),
+        }));
+        let resp = Client::new()
+            .post(&token_url)
+            .form(&[
+                ("grant_type", "client_credentials"),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", assertion.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let body: Value = resp.json().await.unwrap();
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {}", body["access_token"].as_str().unwrap())
+                .parse()
+                .unwrap(),
+        );
+        Client::builder().default_headers(headers).build().unwrap()
     }
 }
