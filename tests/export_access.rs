@@ -31,10 +31,18 @@ async fn load(server: &TestServer) {
 }
 
 /// Starts an export for `ctx` the way the kick-off handler does; returns the polling URL.
-async fn start_for(server: &TestServer, ctx: &AccessContext, level: Level, query: &[(&str, &str)]) -> String {
+async fn start_for(
+    server: &TestServer,
+    ctx: &AccessContext,
+    level: Level,
+    query: &[(&str, &str)],
+) -> String {
     let raw: Vec<RawParam> = query
         .iter()
-        .map(|(k, v)| RawParam { name: k.to_string(), value: v.to_string() })
+        .map(|(k, v)| RawParam {
+            name: k.to_string(),
+            value: v.to_string(),
+        })
         .collect();
     let opts = ParseOptions {
         level,
@@ -44,12 +52,18 @@ async fn start_for(server: &TestServer, ctx: &AccessContext, level: Level, query
         extra: &[],
         base_url: &server.base,
     };
-    let params = request::parse(&server.state.store, ctx, raw, &opts).unwrap().params;
-    let resp = pdex::ops::export::start_job(&server.state, ctx, "export", params, &server.url("$export"))
-        .await
-        .unwrap();
+    let params = request::parse(&server.state.store, ctx, raw, &opts)
+        .unwrap()
+        .params;
+    let resp =
+        pdex::ops::export::start_job(&server.state, ctx, "export", params, &server.url("$export"))
+            .await
+            .unwrap();
     assert_eq!(resp.status(), 202);
-    resp.headers()["content-location"].to_str().unwrap().to_owned()
+    resp.headers()["content-location"]
+        .to_str()
+        .unwrap()
+        .to_owned()
 }
 
 async fn exported(server: &TestServer, poll: &str) -> BTreeSet<String> {
@@ -63,10 +77,22 @@ async fn exported(server: &TestServer, poll: &str) -> BTreeSet<String> {
     };
     let mut out = BTreeSet::new();
     for item in manifest["output"].as_array().unwrap() {
-        let text = server.client.get(item["url"].as_str().unwrap()).send().await.unwrap().text().await.unwrap();
+        let text = server
+            .client
+            .get(item["url"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         for line in text.lines() {
             let v: Value = serde_json::from_str(line).unwrap();
-            out.insert(format!("{}/{}", v["resourceType"].as_str().unwrap(), v["id"].as_str().unwrap()));
+            out.insert(format!(
+                "{}/{}",
+                v["resourceType"].as_str().unwrap(),
+                v["id"].as_str().unwrap()
+            ));
         }
     }
     out
@@ -90,19 +116,34 @@ async fn a_member_scoped_export_gets_only_that_member_and_shared_data() {
             "{backend:?}"
         );
         let poll = start_for(&server, &alice, Level::Patient, &[]).await;
-        assert_eq!(exported(&server, &poll).await, set(&["Patient/alice", "Observation/a1"]));
+        assert_eq!(
+            exported(&server, &poll).await,
+            set(&["Patient/alice", "Observation/a1"])
+        );
 
         // with the sensitive allowance, the labelled Observation too
         let alice_all = AccessContext::member("alice", true);
-        let poll = start_for(&server, &alice_all, Level::Patient, &[("_type", "Observation")]).await;
-        assert_eq!(exported(&server, &poll).await, set(&["Observation/a1", "Observation/a2"]));
+        let poll = start_for(
+            &server,
+            &alice_all,
+            Level::Patient,
+            &[("_type", "Observation")],
+        )
+        .await;
+        assert_eq!(
+            exported(&server, &poll).await,
+            set(&["Observation/a1", "Observation/a2"])
+        );
 
         // a typeFilter naming another member still cannot reach them
         let poll = start_for(
             &server,
             &alice,
             Level::System,
-            &[("_type", "Observation"), ("_typeFilter", "Observation?subject=Patient/bob")],
+            &[
+                ("_type", "Observation"),
+                ("_typeFilter", "Observation?subject=Patient/bob"),
+            ],
         )
         .await;
         assert_eq!(exported(&server, &poll).await, set(&[]));
@@ -133,17 +174,44 @@ async fn only_the_owning_client_may_poll_download_or_cancel() {
         assert!(!files.is_empty());
         let url = pdex::bulk::manifest::file_url(&server.base, &id, &files[0].name);
 
-        assert_outcome(server.client.get(&poll).send().await.unwrap(), StatusCode::NOT_FOUND).await;
-        assert_outcome(server.client.get(&url).send().await.unwrap(), StatusCode::NOT_FOUND).await;
-        assert_outcome(server.client.delete(&poll).send().await.unwrap(), StatusCode::NOT_FOUND).await;
+        assert_outcome(
+            server.client.get(&poll).send().await.unwrap(),
+            StatusCode::NOT_FOUND,
+        )
+        .await;
+        assert_outcome(
+            server.client.get(&url).send().await.unwrap(),
+            StatusCode::NOT_FOUND,
+        )
+        .await;
+        assert_outcome(
+            server.client.delete(&poll).send().await.unwrap(),
+            StatusCode::NOT_FOUND,
+        )
+        .await;
         // still there for its owner
-        assert_eq!(server.state.bulk.jobs.get(&id).await.unwrap().unwrap().state, "completed");
+        assert_eq!(
+            server
+                .state
+                .bulk
+                .jobs
+                .get(&id)
+                .await
+                .unwrap()
+                .unwrap()
+                .state,
+            "completed"
+        );
 
         // a job bound to a certificate: the same client id with another certificate is refused
         let mut bound = AccessContext::operator();
         bound.cert_thumbprint = Some("thumbprint-of-another-certificate".into());
         let poll = start_for(&server, &bound, Level::System, &[("_type", "Patient")]).await;
-        assert_outcome(server.client.get(&poll).send().await.unwrap(), StatusCode::NOT_FOUND).await;
+        assert_outcome(
+            server.client.get(&poll).send().await.unwrap(),
+            StatusCode::NOT_FOUND,
+        )
+        .await;
         server.stop().await;
     }
 }
