@@ -25,7 +25,8 @@ impl Server {
             SensitivityLabels::default()
         } else {
             SensitivityLabels::parse(config.sensitive_labels.iter().map(String::as_str))?
-        };
+        }
+        .with_segmentation(config.exchange.segmentation);
         let store = Store::open(&config.database_url, labels, config.migrate).await?;
         // Fresh planner statistics for SQLite: a file loaded by an older or interrupted
         // import may have none (Postgres has autovacuum for this).
@@ -44,7 +45,9 @@ impl Server {
         let bulk = crate::bulk::Engine::new(store.clone(), config.bulk.clone())?;
         Ok(Server {
             listener,
-            state: Arc::new(AppState::new(store, base_url, bulk)),
+            state: Arc::new(
+                AppState::new(store, base_url, bulk).with_exchange(config.exchange.clone())?,
+            ),
             local_addr,
         })
     }

@@ -23,6 +23,20 @@ pub struct FileConfig {
     pub migrate: Option<bool>,
     /// `system|code` meta.security labels that mark a resource sensitive.
     pub sensitive_labels: Option<Vec<String>>,
+    // Payer-to-payer settings (`$member-match`, consent, `$everything`; see ExchangeConfig).
+    /// `false` = we cannot segment sensitive data (`--no-segmentation`).
+    pub segmentation: Option<bool>,
+    /// `hrex-1.0` or `hrex-1.1` (`--member-match-profile`).
+    pub member_match_profile: Option<String>,
+    /// `false` = a payer's `$member-match` without Consent is evaluated without one.
+    pub consent_required: Option<bool>,
+    /// `$everything` look-back window in years (`--lookback-years`).
+    pub lookback_years: Option<u32>,
+    /// Failed matches allowed per client, and per demographics, within the window.
+    pub match_failure_limit: Option<u32>,
+    pub match_failure_window_seconds: Option<u64>,
+    /// This plan's organization identifiers, `system|value` (consent source, CoverageToMatch payor).
+    pub payer_identifiers: Option<Vec<String>>,
     /// Bulk Data export engine settings (`[bulk]` table).
     pub bulk: Option<BulkFileConfig>,
 }
@@ -72,6 +86,7 @@ pub struct ServerConfig {
     pub sensitive_labels: Vec<String>,
     pub demo: bool,
     pub bulk: BulkConfig,
+    pub exchange: ExchangeConfig,
 }
 
 /// Resolved settings of the Bulk Data export engine (`crate::bulk`).
@@ -125,6 +140,77 @@ impl BulkConfig {
             poll_interval_seconds: f.poll_interval_seconds.unwrap_or(d.poll_interval_seconds),
             lease_seconds: f.lease_seconds.unwrap_or(d.lease_seconds),
             storage: f.storage.clone().unwrap_or(d.storage),
+        }
+    }
+}
+
+/// Which HRex `$member-match` response profile to answer with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberMatchProfile {
+    /// HRex 1.0.0 (the Inferno PDex test kit): `MemberIdentifier` only.
+    Hrex10,
+    /// HRex 1.1.0 / 1.2.0: `MemberIdentifier` and `MemberId` (§pdex-198/199).
+    Hrex11,
+}
+
+impl MemberMatchProfile {
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "hrex-1.0" => Ok(MemberMatchProfile::Hrex10),
+            "hrex-1.1" => Ok(MemberMatchProfile::Hrex11),
+            other => {
+                anyhow::bail!("--member-match-profile must be hrex-1.0 or hrex-1.1, not {other:?}")
+            }
+        }
+    }
+}
+
+/// The default identity of "us" when none is configured: the NPI of the synthetic and demo
+/// data sets' plan (Old Health Plan, also the old payer of the HRex examples).
+pub const DEFAULT_PAYER_IDENTIFIER: &str = "http://hl7.org/fhir/sid/us-npi|9876543210";
+
+/// Payer-to-payer behaviour: `$member-match`, consent evaluation, `$everything`.
+#[derive(Debug, Clone)]
+pub struct ExchangeConfig {
+    /// Can we separate sensitive data (meta.security labels)? When not, a `#regular`
+    /// consent cannot be complied with for a member who has sensitive data (PDex decision flow).
+    pub segmentation: bool,
+    pub member_match_profile: MemberMatchProfile,
+    /// Refuse a payer's `$member-match` without a Consent ("consent required", §pdex-138/140).
+    pub consent_required: bool,
+    pub lookback_years: u32,
+    /// HRex mm-7: failed matches allowed per client / per demographics within the window.
+    pub match_failure_limit: u32,
+    pub match_failure_window_seconds: u64,
+    /// This plan's organization identifiers (`system|value`).
+    pub payer_identifiers: Vec<String>,
+}
+
+impl Default for ExchangeConfig {
+    fn default() -> Self {
+        ExchangeConfig {
+            segmentation: true,
+            member_match_profile: MemberMatchProfile::Hrex11,
+            consent_required: true,
+            lookback_years: 5,
+            match_failure_limit: 10,
+            match_failure_window_seconds: 900,
+            payer_identifiers: vec![DEFAULT_PAYER_IDENTIFIER.to_owned()],
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            database_url: DEFAULT_DATABASE_URL.to_owned(),
+            listen: DEFAULT_LISTEN.to_owned(),
+            base_url: String::new(),
+            migrate: true,
+            sensitive_labels: vec![],
+            demo: false,
+            bulk: BulkConfig::default(),
+            exchange: ExchangeConfig::default(),
         }
     }
 }

@@ -114,6 +114,7 @@ impl TestServer {
                 poll_interval_seconds: 1,
                 ..Default::default()
             },
+            exchange: Default::default(),
         };
         configure(&mut config);
         let server = pdex::app::Server::bind(&config)
