@@ -17,6 +17,7 @@ use crate::store::export::ExportSlice;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 /// Members per export query of a Patient/Group-level job.
@@ -255,18 +256,18 @@ impl<'a> Run<'a> {
             let mut rows = engine.store.stream_export(&self.ctx, slice)?;
             while let Some(row) = rows.next().await {
                 let row = row?;
-                let line = match task.section {
+                let line: Cow<'_, str> = match task.section {
                     Section::Output => {
-                        let mut c = std::borrow::Cow::Borrowed(row.content.as_str());
+                        let mut c = Cow::Borrowed(row.content.as_str());
                         if let Some(p) = &projection {
-                            c = std::borrow::Cow::Owned(p.project(&task.rtype, &c));
+                            c = Cow::Owned(p.project(&task.rtype, &c));
                         }
                         if let Some(el) = &elements {
-                            c = std::borrow::Cow::Owned(crate::fhir::json::select_elements(&c, el));
+                            c = Cow::Owned(crate::fhir::json::select_elements(&c, el));
                         }
                         one_line(c)
                     }
-                    Section::Deleted => deleted_bundle(&task.rtype, &row.id),
+                    Section::Deleted => Cow::Owned(deleted_bundle(&task.rtype, &row.id)),
                 };
                 if part.is_none() {
                     let seq = self.cp.seq;
@@ -479,11 +480,11 @@ fn file_name(task: &Task, seq: i64) -> String {
 /// NDJSON needs one resource per line. Stored JSON keeps nested values as received, which
 /// may be pretty-printed; a raw line break can only be whitespace between tokens (inside
 /// strings it is escaped), so dropping it keeps the JSON identical in meaning.
-fn one_line(c: std::borrow::Cow<'_, str>) -> String {
-    if c.contains(['\n', '\r']) {
-        c.replace(['\n', '\r'], "")
+fn one_line(c: Cow<'_, str>) -> Cow<'_, str> {
+    if c.bytes().any(|b| b == b'\n' || b == b'\r') {
+        Cow::Owned(c.replace(['\n', '\r'], ""))
     } else {
-        c.into_owned()
+        c
     }
 }
 
@@ -498,7 +499,7 @@ fn deleted_bundle(rtype: &str, id: &str) -> String {
     .to_string()
 }
 
-/// Active Patient members of a Group resource (`member.entity` references to Patients,
+/// Active Patient members of a Group resource (`member.entity` references `Patient/{id}`,
 /// without `inactive: true`).
 pub fn group_member_ids(content: &str) -> Vec<String> {
     let group: Value = serde_json::from_str(content).unwrap_or_default();
@@ -508,9 +509,10 @@ pub fn group_member_ids(content: &str) -> Vec<String> {
         .flatten()
         .filter(|m| m["inactive"] != true)
         .filter_map(|m| m["entity"]["reference"].as_str())
+        // relative references only: an absolute one names a Patient on another server
         .filter_map(|r| {
-            let tail = r.rsplit_once("Patient/").map(|(_, id)| id)?;
-            crate::fhir::is_valid_id(tail).then(|| tail.to_owned())
+            let id = r.strip_prefix("Patient/")?;
+            crate::fhir::is_valid_id(id).then(|| id.to_owned())
         })
         .collect();
     ids.sort();
@@ -521,4 +523,32 @@ pub fn group_member_ids(content: &str) -> Vec<String> {
 /// `transactionTime` as the manifest writes it.
 pub fn instant(ms: i64) -> String {
     format_instant(ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pretty_printed_json_becomes_one_line_with_the_same_meaning() {
+        let pretty = "{\r\n  \"resourceType\": \"Basic\",\n  \"note\": \"two\\nlines\"\n}";
+        let line = one_line(Cow::Borrowed(pretty));
+        assert!(!line.contains('\n') && !line.contains('\r'));
+        let a: Value = serde_json::from_str(pretty).unwrap();
+        let b: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(a, b);
+        assert!(matches!(one_line(Cow::Borrowed("{}")), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn group_members_are_active_patient_references() {
+        let g = r#"{"resourceType":"Group","member":[
+            {"entity":{"reference":"Patient/b"}},
+            {"entity":{"reference":"Patient/a"}},
+            {"entity":{"reference":"http://other/fhir/Patient/z"}},
+            {"entity":{"reference":"Patient/c"},"inactive":true},
+            {"entity":{"reference":"Practitioner/d"}},
+            {"entity":{"reference":"Patient/b"}}]}"#;
+        assert_eq!(group_member_ids(g), vec!["a", "b"]);
+    }
 }

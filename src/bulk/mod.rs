@@ -17,6 +17,7 @@ pub mod export;
 pub mod job;
 pub mod manifest;
 pub mod ndjson;
+pub mod object;
 pub mod request;
 pub mod storage;
 pub mod worker;

@@ -94,5 +94,10 @@ pub fn open(setting: &str, export_dir: &Path) -> anyhow::Result<std::sync::Arc<d
     if setting.is_empty() || setting == "local" {
         return Ok(std::sync::Arc::new(LocalStorage::new(export_dir)?));
     }
-    anyhow::bail!("unsupported export storage {setting:?}: use `local`")
+    if setting.starts_with("s3://") {
+        return Ok(std::sync::Arc::new(super::object::ObjectStorage::s3(
+            setting,
+        )?));
+    }
+    anyhow::bail!("unsupported export storage {setting:?}: use `local` or s3://bucket/prefix")
 }
