@@ -42,9 +42,12 @@ impl Server {
         } else {
             config.base_url.trim_end_matches('/').to_owned()
         };
+        let bulk = crate::bulk::Engine::new(store.clone(), config.bulk.clone())?;
         Ok(Server {
             listener,
-            state: Arc::new(AppState::new(store, base_url).with_exchange(config.exchange.clone())?),
+            state: Arc::new(
+                AppState::new(store, base_url, bulk).with_exchange(config.exchange.clone())?,
+            ),
             local_addr,
         })
     }
@@ -52,6 +55,7 @@ impl Server {
     /// Serves until SIGINT/SIGTERM.
     pub async fn run(self) -> anyhow::Result<()> {
         let store = self.state.store.clone();
+        crate::bulk::worker::start(self.state.bulk.clone());
         crate::server::serve(self.listener, router(self.state)).await?;
         store.db.close().await;
         Ok(())

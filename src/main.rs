@@ -85,6 +85,57 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     payer_identifiers: Vec<String>,
+    #[command(flatten)]
+    bulk: BulkArgs,
+}
+
+/// Bulk Data export settings (each also a `[bulk]` key in the configuration file).
+#[derive(Args)]
+struct BulkArgs {
+    /// Folder for export files and spooled parts (default ./pdex-data/exports).
+    #[arg(long, env = "PDEX_EXPORT_DIR")]
+    export_dir: Option<PathBuf>,
+    /// Close an export file part once it holds this many bytes (default 67108864).
+    #[arg(long, env = "PDEX_EXPORT_FILE_SIZE_BYTES")]
+    export_file_size_bytes: Option<u64>,
+    /// Export jobs this process runs at once (default 2; 0 runs none).
+    #[arg(long, env = "PDEX_EXPORT_WORKERS")]
+    export_workers: Option<usize>,
+    /// Seconds a completed export stays downloadable (default 3600).
+    #[arg(long, env = "PDEX_EXPORT_EXPIRY_SECONDS")]
+    export_expiry_seconds: Option<u64>,
+    /// Queued or running exports per client before kick-offs get 429 (default 2).
+    #[arg(long, env = "PDEX_EXPORT_MAX_JOBS_PER_CLIENT")]
+    export_max_jobs_per_client: Option<usize>,
+    /// Retry-After seconds for status polls (default 2).
+    #[arg(long, env = "PDEX_EXPORT_POLL_INTERVAL_SECONDS")]
+    export_poll_interval_seconds: Option<u64>,
+    /// Seconds a running job's lease lasts before another worker may resume it (default 30).
+    #[arg(long, env = "PDEX_EXPORT_LEASE_SECONDS")]
+    export_lease_seconds: Option<u64>,
+    /// File storage: `local` (default) or `s3://bucket/prefix`.
+    #[arg(long, env = "PDEX_EXPORT_STORAGE")]
+    export_storage: Option<String>,
+}
+
+impl BulkArgs {
+    fn resolve(self, file: Option<&config::BulkFileConfig>) -> config::BulkConfig {
+        let base = config::BulkConfig::from_file(file);
+        config::BulkConfig {
+            export_dir: self.export_dir.unwrap_or(base.export_dir),
+            file_size_bytes: self.export_file_size_bytes.unwrap_or(base.file_size_bytes),
+            workers: self.export_workers.unwrap_or(base.workers),
+            expiry_seconds: self.export_expiry_seconds.unwrap_or(base.expiry_seconds),
+            max_jobs_per_client: self
+                .export_max_jobs_per_client
+                .unwrap_or(base.max_jobs_per_client),
+            poll_interval_seconds: self
+                .export_poll_interval_seconds
+                .unwrap_or(base.poll_interval_seconds),
+            lease_seconds: self.export_lease_seconds.unwrap_or(base.lease_seconds),
+            storage: self.export_storage.unwrap_or(base.storage),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -167,6 +218,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 sensitive_labels: labels,
                 demo: args.demo,
                 exchange,
+                bulk: args.bulk.resolve(file.bulk.as_ref()),
             };
             let server = pdex::app::Server::bind(&config).await?;
             if config.demo {

@@ -2,4 +2,5 @@
 //! REST handler and read through the store's access layer.
 
 pub mod everything;
+pub mod export;
 pub mod member_match;

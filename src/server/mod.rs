@@ -38,10 +38,12 @@ pub struct AppState {
     /// Failed `$member-match` attempts (HRex mm-7).
     pub match_throttle: crate::ops::member_match::Throttle,
     payer_identifiers: Vec<crate::auth::OrgIdentifier>,
+    /// The Bulk Data export engine (jobs, workers, files).
+    pub bulk: Arc<crate::bulk::Engine>,
 }
 
 impl AppState {
-    pub fn new(store: Store, base_url: String) -> Self {
+    pub fn new(store: Store, base_url: String, bulk: Arc<crate::bulk::Engine>) -> Self {
         let capability = capability::capability_statement(&store.registry, &base_url).to_string();
         let exchange = crate::config::ExchangeConfig::default();
         AppState {
@@ -55,6 +57,7 @@ impl AppState {
             payer_identifiers: crate::ops::member_match::parse_payer_identifiers(&exchange)
                 .expect("default payer identifiers are well formed"),
             exchange,
+            bulk,
         }
     }
 
@@ -96,8 +99,23 @@ const BODY_LIMIT: usize = 64 * 1024 * 1024;
 
 /// Builds the application router.
 pub fn router(state: SharedState) -> Router {
+    use crate::ops::export;
     let fhir = Router::new()
         .route("/metadata", get(capability::metadata))
+        .route(
+            "/$export",
+            get(export::system_get).post(export::system_post),
+        )
+        .route(
+            "/Patient/$export",
+            get(export::patient_get).post(export::patient_post),
+        )
+        .route(
+            "/Group/{id}/$export",
+            get(export::group_get).post(export::group_post),
+        )
+        .route("/_export/{job}", get(export::status).delete(export::cancel))
+        .route("/_export/{job}/{file}", get(export::download))
         .route(
             "/",
             post(bundle::transaction_or_batch).get(rest::system_search),

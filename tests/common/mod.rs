@@ -84,6 +84,8 @@ pub struct TestServer {
     pub client: Client,
     pub db: TestDb,
     pub state: std::sync::Arc<pdex::server::AppState>,
+    /// Export files of this server (`[bulk] export_dir`).
+    pub exports: tempfile::TempDir,
     handle: tokio::task::JoinHandle<()>,
 }
 
@@ -92,12 +94,14 @@ impl TestServer {
         Self::start_with(backend, |_| {}).await
     }
 
-    /// Starts a server whose configuration `configure` adjusts first.
+    /// Starts a server whose configuration `configure` adjusts first (export files go to a
+    /// fresh temporary folder, status polls are answered with `Retry-After: 1`).
     pub async fn start_with(
         backend: &Backend,
         configure: impl FnOnce(&mut ServerConfig),
     ) -> TestServer {
         let db = TestDb::new(backend).await;
+        let exports = tempfile::tempdir().expect("tempdir");
         let mut config = ServerConfig {
             database_url: db.url.clone(),
             listen: "127.0.0.1:0".into(),
@@ -106,6 +110,11 @@ impl TestServer {
             sensitive_labels: vec![],
             demo: false,
             exchange: Default::default(),
+            bulk: pdex::config::BulkConfig {
+                export_dir: exports.path().to_owned(),
+                poll_interval_seconds: 1,
+                ..Default::default()
+            },
         };
         configure(&mut config);
         let server = pdex::app::Server::bind(&config)
@@ -121,6 +130,7 @@ impl TestServer {
             client: Client::new(),
             db,
             state,
+            exports,
             handle,
         }
     }
