@@ -89,6 +89,61 @@ pub struct ServerConfig {
     pub exchange: ExchangeConfig,
 }
 
+/// Resolved settings of the Bulk Data export engine (`crate::bulk`).
+#[derive(Debug, Clone)]
+pub struct BulkConfig {
+    /// Where finished export files are kept (local storage) and parts are spooled.
+    pub export_dir: PathBuf,
+    /// A file part is closed once it holds at least this many bytes.
+    pub file_size_bytes: u64,
+    /// Export jobs run at once in this process (0: this process runs none).
+    pub workers: usize,
+    /// How long a completed export's files stay downloadable.
+    pub expiry_seconds: u64,
+    /// Queued or running exports one client may have; the next kick-off gets 429.
+    pub max_jobs_per_client: usize,
+    /// `Retry-After` for status polls; a poll sooner than half of it gets 429.
+    pub poll_interval_seconds: u64,
+    /// A running job's lease; a job whose lease runs out (its process died) is resumed by
+    /// another worker.
+    pub lease_seconds: u64,
+    /// `local` (default) or an object store URL such as `s3://bucket/prefix`.
+    pub storage: String,
+}
+
+impl Default for BulkConfig {
+    fn default() -> Self {
+        BulkConfig {
+            export_dir: PathBuf::from(DEFAULT_EXPORT_DIR),
+            file_size_bytes: 64 * 1024 * 1024,
+            workers: 2,
+            expiry_seconds: 3600,
+            max_jobs_per_client: 2,
+            poll_interval_seconds: 2,
+            lease_seconds: 30,
+            storage: "local".into(),
+        }
+    }
+}
+
+impl BulkConfig {
+    /// Settings from the file's `[bulk]` table over the defaults.
+    pub fn from_file(file: Option<&BulkFileConfig>) -> BulkConfig {
+        let d = BulkConfig::default();
+        let Some(f) = file else { return d };
+        BulkConfig {
+            export_dir: f.export_dir.clone().unwrap_or(d.export_dir),
+            file_size_bytes: f.file_size_bytes.unwrap_or(d.file_size_bytes),
+            workers: f.workers.unwrap_or(d.workers),
+            expiry_seconds: f.expiry_seconds.unwrap_or(d.expiry_seconds),
+            max_jobs_per_client: f.max_jobs_per_client.unwrap_or(d.max_jobs_per_client),
+            poll_interval_seconds: f.poll_interval_seconds.unwrap_or(d.poll_interval_seconds),
+            lease_seconds: f.lease_seconds.unwrap_or(d.lease_seconds),
+            storage: f.storage.clone().unwrap_or(d.storage),
+        }
+    }
+}
+
 /// Which HRex `$member-match` response profile to answer with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemberMatchProfile {
@@ -145,57 +200,17 @@ impl Default for ExchangeConfig {
     }
 }
 
-/// Resolved settings of the Bulk Data export engine (`crate::bulk`).
-#[derive(Debug, Clone)]
-pub struct BulkConfig {
-    /// Where finished export files are kept (local storage) and parts are spooled.
-    pub export_dir: PathBuf,
-    /// A file part is closed once it holds at least this many bytes.
-    pub file_size_bytes: u64,
-    /// Export jobs run at once in this process (0: this process runs none).
-    pub workers: usize,
-    /// How long a completed export's files stay downloadable.
-    pub expiry_seconds: u64,
-    /// Queued or running exports one client may have; the next kick-off gets 429.
-    pub max_jobs_per_client: usize,
-    /// `Retry-After` for status polls; a poll sooner than half of it gets 429.
-    pub poll_interval_seconds: u64,
-    /// A running job's lease; a job whose lease runs out (its process died) is resumed by
-    /// another worker.
-    pub lease_seconds: u64,
-    /// `local` (default) or an object store URL such as `s3://bucket/prefix`.
-    pub storage: String,
-}
-
-impl Default for BulkConfig {
+impl Default for ServerConfig {
     fn default() -> Self {
-        BulkConfig {
-            export_dir: PathBuf::from(DEFAULT_EXPORT_DIR),
-            file_size_bytes: 64 * 1024 * 1024,
-            workers: 2,
-            expiry_seconds: 3600,
-            max_jobs_per_client: 2,
-            poll_interval_seconds: 2,
-            lease_seconds: 30,
-            storage: "local".into(),
-        }
-    }
-}
-
-impl BulkConfig {
-    /// Settings from the file's `[bulk]` table over the defaults.
-    pub fn from_file(file: Option<&BulkFileConfig>) -> BulkConfig {
-        let d = BulkConfig::default();
-        let Some(f) = file else { return d };
-        BulkConfig {
-            export_dir: f.export_dir.clone().unwrap_or(d.export_dir),
-            file_size_bytes: f.file_size_bytes.unwrap_or(d.file_size_bytes),
-            workers: f.workers.unwrap_or(d.workers),
-            expiry_seconds: f.expiry_seconds.unwrap_or(d.expiry_seconds),
-            max_jobs_per_client: f.max_jobs_per_client.unwrap_or(d.max_jobs_per_client),
-            poll_interval_seconds: f.poll_interval_seconds.unwrap_or(d.poll_interval_seconds),
-            lease_seconds: f.lease_seconds.unwrap_or(d.lease_seconds),
-            storage: f.storage.clone().unwrap_or(d.storage),
+        ServerConfig {
+            database_url: DEFAULT_DATABASE_URL.to_owned(),
+            listen: DEFAULT_LISTEN.to_owned(),
+            base_url: String::new(),
+            migrate: true,
+            sensitive_labels: vec![],
+            demo: false,
+            bulk: BulkConfig::default(),
+            exchange: ExchangeConfig::default(),
         }
     }
 }

@@ -218,8 +218,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 migrate: !args.no_migrate && file.migrate.unwrap_or(true),
                 sensitive_labels: labels,
                 demo: args.demo,
-                exchange,
                 bulk: args.bulk.resolve(file.bulk.as_ref()),
+                exchange,
             };
             let server = pdex::app::Server::bind(&config).await?;
             if config.demo {

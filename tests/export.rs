@@ -870,9 +870,10 @@ async fn capability_statement_declares_the_export_operations() {
         let res = cs["rest"][0]["resource"].as_array().unwrap();
         for (t, def) in [("Patient", "patient-export"), ("Group", "group-export")] {
             let r = res.iter().find(|r| r["type"] == t).unwrap();
-            assert_eq!(r["operation"][0]["name"], "export");
+            let ops = r["operation"].as_array().unwrap();
+            let export = ops.iter().find(|o| o["name"] == "export").unwrap();
             assert_eq!(
-                r["operation"][0]["definition"],
+                export["definition"],
                 format!("http://hl7.org/fhir/uv/bulkdata/OperationDefinition/{def}").as_str()
             );
         }

@@ -299,6 +299,16 @@ async fn own_job(state: &SharedState, ctx: &AccessContext, id: &str) -> Result<J
         state::CANCELLED => Err(FhirError::not_found(format!(
             "export job {id} was cancelled"
         ))),
+        // Past its expiry a job is gone even before the sweeper has removed its files.
+        state::COMPLETED
+            if job
+                .expires_at
+                .is_some_and(|e| e <= crate::bulk::job::now_ms()) =>
+        {
+            Err(FhirError::not_found(format!(
+                "export job {id} has expired and its files were removed"
+            )))
+        }
         state::EXPIRED => Err(FhirError::not_found(format!(
             "export job {id} has expired and its files were removed"
         ))),

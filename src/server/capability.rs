@@ -47,14 +47,14 @@ pub fn capability_statement(registry: &Registry, base_url: &str) -> Value {
             includes.push(format!("{t}:*"));
             let mut operations: Vec<Value> = Vec::new();
             match *t {
+                // §pdex-98/225: every operation offered is declared, with the exact canonicals.
                 "Patient" => operations.extend([
-                    json!({"name": "export",
-                        "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"}),
-                    // §pdex-98/225: every operation offered is declared.
                     json!({"name": "member-match",
                         "definition": "http://hl7.org/fhir/us/davinci-hrex/OperationDefinition/member-match"}),
                     json!({"name": "everything",
                         "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}),
+                    json!({"name": "export",
+                        "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"}),
                 ]),
                 "Group" => operations.push(json!({"name": "export",
                     "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"})),

@@ -33,13 +33,13 @@ pub struct AppState {
     pub base_url: String,
     /// The CapabilityStatement served at `/metadata`.
     pub capability: String,
+    /// The Bulk Data export engine (jobs, workers, files).
+    pub bulk: Arc<crate::bulk::Engine>,
     /// Payer-to-payer settings (`$member-match`, consent, `$everything`).
     pub exchange: crate::config::ExchangeConfig,
     /// Failed `$member-match` attempts (HRex mm-7).
     pub match_throttle: crate::ops::member_match::Throttle,
     payer_identifiers: Vec<crate::auth::OrgIdentifier>,
-    /// The Bulk Data export engine (jobs, workers, files).
-    pub bulk: Arc<crate::bulk::Engine>,
 }
 
 impl AppState {
@@ -50,6 +50,7 @@ impl AppState {
             store,
             base_url,
             capability,
+            bulk,
             match_throttle: crate::ops::member_match::Throttle::new(
                 exchange.match_failure_limit,
                 exchange.match_failure_window_seconds,
@@ -57,7 +58,6 @@ impl AppState {
             payer_identifiers: crate::ops::member_match::parse_payer_identifiers(&exchange)
                 .expect("default payer identifiers are well formed"),
             exchange,
-            bulk,
         }
     }
 

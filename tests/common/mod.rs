@@ -109,12 +109,12 @@ impl TestServer {
             migrate: true,
             sensitive_labels: vec![],
             demo: false,
-            exchange: Default::default(),
             bulk: pdex::config::BulkConfig {
                 export_dir: exports.path().to_owned(),
                 poll_interval_seconds: 1,
                 ..Default::default()
             },
+            exchange: Default::default(),
         };
         configure(&mut config);
         let server = pdex::app::Server::bind(&config)
