@@ -33,7 +33,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the FHIR server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply database migrations and exit.
     Migrate,
     /// Load NDJSON files, Bundle JSON files, or folders of them.
@@ -267,6 +267,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let labels = file.sensitive_labels.clone().unwrap_or_default();
     match cli.command {
         Command::Serve(args) => {
+            let args = *args;
             let exchange = exchange_config(&args, &file)?;
             let listen = pick(args.listen, file.listen.clone(), || {
                 config::DEFAULT_LISTEN.into()
