@@ -7,6 +7,7 @@ pub mod config;
 pub mod consent;
 pub mod fhir;
 pub mod import;
+pub mod ops;
 pub mod search;
 pub mod server;
 pub mod store;
