@@ -17,8 +17,11 @@
 //!
 //! Depends on `fhir`.
 
+use super::groups::{self, GroupSettings, ResultGroups};
 use crate::fhir::{FhirError, IssueType};
+use async_trait::async_trait;
 use axum::http::StatusCode;
+use futures::StreamExt;
 use serde_json::{Value, json};
 
 /// The operation's canonical URL (PDex 2.2.0), which is also its scope.
@@ -151,6 +154,75 @@ pub struct MatchedMember {
     pub consent_id: Option<String>,
     /// The end of the consent's period (epoch ms): the member's validity in the Group.
     pub consent_end_ms: Option<i64>,
+}
+
+/// The single-member matching and consent engine, as the bulk operation uses it: one
+/// evaluated `MemberBundle` (complete: [`MemberBundle::is_complete`]) in, its outcome out.
+/// An implementation that stores consents does so for Matched members (as `$member-match`
+/// does, HRex mm-13).
+#[async_trait]
+pub trait MemberEvaluator: Send + Sync {
+    async fn evaluate(&self, member: &MemberBundle) -> anyhow::Result<MemberOutcome>;
+}
+
+/// The result of a bulk match: the Groups and the error-file OperationOutcomes.
+#[derive(Debug, Clone)]
+pub struct MatchRun {
+    pub groups: ResultGroups,
+    pub errors: Vec<Value>,
+    /// Members per bucket: matched, non-matched, consent-constrained.
+    pub counts: (usize, usize, usize),
+}
+
+/// Evaluates every member of `req` independently (at most `concurrency` at once, results kept
+/// in request order) and builds the result Groups. A bundle that is not complete is not
+/// evaluated (NonMatched); a member whose evaluation fails on our side is NonMatched too and
+/// reported in the error file — it never fails the request or moves another member
+/// (§pdex-154).
+pub async fn run_match(
+    req: &BulkMatchRequest,
+    evaluator: &dyn MemberEvaluator,
+    settings: &GroupSettings<'_>,
+    concurrency: usize,
+) -> MatchRun {
+    let mut errors = req.defect_outcomes();
+    let evaluated: Vec<(usize, anyhow::Result<MemberOutcome>)> =
+        futures::stream::iter(req.members.iter().enumerate())
+            .map(|(i, m)| async move {
+                if !m.is_complete() {
+                    return (i, Ok(MemberOutcome::NonMatched));
+                }
+                (i, evaluator.evaluate(m).await)
+            })
+            .buffered(concurrency.max(1))
+            .collect()
+            .await;
+    let mut results: Vec<(&MemberBundle, MemberOutcome)> = Vec::with_capacity(evaluated.len());
+    let mut counts = (0, 0, 0);
+    for (i, outcome) in evaluated {
+        let m = &req.members[i];
+        let outcome = outcome.unwrap_or_else(|e| {
+            tracing::error!(error = %format!("{e:#}"), member_bundle = m.index + 1,
+                "bulk member-match: evaluating one member failed; listed as NonMatched");
+            errors.push(bundle_outcome(
+                m.parameter_index,
+                m.index,
+                "the server could not evaluate this member; it is listed as NonMatched — retry it",
+            ));
+            MemberOutcome::NonMatched
+        });
+        match outcome {
+            MemberOutcome::Matched(_) => counts.0 += 1,
+            MemberOutcome::NonMatched => counts.1 += 1,
+            MemberOutcome::ConsentConstrained => counts.2 += 1,
+        }
+        results.push((m, outcome));
+    }
+    MatchRun {
+        groups: groups::build(&results, settings),
+        errors,
+        counts,
+    }
 }
 
 /// Limits on a request.
@@ -304,6 +376,89 @@ fn read_bundle(p: &Value) -> Result<BundleParts, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Matches by the submitted Patient's id: `m-*` matched, `c-*` consent-constrained,
+    /// `boom` fails, anything else not matched.
+    struct ById;
+
+    #[async_trait]
+    impl MemberEvaluator for ById {
+        async fn evaluate(&self, member: &MemberBundle) -> anyhow::Result<MemberOutcome> {
+            let id = member.patient["id"].as_str().unwrap_or_default();
+            if id == "boom" {
+                anyhow::bail!("database went away");
+            }
+            Ok(if let Some(rest) = id.strip_prefix("m-") {
+                MemberOutcome::Matched(MatchedMember {
+                    patient_id: format!("our-{rest}"),
+                    umb: None,
+                    consent_id: None,
+                    consent_end_ms: None,
+                })
+            } else if id.starts_with("c-") {
+                MemberOutcome::ConsentConstrained
+            } else {
+                MemberOutcome::NonMatched
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn each_member_is_bucketed_on_its_own() {
+        let full = |id: &str| bundle(json!([patient(id), coverage("CoverageToMatch"), consent()]));
+        let req = parse(json!({"resourceType": "Parameters", "parameter": [
+            full("m-1"), full("x-1"), full("boom"), full("c-1"),
+            // a matched id but an incomplete bundle: never evaluated
+            bundle(json!([patient("m-2"), coverage("CoverageToMatch")])),
+            full("m-3"),
+        ]}))
+        .unwrap();
+        let settings = GroupSettings {
+            group_id: "g",
+            requester: None,
+            us: None,
+            us_display: None,
+            match_time_ms: 0,
+        };
+        let run = run_match(&req, &ById, &settings, 3).await;
+        assert_eq!(run.counts, (2, 3, 1));
+        let refs = |g: &Value| -> Vec<String> {
+            g["member"]
+                .as_array()
+                .map(|m| {
+                    m.iter()
+                        .map(|m| m["entity"]["reference"].as_str().unwrap().to_owned())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            refs(&run.groups.matched),
+            ["Patient/our-1", "Patient/our-3"]
+        );
+        assert_eq!(
+            refs(run.groups.non_matched.as_ref().unwrap()),
+            ["#x-1", "#boom", "#m-2"]
+        );
+        assert_eq!(
+            refs(run.groups.consent_constrained.as_ref().unwrap()),
+            ["#c-1"]
+        );
+        // the defect and the server-side failure are in the error file, by position
+        assert_eq!(run.errors.len(), 2);
+        assert!(
+            run.errors[0]["issue"][0]["diagnostics"]
+                .as_str()
+                .unwrap()
+                .contains("MemberBundle 5")
+        );
+        assert!(
+            run.errors[1]["issue"][0]["diagnostics"]
+                .as_str()
+                .unwrap()
+                .contains("MemberBundle 3")
+        );
+    }
 
     const EXAMPLE: &str =
         include_str!("../../tests/fixtures/pdex/Parameters-payer-multi-member-match-in.json");

@@ -1,0 +1,200 @@
+//! `Group/{id}/$davinci-data-export` (ATR 2.1.0 operation, PDex payer-to-payer rules,
+//! ig-digest §7): the parts that are PDex's own on top of a Bulk Data Group export —
+//! `exportType`, and the five-year `_since` rule that differs between PDex 2.1.0 and 2.2.0.
+//!
+//! - `exportType`: `hl7.fhir.us.davinci-pdex#payertopayer` (§pdex-171) is the only value for
+//!   a payer-to-payer match Group. Absent, it defaults to `#payertopayer` (ATR leaves the
+//!   default open; ig-digest §7.4 "decide"). The provider-access values
+//!   (`#provider-delta|download|snapshot`) and the ATR one name other kinds of Group: 400,
+//!   as does any unknown value (§15 item 10: the values are not URLs and no CodeSystem
+//!   defines them, so they are compared as exact strings).
+//! - `_since` (§pdex-173..176, seed page "_since"): under PDex 2.1.0 (the default) data is
+//!   limited to what was updated in the five years before the request, and a `_since`
+//!   earlier than that "will be overridden and set to five years before the transaction
+//!   request" — we do, and say so in the error file (an informational OperationOutcome). Under
+//!   2.2.0 `_since` is never rewritten (§pdex-176) and nothing is cut off: at least five years
+//!   (everything we hold) is returned.
+//!
+//! Depends on `fhir`.
+
+use crate::fhir::FhirError;
+use crate::fhir::datetime::{civil_from_days, days_from_civil, format_instant};
+
+/// The operation's canonical URL.
+pub const OPERATION: &str =
+    "http://hl7.org/fhir/us/davinci-atr/OperationDefinition/davinci-data-export";
+
+pub const EXPORT_TYPE_PAYER_TO_PAYER: &str = "hl7.fhir.us.davinci-pdex#payertopayer";
+/// Export types that exist but belong to other Groups than a payer-to-payer match Group.
+const OTHER_EXPORT_TYPES: [&str; 4] = [
+    "hl7.fhir.us.davinci-pdex#provider-delta",
+    "hl7.fhir.us.davinci-pdex#provider-download",
+    "hl7.fhir.us.davinci-pdex#provider-snapshot",
+    "hl7.fhir.us.davinci-atr",
+];
+
+/// Which PDex release's rules to follow where they differ (`--pdex-version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PdexVersion {
+    /// PDex 2.1.0 (STU2, the seed pages): `_since` clamped to five years.
+    #[default]
+    V21,
+    /// PDex 2.2.0: `_since` never rewritten.
+    V22,
+}
+
+impl PdexVersion {
+    pub fn parse(s: &str) -> anyhow::Result<PdexVersion> {
+        match s {
+            "2.1" | "2.1.0" => Ok(PdexVersion::V21),
+            "2.2" | "2.2.0" => Ok(PdexVersion::V22),
+            other => anyhow::bail!("--pdex-version must be 2.1 or 2.2, not {other:?}"),
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PdexVersion::V21 => "2.1",
+            PdexVersion::V22 => "2.2",
+        }
+    }
+}
+
+/// The kinds of `$davinci-data-export` we run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportType {
+    PayerToPayer,
+}
+
+/// The `exportType` of a kick-off on a payer-to-payer match Group (all values given,
+/// repeated or not). See the module comment for the rules.
+pub fn export_type(given: &[String]) -> Result<ExportType, FhirError> {
+    match given {
+        [] => Ok(ExportType::PayerToPayer),
+        [one] if one == EXPORT_TYPE_PAYER_TO_PAYER => Ok(ExportType::PayerToPayer),
+        [one] if OTHER_EXPORT_TYPES.contains(&one.as_str()) => {
+            Err(FhirError::bad_request(format!(
+                "exportType {one} does not apply to a payer-to-payer member-match Group; use {EXPORT_TYPE_PAYER_TO_PAYER}"
+            )))
+        }
+        [one] => Err(FhirError::bad_request(format!(
+            "unknown exportType {one:?}; a payer-to-payer export uses {EXPORT_TYPE_PAYER_TO_PAYER}"
+        ))),
+        _ => Err(FhirError::bad_request(
+            "exportType may be given once (0..1)",
+        )),
+    }
+}
+
+/// The instant five calendar years before `now_ms` (29 February → 28 February).
+pub fn five_years_before(now_ms: i64) -> i64 {
+    let day_ms = 86_400_000;
+    let days = now_ms.div_euclid(day_ms);
+    let time = now_ms.rem_euclid(day_ms);
+    let (y, m, d) = civil_from_days(days);
+    let d = if m == 2 && d == 29 { 28 } else { d };
+    days_from_civil(y - 5, m, d) * day_ms + time
+}
+
+/// The effective `_since` of a payer-to-payer export requested at `now_ms`, and a message for
+/// the error file when it was moved.
+pub fn since_rule(
+    since: Option<i64>,
+    now_ms: i64,
+    version: PdexVersion,
+) -> (Option<i64>, Option<String>) {
+    match version {
+        PdexVersion::V22 => (since, None),
+        PdexVersion::V21 => {
+            let floor = five_years_before(now_ms);
+            match since {
+                Some(s) if s >= floor => (Some(s), None),
+                Some(s) => (
+                    Some(floor),
+                    Some(format!(
+                        "_since {} is more than five years before the request; it was set to {} (PDex 2.1.0 payer-to-payer: only data updated within five years of the request is returned)",
+                        format_instant(s),
+                        format_instant(floor)
+                    )),
+                ),
+                None => (Some(floor), None),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(text: &str) -> i64 {
+        crate::fhir::datetime::parse(text).unwrap().low
+    }
+
+    #[test]
+    fn export_types() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(export_type(&v(&[])).unwrap(), ExportType::PayerToPayer);
+        assert_eq!(
+            export_type(&v(&[EXPORT_TYPE_PAYER_TO_PAYER])).unwrap(),
+            ExportType::PayerToPayer
+        );
+        for bad in [
+            "hl7.fhir.us.davinci-pdex#provider-delta",
+            "hl7.fhir.us.davinci-atr",
+            "payertopayer",
+            "hl7.fhir.us.davinci-pdex#PayerToPayer",
+        ] {
+            let e = export_type(&v(&[bad])).unwrap_err();
+            assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST, "{bad}");
+        }
+        assert!(
+            export_type(&v(&[
+                EXPORT_TYPE_PAYER_TO_PAYER,
+                EXPORT_TYPE_PAYER_TO_PAYER
+            ]))
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn five_calendar_years() {
+        assert_eq!(
+            five_years_before(ms("2026-12-01T07:00:00Z")),
+            ms("2021-12-01T07:00:00Z")
+        );
+        assert_eq!(
+            five_years_before(ms("2024-02-29T12:30:00Z")),
+            ms("2019-02-28T12:30:00Z")
+        );
+        assert_eq!(
+            five_years_before(ms("2025-01-01T00:00:00Z")),
+            ms("2020-01-01T00:00:00Z")
+        );
+    }
+
+    #[test]
+    fn since_rule_by_version() {
+        let now = ms("2026-12-01T07:00:00Z");
+        let floor = ms("2021-12-01T07:00:00Z");
+        let old = ms("2018-01-01T00:00:00Z");
+        let recent = ms("2025-06-01T00:00:00Z");
+        // 2.1: moved up to five years, and said so; absent means five years; recent kept
+        let (s, note) = since_rule(Some(old), now, PdexVersion::V21);
+        assert_eq!(s, Some(floor));
+        assert!(note.unwrap().contains("2021-12-01T07:00:00"));
+        assert_eq!(since_rule(None, now, PdexVersion::V21), (Some(floor), None));
+        assert_eq!(
+            since_rule(Some(recent), now, PdexVersion::V21),
+            (Some(recent), None)
+        );
+        // 2.2: never rewritten, nothing cut off
+        assert_eq!(
+            since_rule(Some(old), now, PdexVersion::V22),
+            (Some(old), None)
+        );
+        assert_eq!(since_rule(None, now, PdexVersion::V22), (None, None));
+        assert_eq!(PdexVersion::parse("2.2").unwrap(), PdexVersion::V22);
+        assert!(PdexVersion::parse("3").is_err());
+        assert_eq!(PdexVersion::default(), PdexVersion::V21);
+    }
+}
