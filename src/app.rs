@@ -25,7 +25,8 @@ impl Server {
             SensitivityLabels::default()
         } else {
             SensitivityLabels::parse(config.sensitive_labels.iter().map(String::as_str))?
-        };
+        }
+        .with_segmentation(config.exchange.segmentation);
         let store = Store::open(&config.database_url, labels, config.migrate).await?;
         // Fresh planner statistics for SQLite: a file loaded by an older or interrupted
         // import may have none (Postgres has autovacuum for this).
@@ -41,9 +42,12 @@ impl Server {
         } else {
             config.base_url.trim_end_matches('/').to_owned()
         };
+        let bulk = crate::bulk::Engine::new(store.clone(), config.bulk.clone())?;
         Ok(Server {
             listener,
-            state: Arc::new(AppState::new(store, base_url)),
+            state: Arc::new(
+                AppState::new(store, base_url, bulk).with_exchange(config.exchange.clone())?,
+            ),
             local_addr,
         })
     }
@@ -51,6 +55,7 @@ impl Server {
     /// Serves until SIGINT/SIGTERM.
     pub async fn run(self) -> anyhow::Result<()> {
         let store = self.state.store.clone();
+        crate::bulk::worker::start(self.state.bulk.clone());
         crate::server::serve(self.listener, router(self.state)).await?;
         store.db.close().await;
         Ok(())

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./pdex-data/pdex.db";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_CONFIG_FILE: &str = "config/pdex.toml";
+pub const DEFAULT_EXPORT_DIR: &str = "./pdex-data/exports";
 
 /// The configuration file's keys (all optional).
 #[derive(Debug, Default, Deserialize)]
@@ -22,6 +23,36 @@ pub struct FileConfig {
     pub migrate: Option<bool>,
     /// `system|code` meta.security labels that mark a resource sensitive.
     pub sensitive_labels: Option<Vec<String>>,
+    // Payer-to-payer settings (`$member-match`, consent, `$everything`; see ExchangeConfig).
+    /// `false` = we cannot segment sensitive data (`--no-segmentation`).
+    pub segmentation: Option<bool>,
+    /// `hrex-1.0` or `hrex-1.1` (`--member-match-profile`).
+    pub member_match_profile: Option<String>,
+    /// `false` = a payer's `$member-match` without Consent is evaluated without one.
+    pub consent_required: Option<bool>,
+    /// `$everything` look-back window in years (`--lookback-years`).
+    pub lookback_years: Option<u32>,
+    /// Failed matches allowed per client, and per demographics, within the window.
+    pub match_failure_limit: Option<u32>,
+    pub match_failure_window_seconds: Option<u64>,
+    /// This plan's organization identifiers, `system|value` (consent source, CoverageToMatch payor).
+    pub payer_identifiers: Option<Vec<String>>,
+    /// Bulk Data export engine settings (`[bulk]` table).
+    pub bulk: Option<BulkFileConfig>,
+}
+
+/// The `[bulk]` table of the configuration file; every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkFileConfig {
+    pub export_dir: Option<PathBuf>,
+    pub file_size_bytes: Option<u64>,
+    pub workers: Option<usize>,
+    pub expiry_seconds: Option<u64>,
+    pub max_jobs_per_client: Option<usize>,
+    pub poll_interval_seconds: Option<u64>,
+    pub lease_seconds: Option<u64>,
+    pub storage: Option<String>,
 }
 
 impl FileConfig {
@@ -54,6 +85,134 @@ pub struct ServerConfig {
     pub migrate: bool,
     pub sensitive_labels: Vec<String>,
     pub demo: bool,
+    pub bulk: BulkConfig,
+    pub exchange: ExchangeConfig,
+}
+
+/// Resolved settings of the Bulk Data export engine (`crate::bulk`).
+#[derive(Debug, Clone)]
+pub struct BulkConfig {
+    /// Where finished export files are kept (local storage) and parts are spooled.
+    pub export_dir: PathBuf,
+    /// A file part is closed once it holds at least this many bytes.
+    pub file_size_bytes: u64,
+    /// Export jobs run at once in this process (0: this process runs none).
+    pub workers: usize,
+    /// How long a completed export's files stay downloadable.
+    pub expiry_seconds: u64,
+    /// Queued or running exports one client may have; the next kick-off gets 429.
+    pub max_jobs_per_client: usize,
+    /// `Retry-After` for status polls; a poll sooner than half of it gets 429.
+    pub poll_interval_seconds: u64,
+    /// A running job's lease; a job whose lease runs out (its process died) is resumed by
+    /// another worker.
+    pub lease_seconds: u64,
+    /// `local` (default) or an object store URL such as `s3://bucket/prefix`.
+    pub storage: String,
+}
+
+impl Default for BulkConfig {
+    fn default() -> Self {
+        BulkConfig {
+            export_dir: PathBuf::from(DEFAULT_EXPORT_DIR),
+            file_size_bytes: 64 * 1024 * 1024,
+            workers: 2,
+            expiry_seconds: 3600,
+            max_jobs_per_client: 2,
+            poll_interval_seconds: 2,
+            lease_seconds: 30,
+            storage: "local".into(),
+        }
+    }
+}
+
+impl BulkConfig {
+    /// Settings from the file's `[bulk]` table over the defaults.
+    pub fn from_file(file: Option<&BulkFileConfig>) -> BulkConfig {
+        let d = BulkConfig::default();
+        let Some(f) = file else { return d };
+        BulkConfig {
+            export_dir: f.export_dir.clone().unwrap_or(d.export_dir),
+            file_size_bytes: f.file_size_bytes.unwrap_or(d.file_size_bytes),
+            workers: f.workers.unwrap_or(d.workers),
+            expiry_seconds: f.expiry_seconds.unwrap_or(d.expiry_seconds),
+            max_jobs_per_client: f.max_jobs_per_client.unwrap_or(d.max_jobs_per_client),
+            poll_interval_seconds: f.poll_interval_seconds.unwrap_or(d.poll_interval_seconds),
+            lease_seconds: f.lease_seconds.unwrap_or(d.lease_seconds),
+            storage: f.storage.clone().unwrap_or(d.storage),
+        }
+    }
+}
+
+/// Which HRex `$member-match` response profile to answer with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberMatchProfile {
+    /// HRex 1.0.0 (the Inferno PDex test kit): `MemberIdentifier` only.
+    Hrex10,
+    /// HRex 1.1.0 / 1.2.0: `MemberIdentifier` and `MemberId` (§pdex-198/199).
+    Hrex11,
+}
+
+impl MemberMatchProfile {
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "hrex-1.0" => Ok(MemberMatchProfile::Hrex10),
+            "hrex-1.1" => Ok(MemberMatchProfile::Hrex11),
+            other => {
+                anyhow::bail!("--member-match-profile must be hrex-1.0 or hrex-1.1, not {other:?}")
+            }
+        }
+    }
+}
+
+/// The default identity of "us" when none is configured: the NPI of the synthetic and demo
+/// data sets' plan (Old Health Plan, also the old payer of the HRex examples).
+pub const DEFAULT_PAYER_IDENTIFIER: &str = "http://hl7.org/fhir/sid/us-npi|9876543210";
+
+/// Payer-to-payer behaviour: `$member-match`, consent evaluation, `$everything`.
+#[derive(Debug, Clone)]
+pub struct ExchangeConfig {
+    /// Can we separate sensitive data (meta.security labels)? When not, a `#regular`
+    /// consent cannot be complied with for a member who has sensitive data (PDex decision flow).
+    pub segmentation: bool,
+    pub member_match_profile: MemberMatchProfile,
+    /// Refuse a payer's `$member-match` without a Consent ("consent required", §pdex-138/140).
+    pub consent_required: bool,
+    pub lookback_years: u32,
+    /// HRex mm-7: failed matches allowed per client / per demographics within the window.
+    pub match_failure_limit: u32,
+    pub match_failure_window_seconds: u64,
+    /// This plan's organization identifiers (`system|value`).
+    pub payer_identifiers: Vec<String>,
+}
+
+impl Default for ExchangeConfig {
+    fn default() -> Self {
+        ExchangeConfig {
+            segmentation: true,
+            member_match_profile: MemberMatchProfile::Hrex11,
+            consent_required: true,
+            lookback_years: 5,
+            match_failure_limit: 10,
+            match_failure_window_seconds: 900,
+            payer_identifiers: vec![DEFAULT_PAYER_IDENTIFIER.to_owned()],
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            database_url: DEFAULT_DATABASE_URL.to_owned(),
+            listen: DEFAULT_LISTEN.to_owned(),
+            base_url: String::new(),
+            migrate: true,
+            sensitive_labels: vec![],
+            demo: false,
+            bulk: BulkConfig::default(),
+            exchange: ExchangeConfig::default(),
+        }
+    }
 }
 
 /// Picks the first value that is set.

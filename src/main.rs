@@ -56,6 +56,86 @@ struct ServeArgs {
     /// Load the bundled demo data set into an empty store.
     #[arg(long)]
     demo: bool,
+    /// We cannot segment sensitive data: a `#regular` (non-sensitive only) consent is then
+    /// refused for members who have sensitive data.
+    #[arg(long, env = "PDEX_NO_SEGMENTATION")]
+    no_segmentation: bool,
+    /// `$member-match` response profile: hrex-1.1 (MemberIdentifier + MemberId, default) or
+    /// hrex-1.0 (MemberIdentifier only).
+    #[arg(long, env = "PDEX_MEMBER_MATCH_PROFILE")]
+    member_match_profile: Option<String>,
+    /// Evaluate a payer's `$member-match` that carries no Consent instead of refusing it.
+    #[arg(long, env = "PDEX_NO_CONSENT_REQUIRED")]
+    no_consent_required: bool,
+    /// `$everything` look-back window in years (default 5).
+    #[arg(long, env = "PDEX_LOOKBACK_YEARS")]
+    lookback_years: Option<u32>,
+    /// Failed `$member-match` attempts allowed per client and per demographics in the window
+    /// before 429 (default 10).
+    #[arg(long, env = "PDEX_MATCH_FAILURE_LIMIT")]
+    match_failure_limit: Option<u32>,
+    /// The failed-match throttling window in seconds (default 900).
+    #[arg(long, env = "PDEX_MATCH_FAILURE_WINDOW")]
+    match_failure_window: Option<u64>,
+    /// This plan's organization identifier, SYSTEM|VALUE (repeatable): the consent source and
+    /// the CoverageToMatch payor we answer for.
+    #[arg(
+        long = "payer-identifier",
+        env = "PDEX_PAYER_IDENTIFIERS",
+        value_delimiter = ','
+    )]
+    payer_identifiers: Vec<String>,
+    #[command(flatten)]
+    bulk: BulkArgs,
+}
+
+/// Bulk Data export settings (each also a `[bulk]` key in the configuration file).
+#[derive(Args)]
+struct BulkArgs {
+    /// Folder for export files and spooled parts (default ./pdex-data/exports).
+    #[arg(long, env = "PDEX_EXPORT_DIR")]
+    export_dir: Option<PathBuf>,
+    /// Close an export file part once it holds this many bytes (default 67108864).
+    #[arg(long, env = "PDEX_EXPORT_FILE_SIZE_BYTES")]
+    export_file_size_bytes: Option<u64>,
+    /// Export jobs this process runs at once (default 2; 0 runs none).
+    #[arg(long, env = "PDEX_EXPORT_WORKERS")]
+    export_workers: Option<usize>,
+    /// Seconds a completed export stays downloadable (default 3600).
+    #[arg(long, env = "PDEX_EXPORT_EXPIRY_SECONDS")]
+    export_expiry_seconds: Option<u64>,
+    /// Queued or running exports per client before kick-offs get 429 (default 2).
+    #[arg(long, env = "PDEX_EXPORT_MAX_JOBS_PER_CLIENT")]
+    export_max_jobs_per_client: Option<usize>,
+    /// Retry-After seconds for status polls (default 2).
+    #[arg(long, env = "PDEX_EXPORT_POLL_INTERVAL_SECONDS")]
+    export_poll_interval_seconds: Option<u64>,
+    /// Seconds a running job's lease lasts before another worker may resume it (default 30).
+    #[arg(long, env = "PDEX_EXPORT_LEASE_SECONDS")]
+    export_lease_seconds: Option<u64>,
+    /// File storage: `local` (default) or `s3://bucket/prefix`.
+    #[arg(long, env = "PDEX_EXPORT_STORAGE")]
+    export_storage: Option<String>,
+}
+
+impl BulkArgs {
+    fn resolve(self, file: Option<&config::BulkFileConfig>) -> config::BulkConfig {
+        let base = config::BulkConfig::from_file(file);
+        config::BulkConfig {
+            export_dir: self.export_dir.unwrap_or(base.export_dir),
+            file_size_bytes: self.export_file_size_bytes.unwrap_or(base.file_size_bytes),
+            workers: self.export_workers.unwrap_or(base.workers),
+            expiry_seconds: self.export_expiry_seconds.unwrap_or(base.expiry_seconds),
+            max_jobs_per_client: self
+                .export_max_jobs_per_client
+                .unwrap_or(base.max_jobs_per_client),
+            poll_interval_seconds: self
+                .export_poll_interval_seconds
+                .unwrap_or(base.poll_interval_seconds),
+            lease_seconds: self.export_lease_seconds.unwrap_or(base.lease_seconds),
+            storage: self.export_storage.unwrap_or(base.storage),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -126,6 +206,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let labels = file.sensitive_labels.clone().unwrap_or_default();
     match cli.command {
         Command::Serve(args) => {
+            let exchange = exchange_config(&args, &file)?;
             let listen = pick(args.listen, file.listen.clone(), || {
                 config::DEFAULT_LISTEN.into()
             });
@@ -136,6 +217,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 migrate: !args.no_migrate && file.migrate.unwrap_or(true),
                 sensitive_labels: labels,
                 demo: args.demo,
+                bulk: args.bulk.resolve(file.bulk.as_ref()),
+                exchange,
             };
             let server = pdex::app::Server::bind(&config).await?;
             if config.demo {
@@ -208,6 +291,45 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Payer-to-payer settings from flags, environment and the file.
+fn exchange_config(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<config::ExchangeConfig> {
+    let d = config::ExchangeConfig::default();
+    let profile = pick(
+        args.member_match_profile.clone(),
+        file.member_match_profile.clone(),
+        || "hrex-1.1".into(),
+    );
+    let payer_identifiers = if !args.payer_identifiers.is_empty() {
+        args.payer_identifiers.clone()
+    } else {
+        file.payer_identifiers
+            .clone()
+            .unwrap_or(d.payer_identifiers)
+    };
+    for id in &payer_identifiers {
+        if !id.contains('|') {
+            anyhow::bail!("--payer-identifier {id:?} is not SYSTEM|VALUE");
+        }
+    }
+    Ok(config::ExchangeConfig {
+        segmentation: !args.no_segmentation && file.segmentation.unwrap_or(true),
+        member_match_profile: config::MemberMatchProfile::parse(&profile)?,
+        consent_required: !args.no_consent_required && file.consent_required.unwrap_or(true),
+        lookback_years: pick(args.lookback_years, file.lookback_years, || {
+            d.lookback_years
+        }),
+        match_failure_limit: pick(args.match_failure_limit, file.match_failure_limit, || {
+            d.match_failure_limit
+        }),
+        match_failure_window_seconds: pick(
+            args.match_failure_window,
+            file.match_failure_window_seconds,
+            || d.match_failure_window_seconds,
+        ),
+        payer_identifiers,
+    })
 }
 
 /// A database URL without its password, for logs.

@@ -3,10 +3,22 @@
 //! authorization server asks this module before it issues a member-scoped token
 //! (§pdex-222..224); the bulk engine asks it again per member when an export runs.
 //!
+//! - `policy`: reading an `hrex-consent` and the "can we comply" decision (pure);
+//! - `stored`: the `member_consents` table.
+//!
+//! What a payer or provider may see of an ExplanationOfBenefit is not consent but data
+//! shaping: `fhir::projection`.
+//!
 //! Depends on `store` and `auth` (types only).
 
+pub mod policy;
+pub mod release;
+pub mod stored;
+
 use crate::auth::OrgIdentifier;
-use crate::store::Store;
+use crate::store::{SqlValue, Store};
+
+pub use policy::{ConsentTerms, Constraint, Policy};
 
 /// What a stored consent lets a requesting organization receive for one member.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +39,99 @@ pub async fn member_grant(
     requester: &OrgIdentifier,
     member: &str,
 ) -> anyhow::Result<Option<MemberGrant>> {
-    // Stored consents arrive with the member-match work; until then no consent exists.
-    let _ = (store, requester, member);
-    Ok(None)
+    let Some(patient_id) = resolve_member(store, member).await? else {
+        return Ok(None);
+    };
+    grant_for(
+        store,
+        requester,
+        &patient_id,
+        chrono::Utc::now().timestamp_millis(),
+    )
+    .await
+}
+
+/// [`member_grant`] for a known Patient id at `now_ms` (export jobs call this per member).
+pub async fn grant_for(
+    store: &Store,
+    requester: &OrgIdentifier,
+    patient_id: &str,
+    now_ms: i64,
+) -> anyhow::Result<Option<MemberGrant>> {
+    let Some(consent) = stored::latest_active(store, patient_id, requester).await? else {
+        return Ok(None);
+    };
+    // Sequence step 16: "confirms current date is within the consent period and the policy
+    // scope can be complied with".
+    if now_ms < consent.period_start || now_ms > consent.period_end {
+        return Ok(None);
+    }
+    let has_sensitive = match consent.policy {
+        Policy::Regular if !store.sensitivity.segmentation() => {
+            stored::member_has_sensitive(store, patient_id).await?
+        }
+        _ => false,
+    };
+    match policy::policy_allowance(
+        consent.policy,
+        store.sensitivity.segmentation(),
+        has_sensitive,
+    ) {
+        Ok(allow_sensitive) => Ok(Some(MemberGrant {
+            patient_id: consent.patient_id,
+            allow_sensitive,
+        })),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Our Patient id for a member named as `Patient/{id}` (relative or absolute), a bare id,
+/// or a UMB value (`value` or `system|value`, HRex mm-3). `None` when it names nobody, or
+/// (a UMB) more than one person.
+pub async fn resolve_member(store: &Store, member: &str) -> anyhow::Result<Option<String>> {
+    let member = member.trim();
+    if member.is_empty() {
+        return Ok(None);
+    }
+    let as_reference = member
+        .rsplit_once("Patient/")
+        .map(|(_, id)| id)
+        .filter(|id| crate::fhir::is_valid_id(id));
+    let candidate_id = as_reference.or_else(|| crate::fhir::is_valid_id(member).then_some(member));
+    if let Some(id) = candidate_id {
+        let rows = store
+            .db
+            .fetch(
+                "SELECT id FROM resources WHERE rtype = 'Patient' AND id = ? AND deleted = 0",
+                &[id.into()],
+            )
+            .await?;
+        if !rows.is_empty() {
+            return Ok(Some(id.to_owned()));
+        }
+        if as_reference.is_some() {
+            return Ok(None);
+        }
+    }
+    let (system, value) = match member.split_once('|') {
+        Some((s, v)) => (Some(s), v),
+        None => (None, member),
+    };
+    let mut sql = String::from(
+        "SELECT DISTINCT t.patient_id FROM idx_token t WHERE t.rtype = 'Patient' AND t.param = 'identifier' AND t.code = ?",
+    );
+    let mut params: Vec<SqlValue> = vec![crate::store::index_key(value).into()];
+    if let Some(s) = system.filter(|s| !s.is_empty()) {
+        sql.push_str(" AND t.system = ?");
+        params.push(s.into());
+    }
+    let rows = store.db.fetch(&sql, &params).await?;
+    let ids: Vec<String> = rows
+        .into_iter()
+        .filter_map(|r| r.into_iter().next().and_then(SqlValue::into_string))
+        .collect();
+    Ok(match ids.as_slice() {
+        [one] => Some(one.clone()),
+        _ => None,
+    })
 }

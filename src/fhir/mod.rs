@@ -5,6 +5,7 @@ pub mod bundle;
 pub mod datetime;
 pub mod error;
 pub mod json;
+pub mod projection;
 pub mod text;
 
 pub use error::{FhirError, IssueType};

@@ -45,7 +45,22 @@ pub fn capability_statement(registry: &Registry, base_url: &str) -> Value {
                 .map(|p| format!("{t}:{}", p.code))
                 .collect();
             includes.push(format!("{t}:*"));
-            json!({
+            let mut operations: Vec<Value> = Vec::new();
+            match *t {
+                // §pdex-98/225: every operation offered is declared, with the exact canonicals.
+                "Patient" => operations.extend([
+                    json!({"name": "member-match",
+                        "definition": "http://hl7.org/fhir/us/davinci-hrex/OperationDefinition/member-match"}),
+                    json!({"name": "everything",
+                        "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}),
+                    json!({"name": "export",
+                        "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"}),
+                ]),
+                "Group" => operations.push(json!({"name": "export",
+                    "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"})),
+                _ => {}
+            }
+            let mut resource = json!({
                 "type": t,
                 "interaction": [
                     {"code": "read"}, {"code": "vread"}, {"code": "update"}, {"code": "delete"},
@@ -60,7 +75,11 @@ pub fn capability_statement(registry: &Registry, base_url: &str) -> Value {
                 "searchInclude": includes,
                 "searchRevInclude": ["Provenance:target"],
                 "searchParam": params,
-            })
+            });
+            if !operations.is_empty() {
+                resource["operation"] = json!(operations);
+            }
+            resource
         })
         .collect();
     json!({
@@ -72,12 +91,15 @@ pub fn capability_statement(registry: &Registry, base_url: &str) -> Value {
         "kind": "instance",
         "software": {"name": "pdex", "version": env!("CARGO_PKG_VERSION")},
         "implementation": {"description": "pdex FHIR R4 server", "url": base_url},
+        "instantiates": ["http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"],
         "fhirVersion": "4.0.1",
         "format": ["json", "application/fhir+json", "application/json"],
         "rest": [{
             "mode": "server",
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"}],
+            "operation": [{"name": "export",
+                "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}],
             "searchParam": [
                 {"name": "_count", "type": "number"},
                 {"name": "_sort", "type": "string"},

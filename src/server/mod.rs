@@ -33,16 +33,51 @@ pub struct AppState {
     pub base_url: String,
     /// The CapabilityStatement served at `/metadata`.
     pub capability: String,
+    /// The Bulk Data export engine (jobs, workers, files).
+    pub bulk: Arc<crate::bulk::Engine>,
+    /// Payer-to-payer settings (`$member-match`, consent, `$everything`).
+    pub exchange: crate::config::ExchangeConfig,
+    /// Failed `$member-match` attempts (HRex mm-7).
+    pub match_throttle: crate::ops::member_match::Throttle,
+    payer_identifiers: Vec<crate::auth::OrgIdentifier>,
 }
 
 impl AppState {
-    pub fn new(store: Store, base_url: String) -> Self {
+    pub fn new(store: Store, base_url: String, bulk: Arc<crate::bulk::Engine>) -> Self {
         let capability = capability::capability_statement(&store.registry, &base_url).to_string();
+        let exchange = crate::config::ExchangeConfig::default();
         AppState {
             store,
             base_url,
             capability,
+            bulk,
+            match_throttle: crate::ops::member_match::Throttle::new(
+                exchange.match_failure_limit,
+                exchange.match_failure_window_seconds,
+            ),
+            payer_identifiers: crate::ops::member_match::parse_payer_identifiers(&exchange)
+                .expect("default payer identifiers are well formed"),
+            exchange,
         }
+    }
+
+    /// The same state with these payer-to-payer settings.
+    pub fn with_exchange(
+        mut self,
+        exchange: crate::config::ExchangeConfig,
+    ) -> anyhow::Result<Self> {
+        self.payer_identifiers = crate::ops::member_match::parse_payer_identifiers(&exchange)?;
+        self.match_throttle = crate::ops::member_match::Throttle::new(
+            exchange.match_failure_limit,
+            exchange.match_failure_window_seconds,
+        );
+        self.exchange = exchange;
+        Ok(self)
+    }
+
+    /// This plan's organization identifiers (consent source, CoverageToMatch payor).
+    pub fn payer_identifiers(&self) -> Vec<crate::auth::OrgIdentifier> {
+        self.payer_identifiers.clone()
     }
 }
 
@@ -64,14 +99,38 @@ const BODY_LIMIT: usize = 64 * 1024 * 1024;
 
 /// Builds the application router.
 pub fn router(state: SharedState) -> Router {
+    use crate::ops::export;
     let fhir = Router::new()
         .route("/metadata", get(capability::metadata))
+        .route(
+            "/$export",
+            get(export::system_get).post(export::system_post),
+        )
+        .route(
+            "/Patient/$export",
+            get(export::patient_get).post(export::patient_post),
+        )
+        .route(
+            "/Group/{id}/$export",
+            get(export::group_get).post(export::group_post),
+        )
+        .route("/_export/{job}", get(export::status).delete(export::cancel))
+        .route("/_export/{job}/{file}", get(export::download))
         .route(
             "/",
             post(bundle::transaction_or_batch).get(rest::system_search),
         )
         .route("/{rtype}", get(rest::search_get).post(rest::create))
         .route("/{rtype}/_search", post(rest::search_post))
+        .route(
+            "/Patient/$member-match",
+            post(crate::ops::member_match::member_match),
+        )
+        .route(
+            "/Patient/{id}/$everything",
+            get(crate::ops::everything::everything_get)
+                .post(crate::ops::everything::everything_post),
+        )
         .route(
             "/{rtype}/{id}",
             get(rest::read).put(rest::update).delete(rest::delete),

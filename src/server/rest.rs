@@ -55,6 +55,8 @@ pub async fn read(
     if r.deleted {
         return Err(FhirError::gone(format!("{rtype}/{id} was deleted")));
     }
+    let r = released(&ctx, r)
+        .ok_or_else(|| FhirError::not_found(format!("{rtype}/{id} is not known")))?;
     Ok(resource_response(
         StatusCode::OK,
         &r,
@@ -62,6 +64,21 @@ pub async fn read(
         Return::Representation,
         false,
     ))
+}
+
+/// The resource as this caller may receive it (`consent::release`: the non-financial EOB
+/// view and the prior-authorization rule for payers and providers), or `None` if withheld.
+fn released(ctx: &crate::auth::AccessContext, mut r: StoredResource) -> Option<StoredResource> {
+    let rules = crate::consent::release::ReleaseRules::for_context(
+        ctx,
+        chrono::Utc::now().timestamp_millis(),
+    );
+    if rules.is_identity() {
+        return Some(r);
+    }
+    let content = rules.apply(&r.rtype, &r.content)?.into_owned();
+    r.content = content;
+    Some(r)
 }
 
 pub async fn vread(
@@ -86,6 +103,8 @@ pub async fn vread(
             "version {version} of {rtype}/{id} is a deletion"
         )));
     }
+    let r = released(&ctx, r)
+        .ok_or_else(|| FhirError::not_found(format!("{rtype}/{id} has no version {version}")))?;
     Ok(resource_response(
         StatusCode::OK,
         &r,
@@ -108,8 +127,13 @@ pub async fn instance_history(
     if versions.is_empty() {
         return Err(FhirError::not_found(format!("{rtype}/{id} is not known")));
     }
+    let rules = crate::consent::release::ReleaseRules::for_context(
+        &ctx,
+        chrono::Utc::now().timestamp_millis(),
+    );
     let entries: Vec<Entry> = versions
         .iter()
+        .filter(|r| r.deleted || rules.apply(&r.rtype, &r.content).is_some())
         .map(|r| {
             let url = format!("{}/{}/{}", state.base_url, r.rtype, r.id);
             let (method, status) = match (r.deleted, r.version) {
@@ -119,7 +143,9 @@ pub async fn instance_history(
             };
             Entry {
                 full_url: Some(url),
-                resource: (!r.deleted).then(|| r.content.clone()),
+                resource: (!r.deleted)
+                    .then(|| rules.apply(&r.rtype, &r.content).map(|c| c.into_owned()))
+                    .flatten(),
                 extra: vec![
                     (
                         "request",
@@ -372,17 +398,27 @@ pub async fn run_search(
         c
     };
     let mut entries: Vec<Entry> = Vec::with_capacity(page.matches.len() + page.included.len() + 1);
+    let rules = crate::consent::release::ReleaseRules::for_context(
+        ctx,
+        chrono::Utc::now().timestamp_millis(),
+    );
     for r in &page.matches {
+        let Some(content) = rules.apply(&r.rtype, &r.content) else {
+            continue;
+        };
         entries.push(Entry {
             full_url: Some(format!("{}/{}/{}", state.base_url, r.rtype, r.id)),
-            resource: Some(shape(&r.content)),
+            resource: Some(shape(&content)),
             extra: vec![("search", json!({"mode": "match"}))],
         });
     }
     for r in &page.included {
+        let Some(content) = rules.apply(&r.rtype, &r.content) else {
+            continue;
+        };
         entries.push(Entry {
             full_url: Some(format!("{}/{}/{}", state.base_url, r.rtype, r.id)),
-            resource: Some(r.content.clone()),
+            resource: Some(content.into_owned()),
             extra: vec![("search", json!({"mode": "include"}))],
         });
     }

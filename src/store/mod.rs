@@ -7,6 +7,7 @@
 pub mod access;
 pub mod compartment;
 pub mod db;
+pub mod export;
 pub mod postgres;
 pub mod prepare;
 pub mod read;

@@ -172,6 +172,25 @@ impl Store {
         Ok(sql)
     }
 
+    /// The ANDed filters of `req` as one SQL condition on the `resources` row `a` (type,
+    /// deletion and access are the caller's): the Bulk `_typeFilter` queries reuse the
+    /// search planner through this.
+    pub(crate) fn filters_condition(
+        &self,
+        ctx: &AccessContext,
+        req: &SearchRequest,
+        a: &str,
+    ) -> Result<(String, Vec<SqlValue>), FhirError> {
+        let mut sql = Sql::default();
+        sql.push("1=1");
+        let driver = driving_filter(&req.filters);
+        for (i, f) in req.filters.iter().enumerate() {
+            sql.push(" AND ");
+            sql.append(self.filter_sql(ctx, &req.rtype, f, a, Some(i) == driver)?);
+        }
+        Ok((sql.text, sql.params))
+    }
+
     /// One filter as a condition on the `resources` row `a`. The `driver` filter is written
     /// `pk IN (…)`, so the planner starts from its index lookup; the others are correlated
     /// `EXISTS` probes on `res_pk`, cheap per candidate row however unselective they are

@@ -25,10 +25,14 @@ pub const DEFAULT_LABELS: &[&str] = &[
     "http://terminology.hl7.org/CodeSystem/v3-Confidentiality|V",
 ];
 
-/// The configured sensitivity labels.
+/// The configured sensitivity labels, and whether the plan vouches for them: with
+/// segmentation off (`--no-segmentation`) resources are still flagged, but the plan does not
+/// claim it can separate sensitive data, so consent evaluation refuses `#regular` (non-sensitive
+/// only) requests for members who have any (PDex consent decision flow).
 #[derive(Debug, Clone)]
 pub struct SensitivityLabels {
     labels: Vec<(String, String)>,
+    segmentation: bool,
 }
 
 impl Default for SensitivityLabels {
@@ -48,7 +52,26 @@ impl SensitivityLabels {
                     .ok_or_else(|| anyhow::anyhow!("sensitivity label {l:?} is not system|code"))
             })
             .collect::<anyhow::Result<_>>()?;
-        Ok(SensitivityLabels { labels })
+        Ok(SensitivityLabels {
+            labels,
+            segmentation: true,
+        })
+    }
+
+    /// Sets whether the plan can segment sensitive data.
+    pub fn with_segmentation(mut self, segmentation: bool) -> Self {
+        self.segmentation = segmentation;
+        self
+    }
+
+    /// Can the plan segment sensitive data?
+    pub fn segmentation(&self) -> bool {
+        self.segmentation
+    }
+
+    /// The labels, `system|code`, for documentation and the CapabilityStatement.
+    pub fn labels(&self) -> impl Iterator<Item = String> + '_ {
+        self.labels.iter().map(|(s, c)| format!("{s}|{c}"))
     }
 
     /// Does `resource` carry a sensitive label in `meta.security`?

@@ -84,20 +84,39 @@ pub struct TestServer {
     pub client: Client,
     pub db: TestDb,
     pub state: std::sync::Arc<pdex::server::AppState>,
+    /// Export files of this server (`[bulk] export_dir`).
+    pub exports: tempfile::TempDir,
     handle: tokio::task::JoinHandle<()>,
 }
 
 impl TestServer {
     pub async fn start(backend: &Backend) -> TestServer {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Starts a server whose configuration `configure` adjusts first (export files go to a
+    /// fresh temporary folder, status polls are answered with `Retry-After: 1`).
+    pub async fn start_with(
+        backend: &Backend,
+        configure: impl FnOnce(&mut ServerConfig),
+    ) -> TestServer {
         let db = TestDb::new(backend).await;
-        let config = ServerConfig {
+        let exports = tempfile::tempdir().expect("tempdir");
+        let mut config = ServerConfig {
             database_url: db.url.clone(),
             listen: "127.0.0.1:0".into(),
             base_url: String::new(),
             migrate: true,
             sensitive_labels: vec![],
             demo: false,
+            bulk: pdex::config::BulkConfig {
+                export_dir: exports.path().to_owned(),
+                poll_interval_seconds: 1,
+                ..Default::default()
+            },
+            exchange: Default::default(),
         };
+        configure(&mut config);
         let server = pdex::app::Server::bind(&config)
             .await
             .expect("server binds");
@@ -111,6 +130,7 @@ impl TestServer {
             client: Client::new(),
             db,
             state,
+            exports,
             handle,
         }
     }

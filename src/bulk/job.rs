@@ -1,0 +1,480 @@
+//! The `jobs` and `job_files` tables: creating jobs, claiming them under a lease (several
+//! processes on one Postgres share the queue with `FOR UPDATE SKIP LOCKED`; SQLite has one
+//! writer, so the same statement is atomic there), heartbeats, per-part checkpoints, and the
+//! terminal states. Every state change by a worker is guarded by its lease, so a worker that
+//! lost its job (lease expired and taken over, or the job was cancelled) cannot write to it.
+
+use crate::auth::{AccessContext, ClientKind, DataScope, OrgIdentifier};
+use crate::store::db::{Database, Row, SqlValue};
+use crate::store::{Dialect, Store};
+use serde::{Deserialize, Serialize};
+
+/// Job states as stored.
+pub mod state {
+    pub const QUEUED: &str = "queued";
+    pub const RUNNING: &str = "running";
+    pub const COMPLETED: &str = "completed";
+    pub const FAILED: &str = "failed";
+    pub const CANCELLED: &str = "cancelled";
+    pub const EXPIRED: &str = "expired";
+}
+
+/// The parts of an [`AccessContext`] a worker needs to rebuild it (stored as JSON in the job).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredAccess {
+    pub client_id: Option<String>,
+    pub kind: String,
+    pub organization: Option<(String, String)>,
+    pub scopes: Vec<String>,
+    /// `None` for every member (`DataScope::All`).
+    pub patients: Option<Vec<String>>,
+    pub allow_sensitive: bool,
+    pub cert_thumbprint: Option<String>,
+}
+
+impl StoredAccess {
+    pub fn of(ctx: &AccessContext) -> Self {
+        StoredAccess {
+            client_id: ctx.client_id.clone(),
+            kind: ctx.kind.as_str().to_owned(),
+            organization: ctx
+                .organization
+                .as_ref()
+                .map(|o| (o.system.clone(), o.value.clone())),
+            scopes: ctx.scopes.clone(),
+            patients: match &ctx.scope {
+                DataScope::All => None,
+                DataScope::Patients(ids) => Some(ids.clone()),
+            },
+            allow_sensitive: ctx.allow_sensitive,
+            cert_thumbprint: ctx.cert_thumbprint.clone(),
+        }
+    }
+
+    /// The context the job reads with: the caller's, never wider (and never able to write).
+    pub fn rebuild(&self) -> AccessContext {
+        AccessContext {
+            client_id: self.client_id.clone(),
+            // An unknown kind cannot come from `of`; fall back to the narrowest one.
+            kind: ClientKind::parse(&self.kind).unwrap_or(ClientKind::App),
+            organization: self
+                .organization
+                .clone()
+                .map(|(system, value)| OrgIdentifier { system, value }),
+            scopes: self.scopes.clone(),
+            scope: match &self.patients {
+                None => DataScope::All,
+                Some(ids) => DataScope::Patients(ids.clone()),
+            },
+            allow_sensitive: self.allow_sensitive,
+            can_write: false,
+            cert_thumbprint: self.cert_thumbprint.clone(),
+        }
+    }
+}
+
+/// The owner key of a context: its client id, or `""` for the operator.
+pub fn owner_of(ctx: &AccessContext) -> String {
+    ctx.client_id.clone().unwrap_or_default()
+}
+
+/// A job row.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: String,
+    pub kind: String,
+    pub owner_client: String,
+    pub owner_cert: Option<String>,
+    pub request_url: String,
+    pub params: String,
+    pub access: String,
+    pub state: String,
+    pub transaction_time: i64,
+    pub created_at: i64,
+    pub progress: Option<String>,
+    pub checkpoint: Option<String>,
+    pub members: Option<String>,
+    pub errors: Option<String>,
+    pub failure: Option<String>,
+    pub completed_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub last_polled_at: Option<i64>,
+}
+
+const JOB_COLUMNS: &str = "id, kind, owner_client, owner_cert, request_url, params, access, state, \
+     transaction_time, created_at, progress, checkpoint, members, errors, failure, completed_at, \
+     expires_at, last_polled_at";
+
+fn job_from_row(row: Row) -> Job {
+    let mut it = row.into_iter();
+    let mut next = || it.next().unwrap_or(SqlValue::Null);
+    Job {
+        id: next().into_string().unwrap_or_default(),
+        kind: next().into_string().unwrap_or_default(),
+        owner_client: next().into_string().unwrap_or_default(),
+        owner_cert: next().into_string(),
+        request_url: next().into_string().unwrap_or_default(),
+        params: next().into_string().unwrap_or_default(),
+        access: next().into_string().unwrap_or_default(),
+        state: next().into_string().unwrap_or_default(),
+        transaction_time: next().as_i64().unwrap_or_default(),
+        created_at: next().as_i64().unwrap_or_default(),
+        progress: next().into_string(),
+        checkpoint: next().into_string(),
+        members: next().into_string(),
+        errors: next().into_string(),
+        failure: next().into_string(),
+        completed_at: next().as_i64(),
+        expires_at: next().as_i64(),
+        last_polled_at: next().as_i64(),
+    }
+}
+
+/// A finished file part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobFile {
+    pub seq: i64,
+    /// `output`, `deleted` or `error`.
+    pub section: String,
+    /// The manifest `type`.
+    pub rtype: String,
+    pub name: String,
+    pub count: i64,
+    pub bytes: i64,
+}
+
+/// What a kick-off stores.
+pub struct NewJob<'a> {
+    pub kind: &'a str,
+    pub ctx: &'a AccessContext,
+    pub request_url: &'a str,
+    pub params: String,
+    pub transaction_time: i64,
+    /// Workers start it no earlier than this (lets in-flight writes commit first).
+    pub not_before: i64,
+}
+
+/// Job table access over a store's database.
+#[derive(Clone)]
+pub struct Jobs {
+    store: Store,
+}
+
+impl Jobs {
+    pub fn new(store: Store) -> Self {
+        Jobs { store }
+    }
+
+    fn db(&self) -> &dyn Database {
+        self.store.db.as_ref()
+    }
+
+    /// Queues a job unless its owner already has `limit` queued or running jobs; `None` then.
+    /// The count and the insert run in one write transaction, so concurrent kick-offs of one
+    /// client cannot both slip under the limit.
+    pub async fn create(&self, job: NewJob<'_>, limit: usize) -> anyhow::Result<Option<String>> {
+        let owner = owner_of(job.ctx);
+        let mut tx = self.store.db.begin().await?;
+        if self.store.db.dialect() == Dialect::Postgres {
+            // serialise kick-offs of one owner (SQLite's write transaction already does)
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(?))",
+                vec![SqlValue::from(format!("pdex-jobs:{owner}"))],
+            )
+            .await?;
+        }
+        let active = tx
+            .fetch(
+                "SELECT COUNT(*) FROM jobs WHERE owner_client = ? AND state IN ('queued', 'running')",
+                vec![SqlValue::from(&owner)],
+            )
+            .await?
+            .first()
+            .and_then(|r| r.first())
+            .and_then(SqlValue::as_i64)
+            .unwrap_or(0);
+        if active as usize >= limit {
+            return Ok(None);
+        }
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let access = serde_json::to_string(&StoredAccess::of(job.ctx))?;
+        tx.execute(
+            "INSERT INTO jobs (id, kind, owner_client, owner_cert, request_url, params, access, state, \
+             transaction_time, created_at, not_before) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
+            vec![
+                SqlValue::from(&id),
+                SqlValue::from(job.kind),
+                SqlValue::from(owner),
+                SqlValue::from(job.ctx.cert_thumbprint.clone()),
+                SqlValue::from(job.request_url),
+                SqlValue::from(job.params),
+                SqlValue::from(access),
+                SqlValue::Int(job.transaction_time),
+                SqlValue::Int(now_ms()),
+                SqlValue::Int(job.not_before),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(id))
+    }
+
+    pub async fn get(&self, id: &str) -> anyhow::Result<Option<Job>> {
+        let rows = self
+            .db()
+            .fetch(
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"),
+                &[SqlValue::from(id)],
+            )
+            .await?;
+        Ok(rows.into_iter().next().map(job_from_row))
+    }
+
+    /// Takes the oldest runnable job — queued and due, or running with an expired lease (its
+    /// worker died) — for `worker`, leased until now + `lease_ms`.
+    pub async fn claim(&self, worker: &str, lease_ms: i64) -> anyhow::Result<Option<Job>> {
+        let now = now_ms();
+        let lock = if self.store.db.dialect() == Dialect::Postgres {
+            " FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        };
+        let mut tx = self.store.db.begin().await?;
+        let picked = tx
+            .fetch(
+                &format!(
+                    "SELECT id FROM jobs WHERE (state = 'queued' AND not_before <= ?) \
+                     OR (state = 'running' AND lease_until < ?) ORDER BY created_at LIMIT 1{lock}"
+                ),
+                vec![SqlValue::Int(now), SqlValue::Int(now)],
+            )
+            .await?;
+        let Some(id) = picked
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next())
+            .and_then(SqlValue::into_string)
+        else {
+            return Ok(None);
+        };
+        tx.execute(
+            "UPDATE jobs SET state = 'running', lease_owner = ?, lease_until = ?, heartbeat_at = ? WHERE id = ?",
+            vec![
+                SqlValue::from(worker),
+                SqlValue::Int(now + lease_ms),
+                SqlValue::Int(now),
+                SqlValue::from(&id),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        self.get(&id).await
+    }
+
+    /// Extends `worker`'s lease and records progress; `false` when the job is no longer this
+    /// worker's to run (cancelled, or taken over), and the worker must stop.
+    pub async fn heartbeat(
+        &self,
+        id: &str,
+        worker: &str,
+        lease_ms: i64,
+        progress: &str,
+    ) -> anyhow::Result<bool> {
+        let now = now_ms();
+        let mut tx = self.store.db.begin().await?;
+        let n = tx
+            .execute(
+                "UPDATE jobs SET lease_until = ?, heartbeat_at = ?, progress = ? \
+                 WHERE id = ? AND lease_owner = ? AND state = 'running'",
+                vec![
+                    SqlValue::Int(now + lease_ms),
+                    SqlValue::Int(now),
+                    SqlValue::from(progress),
+                    SqlValue::from(id),
+                    SqlValue::from(worker),
+                ],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    /// Records a finished part (if any) and the checkpoint after it, atomically; `false` when
+    /// the job is no longer this worker's.
+    pub async fn checkpoint(
+        &self,
+        id: &str,
+        worker: &str,
+        lease_ms: i64,
+        file: Option<&JobFile>,
+        checkpoint: &str,
+        progress: &str,
+    ) -> anyhow::Result<bool> {
+        let now = now_ms();
+        let mut tx = self.store.db.begin().await?;
+        let n = tx
+            .execute(
+                "UPDATE jobs SET checkpoint = ?, progress = ?, lease_until = ?, heartbeat_at = ? \
+                 WHERE id = ? AND lease_owner = ? AND state = 'running'",
+                vec![
+                    SqlValue::from(checkpoint),
+                    SqlValue::from(progress),
+                    SqlValue::Int(now + lease_ms),
+                    SqlValue::Int(now),
+                    SqlValue::from(id),
+                    SqlValue::from(worker),
+                ],
+            )
+            .await?;
+        if n != 1 {
+            return Ok(false);
+        }
+        if let Some(f) = file {
+            // A part redone after a restart replaces the row its first attempt may have left.
+            tx.execute(
+                "DELETE FROM job_files WHERE job_id = ? AND seq = ?",
+                vec![SqlValue::from(id), SqlValue::Int(f.seq)],
+            )
+            .await?;
+            tx.execute(
+                "INSERT INTO job_files (job_id, seq, section, rtype, name, count, bytes) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                vec![
+                    SqlValue::from(id),
+                    SqlValue::Int(f.seq),
+                    SqlValue::from(&f.section),
+                    SqlValue::from(&f.rtype),
+                    SqlValue::from(&f.name),
+                    SqlValue::Int(f.count),
+                    SqlValue::Int(f.bytes),
+                ],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Stores the members a Patient- or Group-level job exports (resolved and filtered once,
+    /// when it first runs, so that a resumed job iterates exactly the same list).
+    pub async fn set_members(
+        &self,
+        id: &str,
+        worker: &str,
+        members: &str,
+        errors: &str,
+    ) -> anyhow::Result<bool> {
+        self.guarded_update(
+            "UPDATE jobs SET members = ?, errors = ? WHERE id = ? AND lease_owner = ? AND state = 'running'",
+            vec![SqlValue::from(members), SqlValue::from(errors), SqlValue::from(id), SqlValue::from(worker)],
+        )
+        .await
+    }
+
+    pub async fn complete(&self, id: &str, worker: &str, expires_at: i64) -> anyhow::Result<bool> {
+        let now = now_ms();
+        self.guarded_update(
+            "UPDATE jobs SET state = 'completed', completed_at = ?, expires_at = ?, progress = 'complete', \
+             lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ? AND state = 'running'",
+            vec![SqlValue::Int(now), SqlValue::Int(expires_at), SqlValue::from(id), SqlValue::from(worker)],
+        )
+        .await
+    }
+
+    pub async fn fail(&self, id: &str, worker: &str, why: &str) -> anyhow::Result<bool> {
+        let now = now_ms();
+        self.guarded_update(
+            "UPDATE jobs SET state = 'failed', failure = ?, completed_at = ?, lease_owner = NULL, lease_until = NULL \
+             WHERE id = ? AND lease_owner = ? AND state = 'running'",
+            vec![SqlValue::from(why), SqlValue::Int(now), SqlValue::from(id), SqlValue::from(worker)],
+        )
+        .await
+    }
+
+    /// Moves a job to `cancelled` (from any live state) or `expired` (from completed);
+    /// `false` if it was already gone.
+    pub async fn finish_as(&self, id: &str, new_state: &str) -> anyhow::Result<bool> {
+        let from = if new_state == state::EXPIRED {
+            "('completed', 'failed')"
+        } else {
+            "('queued', 'running', 'completed', 'failed')"
+        };
+        self.guarded_update(
+            &format!(
+                "UPDATE jobs SET state = ?, lease_owner = NULL, lease_until = NULL WHERE id = ? AND state IN {from}"
+            ),
+            vec![SqlValue::from(new_state), SqlValue::from(id)],
+        )
+        .await
+    }
+
+    /// Records a status poll; returns the previous poll time.
+    pub async fn touch_poll(&self, id: &str) -> anyhow::Result<Option<i64>> {
+        let prev = self
+            .db()
+            .fetch(
+                "SELECT last_polled_at FROM jobs WHERE id = ?",
+                &[SqlValue::from(id)],
+            )
+            .await?
+            .first()
+            .and_then(|r| r.first())
+            .and_then(SqlValue::as_i64);
+        self.guarded_update(
+            "UPDATE jobs SET last_polled_at = ? WHERE id = ?",
+            vec![SqlValue::Int(now_ms()), SqlValue::from(id)],
+        )
+        .await?;
+        Ok(prev)
+    }
+
+    pub async fn files(&self, id: &str) -> anyhow::Result<Vec<JobFile>> {
+        let rows = self
+            .db()
+            .fetch(
+                "SELECT seq, section, rtype, name, count, bytes FROM job_files WHERE job_id = ? ORDER BY seq",
+                &[SqlValue::from(id)],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let mut it = row.into_iter();
+                let mut next = || it.next().unwrap_or(SqlValue::Null);
+                JobFile {
+                    seq: next().as_i64().unwrap_or_default(),
+                    section: next().into_string().unwrap_or_default(),
+                    rtype: next().into_string().unwrap_or_default(),
+                    name: next().into_string().unwrap_or_default(),
+                    count: next().as_i64().unwrap_or_default(),
+                    bytes: next().as_i64().unwrap_or_default(),
+                }
+            })
+            .collect())
+    }
+
+    /// Completed jobs whose files have passed their expiry.
+    pub async fn expired(&self, now: i64) -> anyhow::Result<Vec<String>> {
+        let rows = self
+            .db()
+            .fetch(
+                "SELECT id FROM jobs WHERE state IN ('completed', 'failed') AND expires_at IS NOT NULL AND expires_at < ?",
+                &[SqlValue::Int(now)],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().and_then(SqlValue::into_string))
+            .collect())
+    }
+
+    async fn guarded_update(&self, sql: &str, params: Vec<SqlValue>) -> anyhow::Result<bool> {
+        let mut tx = self.store.db.begin().await?;
+        let n = tx.execute(sql, params).await?;
+        tx.commit().await?;
+        Ok(n >= 1)
+    }
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

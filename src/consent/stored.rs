@@ -1,0 +1,132 @@
+//! Stored payer-to-payer consents (`member_consents`, migration 0003): written by
+//! `$member-match` when a consent can be complied with (HRex mm-13, §pdex-204), read back by
+//! the member-scoped token grant and by export jobs (§pdex-156, §pdex-223).
+
+use super::policy::{ConsentTerms, Policy};
+use crate::auth::OrgIdentifier;
+use crate::store::{SqlValue, Store};
+
+/// A consent as we keep it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredConsent {
+    pub id: String,
+    pub patient_id: String,
+    pub requester: OrgIdentifier,
+    pub client_id: Option<String>,
+    pub policy: Policy,
+    pub period_start: i64,
+    pub period_end: i64,
+    pub source_reference: Option<String>,
+    pub status: String,
+    pub created: i64,
+}
+
+/// What `$member-match` records.
+pub struct NewConsent<'a> {
+    pub patient_id: &'a str,
+    pub requester: &'a OrgIdentifier,
+    pub client_id: Option<&'a str>,
+    pub terms: &'a ConsentTerms,
+    /// The Consent resource as received.
+    pub consent_json: &'a str,
+    /// The requester's CoverageToLink as received (HRex mm-4), if any.
+    pub coverage_to_link: Option<&'a str>,
+    pub now_ms: i64,
+}
+
+/// Stores a consent; returns its id.
+pub async fn insert(store: &Store, c: NewConsent<'_>) -> anyhow::Result<String> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut tx = store.db.begin().await?;
+    tx.execute(
+        "INSERT INTO member_consents (patient_id, id, requester_system, requester_value, client_id, policy, \
+         period_start, period_end, source_reference, coverage_to_link, consent, status, created) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?)",
+        vec![
+            c.patient_id.into(),
+            id.clone().into(),
+            (&c.requester.system).into(),
+            (&c.requester.value).into(),
+            c.client_id.into(),
+            c.terms.policy.as_str().into(),
+            c.terms.period_start.into(),
+            c.terms.period_end.into(),
+            c.terms.source_reference.as_deref().into(),
+            c.coverage_to_link.into(),
+            c.consent_json.into(),
+            c.now_ms.into(),
+        ],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// The latest active consent of `patient_id` whose recipient is `requester` (sequence
+/// step 16: "queries consent records to find the latest active consent that matches on Member
+/// and Payer Identifiers"). One index range read on `member_consents_grant`.
+pub async fn latest_active(
+    store: &Store,
+    patient_id: &str,
+    requester: &OrgIdentifier,
+) -> anyhow::Result<Option<StoredConsent>> {
+    let rows = store
+        .db
+        .fetch(
+            "SELECT id, patient_id, requester_system, requester_value, client_id, policy, period_start, \
+             period_end, source_reference, status, created FROM member_consents \
+             WHERE patient_id = ? AND requester_system = ? AND requester_value = ? AND status = 'active' \
+             ORDER BY created DESC LIMIT 1",
+            &[
+                patient_id.into(),
+                (&requester.system).into(),
+                (&requester.value).into(),
+            ],
+        )
+        .await?;
+    let Some(row) = rows.into_iter().next() else {
+        return Ok(None);
+    };
+    let mut it = row.into_iter();
+    let mut text = || it.next().and_then(SqlValue::into_string);
+    let id = text().unwrap_or_default();
+    let patient_id = text().unwrap_or_default();
+    let system = text().unwrap_or_default();
+    let value = text().unwrap_or_default();
+    let client_id = text();
+    let policy = text().as_deref().and_then(Policy::parse);
+    let num = |v: Option<String>| v.and_then(|s| s.parse::<i64>().ok()).unwrap_or_default();
+    let period_start = num(text());
+    let period_end = num(text());
+    let source_reference = text();
+    let status = text().unwrap_or_default();
+    let created = num(text());
+    let Some(policy) = policy else {
+        anyhow::bail!("stored consent {id} has an unknown policy");
+    };
+    Ok(Some(StoredConsent {
+        id,
+        patient_id,
+        requester: OrgIdentifier { system, value },
+        client_id,
+        policy,
+        period_start,
+        period_end,
+        source_reference,
+        status,
+        created,
+    }))
+}
+
+/// Does the member have any resource flagged sensitive? (Index range on
+/// `resources_patient`, the member's own rows only.)
+pub async fn member_has_sensitive(store: &Store, patient_id: &str) -> anyhow::Result<bool> {
+    let rows = store
+        .db
+        .fetch(
+            "SELECT 1 FROM resources r WHERE r.patient_id = ? AND r.sensitive = 1 AND r.deleted = 0 LIMIT 1",
+            &[patient_id.into()],
+        )
+        .await?;
+    Ok(!rows.is_empty())
+}

@@ -1,0 +1,536 @@
+//! Bulk Data STU2 `$export` over HTTP: kick-off (`GET`/`POST` at system, Patient and Group
+//! level), status polling, cancellation and file download. The jobs themselves run in
+//! `crate::bulk`.
+//!
+//! Choices the spec leaves open (also in the README, "Bulk export"):
+//! - `Prefer: respond-async` is required on kick-off: without it, 400 with an
+//!   OperationOutcome (Bulk STU2 lets the server reject or default; PDex makes the header a
+//!   SHALL on its bulk operations). `Accept`, when sent, must allow `application/fhir+json`
+//!   (else 406); absent, it is treated as `application/fhir+json`.
+//! - A job belongs to the client that started it (client id, plus the certificate thumbprint
+//!   when its token was certificate-bound, Bulk STU2 "MAY additionally restrict… to the
+//!   client that originated the export"); for anyone else its URLs answer 404, as if it did
+//!   not exist.
+//! - Polling sooner than half the `Retry-After` interval since the previous poll gets 429.
+//! - `Accept-Encoding: gzip` on a download without `Range` gets a gzip-encoded body; ranges
+//!   are served from the uncompressed file.
+
+use crate::auth::AccessContext;
+use crate::bulk::job::{Job, NewJob, now_ms, owner_of, state};
+use crate::bulk::manifest;
+use crate::bulk::request::{self, ExportParams, Level, ParseOptions};
+use crate::fhir::{FhirError, IssueType};
+use crate::server::http::{body_text, check_format, http_date, prefer, query_pairs};
+use crate::server::{Access, SharedState};
+use axum::body::{Body, Bytes};
+use axum::extract::{OriginalUri, Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+
+/// Kick-off to first run: lets writes that started before `transactionTime` commit first
+/// (a write stamps `lastUpdated` when it starts), so "everything up to it" holds.
+const SETTLE_MS: i64 = 1000;
+
+/// The NDJSON media type of export files.
+pub const FHIR_NDJSON: &str = "application/fhir+ndjson";
+
+pub async fn system_get(
+    State(state): State<SharedState>,
+    Access(ctx): Access,
+    RawQuery(q): RawQuery,
+    uri: OriginalUri,
+    headers: HeaderMap,
+) -> Result<Response, FhirError> {
+    let raw = request::from_query(query_pairs(q.as_deref()));
+    kickoff(&state, &ctx, Level::System, raw, false, &headers, &uri).await
+}
+
+pub async fn system_post(
+    State(state): State<SharedState>,
+    Access(ctx): Access,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, FhirError> {
+    let raw = post_params(&headers, &body)?;
+    kickoff(&state, &ctx, Level::System, raw, true, &headers, &uri).await
+}
+
+pub async fn patient_get(
+    State(state): State<SharedState>,
+    Access(ctx): Access,
+    RawQuery(q): RawQuery,
+    uri: OriginalUri,
+    headers: HeaderMap,
+) -> Result<Response, FhirError> {
+    let raw = request::from_query(query_pairs(q.as_deref()));
+    kickoff(&state, &ctx, Level::Patient, raw, false, &headers, &uri).await
+}
+
+pub async fn patient_post(
+    State(state): State<SharedState>,
+    Access(ctx): Access,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, FhirError> {
+    let raw = post_params(&headers, &body)?;
+    kickoff(&state, &ctx, Level::Patient, raw, true, &headers, &uri).await
+}
+
+pub async fn group_get(
+    State(state): State<SharedState>,
+    Access(ctx): Access,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+    uri: OriginalUri,
+    headers: HeaderMap,
+) -> Result<Response, FhirError> {
+    let raw = request::from_query(query_pairs(q.as_deref()));
+    kickoff(&state, &ctx, Level::Group(id), raw, false, &headers, &uri).await
+}
+
+pub async fn group_post(
+    State(state): State<SharedState>,
+    Access(ctx): Access,
+    Path(id): Path<String>,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, FhirError> {
+    let raw = post_params(&headers, &body)?;
+    kickoff(&state, &ctx, Level::Group(id), raw, true, &headers, &uri).await
+}
+
+fn post_params(headers: &HeaderMap, body: &Bytes) -> Result<Vec<request::RawParam>, FhirError> {
+    let text = body_text(headers, body)?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| FhirError::bad_request(format!("the body is not JSON: {e}")))?;
+    request::from_parameters(&value)
+}
+
+/// The kick-off headers every export level checks.
+pub fn check_kickoff_headers(headers: &HeaderMap) -> Result<(), FhirError> {
+    let respond_async = headers.get_all("prefer").iter().any(|v| {
+        v.to_str()
+            .unwrap_or_default()
+            .split([',', ';'])
+            .any(|p| p.trim() == "respond-async")
+    });
+    if !respond_async {
+        return Err(FhirError::bad_request(
+            "an export runs asynchronously: send Prefer: respond-async",
+        ));
+    }
+    check_format(headers, &[])
+}
+
+async fn kickoff(
+    state: &SharedState,
+    ctx: &AccessContext,
+    level: Level,
+    raw: Vec<request::RawParam>,
+    post: bool,
+    headers: &HeaderMap,
+    uri: &OriginalUri,
+) -> Result<Response, FhirError> {
+    check_kickoff_headers(headers)?;
+    let lenient = prefer(headers).lenient;
+    let opts = ParseOptions {
+        level: level.clone(),
+        post,
+        lenient,
+        allow_until: false,
+        extra: &[],
+        base_url: &state.base_url,
+    };
+    let mut params = request::parse(&state.store, ctx, raw, &opts)?.params;
+    check_patients(state, ctx, &mut params, lenient).await?;
+    let request_url = request_url(&state.base_url, uri, post);
+    start_job(state, ctx, "export", params, &request_url).await
+}
+
+/// Checks the `patient` list against the store (Patient level: Patients the caller can see;
+/// Group level: members of the Group, which must itself be visible). Unknown ones are a 400
+/// (Bulk STU2 "SHOULD return an error"), or warnings under lenient handling.
+pub async fn check_patients(
+    state: &SharedState,
+    ctx: &AccessContext,
+    params: &mut ExportParams,
+    lenient: bool,
+) -> Result<(), FhirError> {
+    let members = match &params.level {
+        Level::Group(id) => {
+            let group = state
+                .store
+                .read(ctx, "Group", id)
+                .await?
+                .filter(|g| !g.deleted)
+                .ok_or_else(|| FhirError::not_found(format!("Group/{id} is not known")))?;
+            Some(crate::bulk::export::group_member_ids(&group.content))
+        }
+        _ => None,
+    };
+    let Some(asked) = params.patients.take() else {
+        return Ok(());
+    };
+    let mut kept = Vec::new();
+    for id in asked {
+        let ok = match &members {
+            Some(m) => m.binary_search(&id).is_ok(),
+            None => state
+                .store
+                .read(ctx, "Patient", &id)
+                .await?
+                .is_some_and(|p| !p.deleted),
+        };
+        if ok {
+            kept.push(id);
+        } else {
+            let msg = match &members {
+                Some(_) => format!("Patient/{id} is not a member of the Group"),
+                None => format!("Patient/{id} is not known"),
+            };
+            if lenient {
+                params.warnings.push(msg);
+            } else {
+                return Err(FhirError::bad_request(msg));
+            }
+        }
+    }
+    params.patients = Some(kept);
+    Ok(())
+}
+
+/// Queues a validated export for `ctx` and answers the kick-off: 202 with the absolute
+/// polling URL in `Content-Location`, or 429 when the client already runs its limit of
+/// exports. `$davinci-data-export` calls this after its own checks.
+pub async fn start_job(
+    state: &SharedState,
+    ctx: &AccessContext,
+    kind: &str,
+    params: ExportParams,
+    request_url: &str,
+) -> Result<Response, FhirError> {
+    let engine = &state.bulk;
+    let now = now_ms();
+    let created = engine
+        .jobs
+        .create(
+            NewJob {
+                kind,
+                ctx,
+                request_url,
+                params: serde_json::to_string(&params).map_err(FhirError::internal)?,
+                transaction_time: now,
+                not_before: now + SETTLE_MS,
+            },
+            engine.config.max_jobs_per_client,
+        )
+        .await?;
+    let Some(id) = created else {
+        // Bulk STU2: "SHOULD respond with a 429 Too Many Requests status and a Retry-After"
+        let mut resp = FhirError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            IssueType::Throttled,
+            format!(
+                "this client already has {} exports in progress; wait for one to finish or cancel it",
+                engine.config.max_jobs_per_client
+            ),
+        )
+        .into_response();
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, retry_after(state));
+        return Ok(resp);
+    };
+    engine.wake.notify_waiters();
+    let poll = status_url(&state.base_url, &id);
+    let mut resp = crate::server::http::fhir_json(
+        StatusCode::ACCEPTED,
+        crate::fhir::error::operation_outcome(
+            "information",
+            IssueType::Informational,
+            &format!("export queued; poll {poll}"),
+        )
+        .to_string(),
+    );
+    resp.headers_mut().insert(
+        header::CONTENT_LOCATION,
+        HeaderValue::from_str(&poll).map_err(FhirError::internal)?,
+    );
+    Ok(resp)
+}
+
+/// The kick-off URL for the manifest's `request` (a POST's without its parameters).
+pub fn request_url(base_url: &str, uri: &OriginalUri, post: bool) -> String {
+    let path = uri.path();
+    let tail = path.strip_prefix("/fhir").unwrap_or(path);
+    match uri.query() {
+        Some(q) if !post && !q.is_empty() => format!("{base_url}{tail}?{q}"),
+        _ => format!("{base_url}{tail}"),
+    }
+}
+
+pub fn status_url(base_url: &str, id: &str) -> String {
+    format!("{base_url}/_export/{id}")
+}
+
+fn retry_after(state: &SharedState) -> HeaderValue {
+    HeaderValue::from(state.bulk.config.poll_interval_seconds.max(1))
+}
+
+/// The job `id` if it is `ctx`'s: same client, and the same certificate when the job's
+/// token was bound to one. Anyone else is told it does not exist.
+async fn own_job(state: &SharedState, ctx: &AccessContext, id: &str) -> Result<Job, FhirError> {
+    let missing = || FhirError::not_found(format!("no export job {id} for this client"));
+    let job = state.bulk.jobs.get(id).await?.ok_or_else(missing)?;
+    let same_client = job.owner_client == owner_of(ctx);
+    let same_cert = job
+        .owner_cert
+        .as_deref()
+        .is_none_or(|c| ctx.cert_thumbprint.as_deref() == Some(c));
+    if !(same_client && same_cert) {
+        return Err(missing());
+    }
+    match job.state.as_str() {
+        // Bulk STU2: after a DELETE "the server SHALL return a 404 Not Found error and an
+        // associated FHIR OperationOutcome"
+        state::CANCELLED => Err(FhirError::not_found(format!(
+            "export job {id} was cancelled"
+        ))),
+        // Past its expiry a job is gone even before the sweeper has removed its files.
+        state::COMPLETED
+            if job
+                .expires_at
+                .is_some_and(|e| e <= crate::bulk::job::now_ms()) =>
+        {
+            Err(FhirError::not_found(format!(
+                "export job {id} has expired and its files were removed"
+            )))
+        }
+        state::EXPIRED => Err(FhirError::not_found(format!(
+            "export job {id} has expired and its files were removed"
+        ))),
+        _ => Ok(job),
+    }
+}
+
+/// `GET` on the polling URL.
+pub async fn status(
+    State(state): State<SharedState>,
+    Access(ctx): Access,
+    Path(id): Path<String>,
+) -> Result<Response, FhirError> {
+    let job = own_job(&state, &ctx, &id).await?;
+    match job.state.as_str() {
+        state::COMPLETED => {
+            let files = state.bulk.jobs.files(&id).await?;
+            let body = manifest::manifest(&state.base_url, &job, &files).to_string();
+            let mut resp = (StatusCode::OK, body).into_response();
+            let h = resp.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            if let Some(exp) = job.expires_at {
+                h.insert(header::EXPIRES, http_date(exp));
+            }
+            Ok(resp)
+        }
+        state::FAILED => Err(FhirError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            IssueType::Exception,
+            job.failure
+                .unwrap_or_else(|| "the export failed".to_owned()),
+        )),
+        _ => {
+            let interval_ms = state.bulk.config.poll_interval_seconds.max(1) as i64 * 1000;
+            let previous = state.bulk.jobs.touch_poll(&id).await?;
+            let mut resp = if previous.is_some_and(|p| now_ms() - p < interval_ms / 2) {
+                // Bulk STU2: "if a client is polling too frequently, the server SHOULD respond
+                // with a 429 Too Many Requests status code in addition to a Retry-After"
+                FhirError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    IssueType::Throttled,
+                    "polling too often: wait for Retry-After seconds between polls",
+                )
+                .into_response()
+            } else {
+                StatusCode::ACCEPTED.into_response()
+            };
+            let h = resp.headers_mut();
+            h.insert(header::RETRY_AFTER, retry_after(&state));
+            let progress = job.progress.unwrap_or_else(|| job.state.clone());
+            let progress: String = progress.chars().take(99).collect();
+            if let Ok(v) = HeaderValue::from_str(&progress) {
+                h.insert("x-progress", v);
+            }
+            Ok(resp)
+        }
+    }
+}
+
+/// `DELETE` on the polling URL: cancels a running export or releases a finished one.
+pub async fn cancel(
+    State(state): State<SharedState>,
+    Access(ctx): Access,
+    Path(id): Path<String>,
+) -> Result<Response, FhirError> {
+    own_job(&state, &ctx, &id).await?;
+    if !state.bulk.jobs.finish_as(&id, state::CANCELLED).await? {
+        return Err(FhirError::not_found(format!(
+            "export job {id} was cancelled"
+        )));
+    }
+    state.bulk.remove_files(&id).await?;
+    Ok(crate::server::http::fhir_json(
+        StatusCode::ACCEPTED,
+        crate::fhir::error::operation_outcome(
+            "information",
+            IssueType::Informational,
+            &format!("export job {id} cancelled; its files are removed"),
+        )
+        .to_string(),
+    ))
+}
+
+/// `GET` of an output file: NDJSON, with single byte ranges and optional gzip.
+pub async fn download(
+    State(state): State<SharedState>,
+    Access(ctx): Access,
+    Path((id, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, FhirError> {
+    let job = own_job(&state, &ctx, &id).await?;
+    let missing = || FhirError::not_found(format!("export job {id} has no file {name}"));
+    if job.state != state::COMPLETED {
+        return Err(missing());
+    }
+    // only names the job recorded: nothing else of the storage is reachable
+    let files = state.bulk.jobs.files(&id).await?;
+    if !files.iter().any(|f| f.name == name) {
+        return Err(missing());
+    }
+    let storage = &state.bulk.storage;
+    let size = storage.size(&id, &name).await?.ok_or_else(missing)?;
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| parse_range(r, size));
+    let (status, start, end) = match range {
+        Some(Ok((s, e))) => (StatusCode::PARTIAL_CONTENT, s, e),
+        Some(Err(())) => {
+            let mut resp = FhirError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                IssueType::Invalid,
+                format!("the file has {size} bytes"),
+            )
+            .into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return Ok(resp);
+        }
+        None => (StatusCode::OK, 0, size),
+    };
+    let stream = storage.read(&id, &name, start, end).await?;
+    let gzip = status == StatusCode::OK && accepts_gzip(&headers);
+    let body = if gzip {
+        let reader = tokio_util::io::StreamReader::new(stream);
+        let encoder = async_compression::tokio::bufread::GzipEncoder::new(
+            tokio::io::BufReader::with_capacity(64 * 1024, reader),
+        );
+        Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+            encoder,
+            64 * 1024,
+        ))
+    } else {
+        Body::from_stream(stream.map(|r| r.map_err(std::io::Error::other)))
+    };
+    let mut resp = (status, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_NDJSON));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    if gzip {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    } else {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    }
+    if status == StatusCode::PARTIAL_CONTENT
+        && let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", end - 1))
+    {
+        h.insert(header::CONTENT_RANGE, v);
+    }
+    Ok(resp)
+}
+
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|part| {
+            let mut it = part.split(';');
+            let coding = it.next().unwrap_or_default().trim();
+            let q_zero = it.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    == Some(0.0)
+            });
+            coding.eq_ignore_ascii_case("gzip") && !q_zero
+        })
+}
+
+/// A single `bytes=` range as `start..end` (end exclusive); `None` to serve the whole file
+/// (no or unusable Range: several ranges, other units), `Err` when unsatisfiable.
+fn parse_range(header: &str, size: u64) -> Option<Result<(u64, u64), ()>> {
+    let spec = header.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (a, b) = (a.trim(), b.trim());
+    let range = if a.is_empty() {
+        let n: u64 = b.parse().ok()?;
+        if n == 0 {
+            return Some(Err(()));
+        }
+        (size.saturating_sub(n), size)
+    } else {
+        let start: u64 = a.parse().ok()?;
+        let end = if b.is_empty() {
+            size
+        } else {
+            let last: u64 = b.parse().ok()?;
+            if last < start {
+                return None;
+            }
+            (last + 1).min(size)
+        };
+        if start >= size {
+            return Some(Err(()));
+        }
+        (start, end)
+    };
+    Some(Ok(range))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some(Ok((0, 10))));
+        assert_eq!(parse_range("bytes=90-", 100), Some(Ok((90, 100))));
+        assert_eq!(parse_range("bytes=-10", 100), Some(Ok((90, 100))));
+        assert_eq!(parse_range("bytes=95-200", 100), Some(Ok((95, 100))));
+        assert_eq!(parse_range("bytes=100-", 100), Some(Err(())));
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), None);
+        assert_eq!(parse_range("items=0-1", 100), None);
+    }
+}

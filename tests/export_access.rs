@@ -1,0 +1,217 @@
+//! Exports see only what their owner may see: a job started for a member-scoped context
+//! (its context stored in the job and rebuilt by the worker) exports that member's
+//! compartment and shared resources only, without sensitive resources unless allowed; and a
+//! job belongs to its client — anyone else polling, downloading or cancelling it is told it
+//! does not exist. On every configured store.
+
+mod common;
+
+use common::{TestServer, assert_outcome, backends};
+use pdex::auth::{AccessContext, ClientKind};
+use pdex::bulk::request::{self, Level, ParseOptions, RawParam};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const PSY: &str = r#"{"system":"http://terminology.hl7.org/CodeSystem/v3-ActCode","code":"PSY"}"#;
+
+async fn load(server: &TestServer) {
+    server
+        .load(&[
+            json!({"resourceType":"Patient","id":"alice"}),
+            json!({"resourceType":"Patient","id":"bob"}),
+            json!({"resourceType":"Practitioner","id":"doc"}),
+            json!({"resourceType":"Observation","id":"a1","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/alice"}}),
+            json!({"resourceType":"Observation","id":"a2","meta":{"security":[serde_json::from_str::<Value>(PSY).unwrap()]},"status":"final","code":{"text":"x"},"subject":{"reference":"Patient/alice"}}),
+            json!({"resourceType":"Observation","id":"b1","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/bob"}}),
+            json!({"resourceType":"Group","id":"g","type":"person","actual":true,"member":[{"entity":{"reference":"Patient/bob"}}]}),
+        ])
+        .await;
+}
+
+/// Starts an export for `ctx` the way the kick-off handler does; returns the polling URL.
+async fn start_for(
+    server: &TestServer,
+    ctx: &AccessContext,
+    level: Level,
+    query: &[(&str, &str)],
+) -> String {
+    let raw: Vec<RawParam> = query
+        .iter()
+        .map(|(k, v)| RawParam {
+            name: k.to_string(),
+            value: v.to_string(),
+        })
+        .collect();
+    let opts = ParseOptions {
+        level,
+        post: false,
+        lenient: false,
+        allow_until: false,
+        extra: &[],
+        base_url: &server.base,
+    };
+    let params = request::parse(&server.state.store, ctx, raw, &opts)
+        .unwrap()
+        .params;
+    let resp =
+        pdex::ops::export::start_job(&server.state, ctx, "export", params, &server.url("$export"))
+            .await
+            .unwrap();
+    assert_eq!(resp.status(), 202);
+    resp.headers()["content-location"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn exported(server: &TestServer, poll: &str) -> BTreeSet<String> {
+    let manifest: Value = loop {
+        let resp = server.client.get(poll).send().await.unwrap();
+        match resp.status() {
+            StatusCode::ACCEPTED => tokio::time::sleep(Duration::from_secs(1)).await,
+            StatusCode::OK => break resp.json().await.unwrap(),
+            s => panic!("{s}"),
+        }
+    };
+    let mut out = BTreeSet::new();
+    for item in manifest["output"].as_array().unwrap() {
+        let text = server
+            .client
+            .get(item["url"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for line in text.lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            out.insert(format!(
+                "{}/{}",
+                v["resourceType"].as_str().unwrap(),
+                v["id"].as_str().unwrap()
+            ));
+        }
+    }
+    out
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test]
+async fn a_member_scoped_export_gets_only_that_member_and_shared_data() {
+    for backend in backends() {
+        let server = TestServer::start(&backend).await;
+        load(&server).await;
+
+        let alice = AccessContext::member("alice", false);
+        let poll = start_for(&server, &alice, Level::System, &[]).await;
+        assert_eq!(
+            exported(&server, &poll).await,
+            set(&["Patient/alice", "Observation/a1", "Practitioner/doc"]),
+            "{backend:?}"
+        );
+        let poll = start_for(&server, &alice, Level::Patient, &[]).await;
+        assert_eq!(
+            exported(&server, &poll).await,
+            set(&["Patient/alice", "Observation/a1"])
+        );
+
+        // with the sensitive allowance, the labelled Observation too
+        let alice_all = AccessContext::member("alice", true);
+        let poll = start_for(
+            &server,
+            &alice_all,
+            Level::Patient,
+            &[("_type", "Observation")],
+        )
+        .await;
+        assert_eq!(
+            exported(&server, &poll).await,
+            set(&["Observation/a1", "Observation/a2"])
+        );
+
+        // a typeFilter naming another member still cannot reach them
+        let poll = start_for(
+            &server,
+            &alice,
+            Level::System,
+            &[
+                ("_type", "Observation"),
+                ("_typeFilter", "Observation?subject=Patient/bob"),
+            ],
+        )
+        .await;
+        assert_eq!(exported(&server, &poll).await, set(&[]));
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn only_the_owning_client_may_poll_download_or_cancel() {
+    for backend in backends() {
+        let server = TestServer::start(&backend).await;
+        load(&server).await;
+        // the test client is the operator; this job belongs to a payer client
+        let mut other = AccessContext::operator();
+        other.client_id = Some("payer-b".into());
+        other.kind = ClientKind::Admin;
+        let poll = start_for(&server, &other, Level::System, &[("_type", "Patient")]).await;
+        let id = poll.rsplit('/').next().unwrap().to_owned();
+        // let it complete
+        for _ in 0..30 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let job = server.state.bulk.jobs.get(&id).await.unwrap().unwrap();
+            if job.state == "completed" {
+                break;
+            }
+        }
+        let files = server.state.bulk.jobs.files(&id).await.unwrap();
+        assert!(!files.is_empty());
+        let url = pdex::bulk::manifest::file_url(&server.base, &id, &files[0].name);
+
+        assert_outcome(
+            server.client.get(&poll).send().await.unwrap(),
+            StatusCode::NOT_FOUND,
+        )
+        .await;
+        assert_outcome(
+            server.client.get(&url).send().await.unwrap(),
+            StatusCode::NOT_FOUND,
+        )
+        .await;
+        assert_outcome(
+            server.client.delete(&poll).send().await.unwrap(),
+            StatusCode::NOT_FOUND,
+        )
+        .await;
+        // still there for its owner
+        assert_eq!(
+            server
+                .state
+                .bulk
+                .jobs
+                .get(&id)
+                .await
+                .unwrap()
+                .unwrap()
+                .state,
+            "completed"
+        );
+
+        // a job bound to a certificate: the same client id with another certificate is refused
+        let mut bound = AccessContext::operator();
+        bound.cert_thumbprint = Some("thumbprint-of-another-certificate".into());
+        let poll = start_for(&server, &bound, Level::System, &[("_type", "Patient")]).await;
+        assert_outcome(
+            server.client.get(&poll).send().await.unwrap(),
+            StatusCode::NOT_FOUND,
+        )
+        .await;
+        server.stop().await;
+    }
+}
