@@ -43,11 +43,17 @@ impl Server {
             config.base_url.trim_end_matches('/').to_owned()
         };
         let bulk = crate::bulk::Engine::new(store.clone(), config.bulk.clone())?;
+        let state =
+            Arc::new(AppState::new(store, base_url, bulk).with_exchange(config.exchange.clone())?);
+        crate::ops::bulk_match_job::BulkMatchRunner::register(
+            &state.bulk,
+            state.store.clone(),
+            state.payer_identifiers(),
+            state.store.sensitivity.segmentation(),
+        );
         Ok(Server {
             listener,
-            state: Arc::new(
-                AppState::new(store, base_url, bulk).with_exchange(config.exchange.clone())?,
-            ),
+            state,
             local_addr,
         })
     }

@@ -30,6 +30,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of `serve`'s arguments does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the FHIR server.
@@ -85,6 +87,11 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     payer_identifiers: Vec<String>,
+    /// PDex rules where 2.1.0 and 2.2.0 differ: `2.1` (default; `$davinci-data-export`
+    /// moves a `_since` older than five years up to five years, `$bulk-member-match` also
+    /// writes the Parameters envelope) or `2.2` (`_since` never rewritten, Group files only).
+    #[arg(long, env = "PDEX_PDEX_VERSION")]
+    pdex_version: Option<String>,
     #[command(flatten)]
     bulk: BulkArgs,
 }
@@ -329,6 +336,10 @@ fn exchange_config(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<config
             || d.match_failure_window_seconds,
         ),
         payer_identifiers,
+        pdex_version: match args.pdex_version.clone().or(file.pdex_version.clone()) {
+            Some(v) => config::PdexVersion::parse(&v)?,
+            None => d.pdex_version,
+        },
     })
 }
 

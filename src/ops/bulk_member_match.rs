@@ -141,6 +141,11 @@ pub enum MemberOutcome {
     /// Matched, but the consent cannot be complied with (expired, wrong parties, a
     /// `#regular` policy we cannot segment for…). Why is never said in the Group (§pdex-154c).
     ConsentConstrained,
+    /// The engine refused to evaluate the bundle (its resources break the HRex profiles, e.g.
+    /// a Consent without a readable policy or period): listed as NonMatched, the reason
+    /// reported in the error file. Decided before any lookup, so it says nothing about
+    /// whether the person is our member.
+    NotEvaluated(String),
 }
 
 /// A matched member.
@@ -187,8 +192,9 @@ pub async fn run_match(
 ) -> MatchRun {
     let mut errors = req.defect_outcomes();
     let evaluated: Vec<(usize, anyhow::Result<MemberOutcome>)> =
-        futures::stream::iter(req.members.iter().enumerate())
-            .map(|(i, m)| async move {
+        futures::stream::iter(0..req.members.len())
+            .map(|i| async move {
+                let m = &req.members[i];
                 if !m.is_complete() {
                     return (i, Ok(MemberOutcome::NonMatched));
                 }
@@ -211,9 +217,16 @@ pub async fn run_match(
             ));
             MemberOutcome::NonMatched
         });
+        if let MemberOutcome::NotEvaluated(why) = &outcome {
+            errors.push(bundle_outcome(
+                m.parameter_index,
+                m.index,
+                &format!("{why}; the member was not evaluated and is listed as NonMatched"),
+            ));
+        }
         match outcome {
             MemberOutcome::Matched(_) => counts.0 += 1,
-            MemberOutcome::NonMatched => counts.1 += 1,
+            MemberOutcome::NonMatched | MemberOutcome::NotEvaluated(_) => counts.1 += 1,
             MemberOutcome::ConsentConstrained => counts.2 += 1,
         }
         results.push((m, outcome));
@@ -388,6 +401,11 @@ mod tests {
             if id == "boom" {
                 anyhow::bail!("database went away");
             }
+            if id == "bad" {
+                return Ok(MemberOutcome::NotEvaluated(
+                    "Consent.status must be 'active'".into(),
+                ));
+            }
             Ok(if let Some(rest) = id.strip_prefix("m-") {
                 MemberOutcome::Matched(MatchedMember {
                     patient_id: format!("our-{rest}"),
@@ -411,6 +429,7 @@ mod tests {
             // a matched id but an incomplete bundle: never evaluated
             bundle(json!([patient("m-2"), coverage("CoverageToMatch")])),
             full("m-3"),
+            full("bad"),
         ]}))
         .unwrap();
         let settings = GroupSettings {
@@ -421,7 +440,7 @@ mod tests {
             match_time_ms: 0,
         };
         let run = run_match(&req, &ById, &settings, 3).await;
-        assert_eq!(run.counts, (2, 3, 1));
+        assert_eq!(run.counts, (2, 4, 1));
         let refs = |g: &Value| -> Vec<String> {
             g["member"]
                 .as_array()
@@ -445,7 +464,13 @@ mod tests {
             ["#c-1"]
         );
         // the defect and the server-side failure are in the error file, by position
-        assert_eq!(run.errors.len(), 2);
+        assert_eq!(run.errors.len(), 3);
+        assert!(
+            run.errors[2]["issue"][0]["diagnostics"]
+                .as_str()
+                .unwrap()
+                .contains("Consent.status")
+        );
         assert!(
             run.errors[0]["issue"][0]["diagnostics"]
                 .as_str()

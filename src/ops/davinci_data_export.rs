@@ -17,6 +17,7 @@
 //!
 //! Depends on `fhir`.
 
+pub use crate::config::PdexVersion;
 use crate::fhir::FhirError;
 use crate::fhir::datetime::{civil_from_days, days_from_civil, format_instant};
 
@@ -32,32 +33,6 @@ const OTHER_EXPORT_TYPES: [&str; 4] = [
     "hl7.fhir.us.davinci-pdex#provider-snapshot",
     "hl7.fhir.us.davinci-atr",
 ];
-
-/// Which PDex release's rules to follow where they differ (`--pdex-version`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum PdexVersion {
-    /// PDex 2.1.0 (STU2, the seed pages): `_since` clamped to five years.
-    #[default]
-    V21,
-    /// PDex 2.2.0: `_since` never rewritten.
-    V22,
-}
-
-impl PdexVersion {
-    pub fn parse(s: &str) -> anyhow::Result<PdexVersion> {
-        match s {
-            "2.1" | "2.1.0" => Ok(PdexVersion::V21),
-            "2.2" | "2.2.0" => Ok(PdexVersion::V22),
-            other => anyhow::bail!("--pdex-version must be 2.1 or 2.2, not {other:?}"),
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PdexVersion::V21 => "2.1",
-            PdexVersion::V22 => "2.2",
-        }
-    }
-}
 
 /// The kinds of `$davinci-data-export` we run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

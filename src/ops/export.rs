@@ -213,6 +213,19 @@ pub async fn start_job(
     params: ExportParams,
     request_url: &str,
 ) -> Result<Response, FhirError> {
+    let params = serde_json::to_string(&params).map_err(FhirError::internal)?;
+    start_job_with(state, ctx, kind, params, request_url).await
+}
+
+/// [`start_job`] for any job kind, with its parameters already serialised (the runner of
+/// `kind` reads them back).
+pub async fn start_job_with(
+    state: &SharedState,
+    ctx: &AccessContext,
+    kind: &str,
+    params: String,
+    request_url: &str,
+) -> Result<Response, FhirError> {
     let engine = &state.bulk;
     let now = now_ms();
     let created = engine
@@ -222,7 +235,7 @@ pub async fn start_job(
                 kind,
                 ctx,
                 request_url,
-                params: serde_json::to_string(&params).map_err(FhirError::internal)?,
+                params,
                 transaction_time: now,
                 not_before: now + SETTLE_MS,
             },

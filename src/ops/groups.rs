@@ -91,7 +91,7 @@ impl Bucket {
     fn of(outcome: &MemberOutcome) -> Bucket {
         match outcome {
             MemberOutcome::Matched(_) => Bucket::Matched,
-            MemberOutcome::NonMatched => Bucket::NonMatched,
+            MemberOutcome::NonMatched | MemberOutcome::NotEvaluated(_) => Bucket::NonMatched,
             MemberOutcome::ConsentConstrained => Bucket::ConsentConstrained,
         }
     }
@@ -372,7 +372,8 @@ fn date_of(ms: i64) -> String {
 
 /// Stores `group` (a new Group) as belonging to `ctx`'s organization (or client): payer and
 /// provider callers then see it through `store::access`, nobody else of their kind does.
-/// The Group and its ownership row are written in one transaction.
+/// The Group and its ownership row are written in one transaction; writing the same Group
+/// again (a resumed job) replaces it and keeps its owner.
 pub async fn save_owned_group(
     store: &Store,
     ctx: &AccessContext,
@@ -382,11 +383,15 @@ pub async fn save_owned_group(
     let id = prepared.id.clone();
     let mut tx = store.db.begin().await?;
     let mut results = store
-        .write_in(tx.as_mut(), vec![WriteOp::put(WriteKind::Create, prepared)])
+        .write_in(
+            tx.as_mut(),
+            vec![WriteOp::put(WriteKind::Update { if_match: None }, prepared)],
+        )
         .await?;
     if let Some(owner) = access::owner_key(ctx) {
         tx.execute(
-            "INSERT INTO group_owners (group_id, owner, client_id, created_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO group_owners (group_id, owner, client_id, created_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (group_id) DO NOTHING",
             vec![
                 id.into(),
                 owner.into(),
