@@ -51,6 +51,7 @@ impl Server {
             state.payer_identifiers(),
             state.store.sensitivity.segmentation(),
         );
+        crate::ops::davinci_data_export::register(&state.bulk);
         Ok(Server {
             listener,
             state,

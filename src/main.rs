@@ -42,6 +42,23 @@ enum Command {
     Import(ImportArgs),
     /// Write a deterministic synthetic payer data set as NDJSON.
     Synth(SynthArgs),
+    /// Stored payer-to-payer consents.
+    #[command(subcommand)]
+    Consent(ConsentCommand),
+}
+
+#[derive(Subcommand)]
+enum ConsentCommand {
+    /// Revoke a member's consents for one requesting organization (the member withdrew it):
+    /// member-scoped tokens and export jobs stop releasing their data.
+    Revoke {
+        /// Our Patient id of the member.
+        #[arg(long)]
+        patient: String,
+        /// The requesting payer, SYSTEM|VALUE (e.g. http://hl7.org/fhir/sid/us-npi|0123456789).
+        #[arg(long)]
+        organization: String,
+    },
 }
 
 #[derive(Args)]
@@ -239,6 +256,18 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             );
             eprintln!("pdex serving FHIR R4 at {}", server.state.base_url);
             server.run().await?;
+        }
+        Command::Consent(ConsentCommand::Revoke {
+            patient,
+            organization,
+        }) => {
+            let org = pdex::consent::policy::parse_org(&organization).ok_or_else(|| {
+                anyhow::anyhow!("--organization must be SYSTEM|VALUE, not {organization:?}")
+            })?;
+            let store = pdex::store::Store::open(&database_url, Default::default(), true).await?;
+            let n = pdex::consent::stored::revoke(&store, &patient, &org).await?;
+            store.db.close().await;
+            println!("{}", serde_json::json!({"patient": patient, "revoked": n}));
         }
         Command::Migrate => {
             let store = pdex::store::Store::open(&database_url, Default::default(), true).await?;

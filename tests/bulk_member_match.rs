@@ -11,6 +11,8 @@
 //! workers exactly as it would for an HTTP kick-off.
 
 mod common;
+#[path = "support/jobs.rs"]
+mod jobs;
 #[path = "support/profile.rs"]
 mod profile;
 
@@ -22,7 +24,6 @@ use pdex::ops::bulk_match_job::kickoff;
 use pdex::ops::bulk_member_match::OPERATION;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use std::time::Duration;
 
 const NPI: &str = "http://hl7.org/fhir/sid/us-npi";
 const NEW_PAYER_NPI: &str = "0123456789";
@@ -109,8 +110,7 @@ fn async_headers() -> HeaderMap {
     h
 }
 
-/// A finished job's files: (section, type, parsed lines).
-type Files = Vec<(String, String, Vec<Value>)>;
+use jobs::Files;
 
 /// Kicks off for `ctx` in-process, waits for the server's workers to finish the job, and
 /// reads its files back from the engine's storage.
@@ -120,50 +120,9 @@ async fn run(s: &TestServer, ctx: &AccessContext, body: &Value) -> (String, File
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
-    let location = resp.headers()["content-location"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let job_id = location.rsplit('/').next().unwrap().to_owned();
-    let engine = &s.state.bulk;
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let job = engine.jobs.get(&job_id).await.unwrap().unwrap();
-        match job.state.as_str() {
-            "completed" => break,
-            "failed" => panic!("job failed: {:?}", job.failure),
-            _ => {}
-        }
-        assert!(std::time::Instant::now() < deadline, "job did not finish");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let mut files = Vec::new();
-    for f in engine.jobs.files(&job_id).await.unwrap() {
-        let size = engine
-            .storage
-            .size(&job_id, &f.name)
-            .await
-            .unwrap()
-            .unwrap();
-        let mut stream = engine
-            .storage
-            .read(&job_id, &f.name, 0, size)
-            .await
-            .unwrap();
-        let mut bytes = Vec::new();
-        use futures::StreamExt;
-        while let Some(chunk) = stream.next().await {
-            bytes.extend_from_slice(&chunk.unwrap());
-        }
-        let lines: Vec<Value> = String::from_utf8(bytes)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert_eq!(lines.len() as i64, f.count);
-        files.push((f.section, f.rtype, lines));
-    }
-    (job_id, files)
+    let id = jobs::job_id(&resp);
+    let files = jobs::files(&s.state, &id).await;
+    (id, files)
 }
 
 fn file<'a>(files: &'a Files, rtype: &str) -> Option<&'a Vec<Value>> {

@@ -48,8 +48,9 @@ pub trait MemberFilter: Send + Sync {
 pub trait Projection: Send + Sync {
     /// Does it apply to `rtype`?
     fn applies_to(&self, rtype: &str) -> bool;
-    /// The projected JSON of `content`.
-    fn project(&self, rtype: &str, content: &str) -> String;
+    /// The projected JSON of `content`, or `None` when the resource is withheld (e.g. a
+    /// prior authorization outside the PDex release window).
+    fn project(&self, rtype: &str, content: &str) -> Option<String>;
 }
 
 /// A kind of job other than exports (e.g. `$bulk-member-match`), run by the same workers
