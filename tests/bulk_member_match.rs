@@ -344,6 +344,26 @@ async fn the_ig_example_request_gets_the_answer_the_ig_describes() {
 async fn whole_request_errors_are_4xx_and_queue_nothing() {
     for b in backends() {
         let s = server(&b, |_| {}).await;
+        // §pdex-98: both operations are declared on Group with their canonicals
+        let cs: Value = s.get("metadata").await.json().await.unwrap();
+        let group = cs["rest"][0]["resource"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["type"] == "Group")
+            .unwrap()
+            .clone();
+        let defs: Vec<&str> = group["operation"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["definition"].as_str().unwrap())
+            .collect();
+        assert!(defs.contains(&OPERATION), "{defs:?}");
+        assert!(
+            defs.contains(&pdex::ops::davinci_data_export::OPERATION),
+            "{defs:?}"
+        );
         let path = "Group/$bulk-member-match";
         let send = |body: String, prefer: bool| {
             let mut r = s

@@ -457,7 +457,7 @@ mod tests {
         );
         assert_eq!(
             refs(run.groups.non_matched.as_ref().unwrap()),
-            ["#x-1", "#boom", "#m-2"]
+            ["#x-1", "#boom", "#m-2", "#bad"]
         );
         assert_eq!(
             refs(run.groups.consent_constrained.as_ref().unwrap()),
