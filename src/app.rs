@@ -52,12 +52,19 @@ impl Server {
         )
         .await?;
         let bulk = crate::bulk::Engine::new(store.clone(), config.bulk.clone())?;
+        let state = Arc::new(
+            AppState::new(store, base_url, bulk, auth).with_exchange(config.exchange.clone())?,
+        );
+        crate::ops::bulk_match_job::BulkMatchRunner::register(
+            &state.bulk,
+            state.store.clone(),
+            state.payer_identifiers(),
+            state.store.sensitivity.segmentation(),
+        );
+        crate::ops::davinci_data_export::register(&state.bulk);
         Ok(Server {
             listener,
-            state: Arc::new(
-                AppState::new(store, base_url, bulk, auth)
-                    .with_exchange(config.exchange.clone())?,
-            ),
+            state,
             local_addr,
         })
     }

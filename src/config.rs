@@ -39,6 +39,8 @@ pub struct FileConfig {
     pub match_failure_window_seconds: Option<u64>,
     /// This plan's organization identifiers, `system|value` (consent source, CoverageToMatch payor).
     pub payer_identifiers: Option<Vec<String>>,
+    /// `2.1` (default) or `2.2` (`--pdex-version`).
+    pub pdex_version: Option<String>,
     /// Bulk Data export engine settings (`[bulk]` table).
     pub bulk: Option<BulkFileConfig>,
 }
@@ -169,6 +171,32 @@ impl MemberMatchProfile {
     }
 }
 
+/// Which PDex release's rules to follow where they differ (`--pdex-version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PdexVersion {
+    /// PDex 2.1.0 (STU2, the seed pages): `_since` clamped to five years.
+    #[default]
+    V21,
+    /// PDex 2.2.0: `_since` never rewritten.
+    V22,
+}
+
+impl PdexVersion {
+    pub fn parse(s: &str) -> anyhow::Result<PdexVersion> {
+        match s {
+            "2.1" | "2.1.0" => Ok(PdexVersion::V21),
+            "2.2" | "2.2.0" => Ok(PdexVersion::V22),
+            other => anyhow::bail!("--pdex-version must be 2.1 or 2.2, not {other:?}"),
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PdexVersion::V21 => "2.1",
+            PdexVersion::V22 => "2.2",
+        }
+    }
+}
+
 /// The default identity of "us" when none is configured: the NPI of the synthetic and demo
 /// data sets' plan (Old Health Plan, also the old payer of the HRex examples).
 pub const DEFAULT_PAYER_IDENTIFIER: &str = "http://hl7.org/fhir/sid/us-npi|9876543210";
@@ -188,6 +216,9 @@ pub struct ExchangeConfig {
     pub match_failure_window_seconds: u64,
     /// This plan's organization identifiers (`system|value`).
     pub payer_identifiers: Vec<String>,
+    /// `--pdex-version`: the `$davinci-data-export` `_since` rule and whether
+    /// `$bulk-member-match` also writes the 2.1.0 Parameters envelope.
+    pub pdex_version: PdexVersion,
 }
 
 impl Default for ExchangeConfig {
@@ -200,6 +231,7 @@ impl Default for ExchangeConfig {
             match_failure_limit: 10,
             match_failure_window_seconds: 900,
             payer_identifiers: vec![DEFAULT_PAYER_IDENTIFIER.to_owned()],
+            pdex_version: PdexVersion::default(),
         }
     }
 }

@@ -30,6 +30,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of `serve`'s arguments does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the FHIR server.
@@ -98,6 +100,23 @@ enum KeysCommand {
     Rotate,
     /// List the signing keys.
     List,
+    /// Stored payer-to-payer consents.
+    #[command(subcommand)]
+    Consent(ConsentCommand),
+}
+
+#[derive(Subcommand)]
+enum ConsentCommand {
+    /// Revoke a member's consents for one requesting organization (the member withdrew it):
+    /// member-scoped tokens and export jobs stop releasing their data.
+    Revoke {
+        /// Our Patient id of the member.
+        #[arg(long)]
+        patient: String,
+        /// The requesting payer, SYSTEM|VALUE (e.g. http://hl7.org/fhir/sid/us-npi|0123456789).
+        #[arg(long)]
+        organization: String,
+    },
 }
 
 #[derive(Args)]
@@ -146,6 +165,11 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     payer_identifiers: Vec<String>,
+    /// PDex rules where 2.1.0 and 2.2.0 differ: `2.1` (default; `$davinci-data-export`
+    /// moves a `_since` older than five years up to five years, `$bulk-member-match` also
+    /// writes the Parameters envelope) or `2.2` (`_since` never rewritten, Group files only).
+    #[arg(long, env = "PDEX_PDEX_VERSION")]
+    pdex_version: Option<String>,
     #[command(flatten)]
     bulk: BulkArgs,
 }
@@ -300,6 +324,18 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             );
             eprintln!("pdex serving FHIR R4 at {}", server.state.base_url);
             server.run().await?;
+        }
+        Command::Consent(ConsentCommand::Revoke {
+            patient,
+            organization,
+        }) => {
+            let org = pdex::consent::policy::parse_org(&organization).ok_or_else(|| {
+                anyhow::anyhow!("--organization must be SYSTEM|VALUE, not {organization:?}")
+            })?;
+            let store = pdex::store::Store::open(&database_url, Default::default(), true).await?;
+            let n = pdex::consent::stored::revoke(&store, &patient, &org).await?;
+            store.db.close().await;
+            println!("{}", serde_json::json!({"patient": patient, "revoked": n}));
         }
         Command::Migrate => {
             let store = pdex::store::Store::open(&database_url, Default::default(), true).await?;
@@ -507,6 +543,10 @@ fn exchange_config(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<config
             || d.match_failure_window_seconds,
         ),
         payer_identifiers,
+        pdex_version: match args.pdex_version.clone().or(file.pdex_version.clone()) {
+            Some(v) => config::PdexVersion::parse(&v)?,
+            None => d.pdex_version,
+        },
     })
 }
 

@@ -260,7 +260,10 @@ impl<'a> Run<'a> {
                     Section::Output => {
                         let mut c = Cow::Borrowed(row.content.as_str());
                         if let Some(p) = &projection {
-                            c = Cow::Owned(p.project(&task.rtype, &c));
+                            match p.project(&task.rtype, &c) {
+                                Some(projected) => c = std::borrow::Cow::Owned(projected),
+                                None => continue,
+                            }
                         }
                         if let Some(el) = &elements {
                             c = Cow::Owned(crate::fhir::json::select_elements(&c, el));

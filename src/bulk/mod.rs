@@ -49,8 +49,18 @@ pub trait MemberFilter: Send + Sync {
 pub trait Projection: Send + Sync {
     /// Does it apply to `rtype`?
     fn applies_to(&self, rtype: &str) -> bool;
-    /// The projected JSON of `content`.
-    fn project(&self, rtype: &str, content: &str) -> String;
+    /// The projected JSON of `content`, or `None` when the resource is withheld (e.g. a
+    /// prior authorization outside the PDex release window).
+    fn project(&self, rtype: &str, content: &str) -> Option<String>;
+}
+
+/// A kind of job other than exports (e.g. `$bulk-member-match`), run by the same workers
+/// under the same leases, its files recorded and served like an export's.
+#[async_trait]
+pub trait JobRunner: Send + Sync {
+    /// Runs `job` to completion (recording its files and completing it); `Ok(false)` when
+    /// the job stopped being this worker's (cancelled or taken over).
+    async fn run(&self, engine: &Engine, job: &job::Job, worker: &str) -> anyhow::Result<bool>;
 }
 
 /// The engine shared by the handlers and the workers.
@@ -61,6 +71,7 @@ pub struct Engine {
     pub jobs: job::Jobs,
     member_filters: std::sync::RwLock<HashMap<String, Arc<dyn MemberFilter>>>,
     projections: std::sync::RwLock<HashMap<String, Arc<dyn Projection>>>,
+    runners: std::sync::RwLock<HashMap<String, Arc<dyn JobRunner>>>,
     /// Wakes idle workers when a job is queued in this process.
     pub wake: tokio::sync::Notify,
     /// This process's worker id prefix (lease owner).
@@ -77,6 +88,7 @@ impl Engine {
             storage,
             member_filters: Default::default(),
             projections: Default::default(),
+            runners: Default::default(),
             wake: tokio::sync::Notify::new(),
             instance: uuid::Uuid::new_v4().simple().to_string(),
         }))
@@ -94,6 +106,18 @@ impl Engine {
             .write()
             .expect("lock")
             .insert(name.to_owned(), projection);
+    }
+
+    /// Registers the runner of jobs of `kind` (jobs of other kinds are exports).
+    pub fn register_job_runner(&self, kind: &str, runner: Arc<dyn JobRunner>) {
+        self.runners
+            .write()
+            .expect("lock")
+            .insert(kind.to_owned(), runner);
+    }
+
+    pub fn job_runner(&self, kind: &str) -> Option<Arc<dyn JobRunner>> {
+        self.runners.read().expect("lock").get(kind).cloned()
     }
 
     pub fn member_filter(&self, name: &str) -> Option<Arc<dyn MemberFilter>> {

@@ -50,9 +50,16 @@ fn lease_ms(engine: &Engine) -> i64 {
 async fn run_one(engine: &Engine, worker: &str, job: super::job::Job) {
     let started = std::time::Instant::now();
     tracing::info!(job = %job.id, kind = %job.kind, "export job started");
-    let result = match Run::new(engine, &job, worker) {
-        Ok(run) => run.execute().await,
-        Err(e) => Err(Stop::Failed(e)),
+    let result = match engine.job_runner(&job.kind) {
+        Some(runner) => match runner.run(engine, &job, worker).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Stop::Lost),
+            Err(e) => Err(Stop::Failed(e)),
+        },
+        None => match Run::new(engine, &job, worker) {
+            Ok(run) => run.execute().await,
+            Err(e) => Err(Stop::Failed(e)),
+        },
     };
     match result {
         Ok(()) => tracing::info!(

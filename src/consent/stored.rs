@@ -130,3 +130,27 @@ pub async fn member_has_sensitive(store: &Store, patient_id: &str) -> anyhow::Re
         .await?;
     Ok(!rows.is_empty())
 }
+
+/// Revokes (marks `inactive`) the active consents of `patient_id` for `requester` — the
+/// member withdrew their consent at the old payer (`pdex consent revoke`). Later member-scoped
+/// tokens and export jobs no longer find them (§pdex-167). Returns how many were revoked.
+pub async fn revoke(
+    store: &Store,
+    patient_id: &str,
+    requester: &OrgIdentifier,
+) -> anyhow::Result<u64> {
+    let mut tx = store.db.begin().await?;
+    let n = tx
+        .execute(
+            "UPDATE member_consents SET status = 'inactive' \
+             WHERE patient_id = ? AND requester_system = ? AND requester_value = ? AND status = 'active'",
+            vec![
+                patient_id.into(),
+                (&requester.system).into(),
+                (&requester.value).into(),
+            ],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(n)
+}

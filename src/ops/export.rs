@@ -88,6 +88,14 @@ pub async fn group_get(
     headers: HeaderMap,
 ) -> Result<Response, FhirError> {
     let raw = request::from_query(query_pairs(q.as_deref()));
+    if ctx.kind == crate::auth::ClientKind::Payer {
+        // a payer's Group export follows the payer-to-payer rules (consent, _since, EOBs)
+        let url = request_url(&state.base_url, &uri, false);
+        return crate::ops::davinci_data_export::kickoff(
+            &state, &ctx, &id, raw, false, &headers, &url,
+        )
+        .await;
+    }
     kickoff(&state, &ctx, Level::Group(id), raw, false, &headers, &uri).await
 }
 
@@ -100,6 +108,13 @@ pub async fn group_post(
     body: Bytes,
 ) -> Result<Response, FhirError> {
     let raw = post_params(&headers, &body)?;
+    if ctx.kind == crate::auth::ClientKind::Payer {
+        let url = request_url(&state.base_url, &uri, true);
+        return crate::ops::davinci_data_export::kickoff(
+            &state, &ctx, &id, raw, true, &headers, &url,
+        )
+        .await;
+    }
     kickoff(&state, &ctx, Level::Group(id), raw, true, &headers, &uri).await
 }
 
@@ -213,6 +228,19 @@ pub async fn start_job(
     params: ExportParams,
     request_url: &str,
 ) -> Result<Response, FhirError> {
+    let params = serde_json::to_string(&params).map_err(FhirError::internal)?;
+    start_job_with(state, ctx, kind, params, request_url).await
+}
+
+/// [`start_job`] for any job kind, with its parameters already serialised (the runner of
+/// `kind` reads them back).
+pub async fn start_job_with(
+    state: &SharedState,
+    ctx: &AccessContext,
+    kind: &str,
+    params: String,
+    request_url: &str,
+) -> Result<Response, FhirError> {
     let engine = &state.bulk;
     let now = now_ms();
     let created = engine
@@ -222,7 +250,7 @@ pub async fn start_job(
                 kind,
                 ctx,
                 request_url,
-                params: serde_json::to_string(&params).map_err(FhirError::internal)?,
+                params,
                 transaction_time: now,
                 not_before: now + SETTLE_MS,
             },

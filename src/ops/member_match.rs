@@ -11,9 +11,9 @@
 //! Repeated failures are throttled (`throttle`, mm-7). Every outcome is written to the audit
 //! log (target `pdex::audit`) with the client and, on success, the member's Patient id only.
 
-mod matcher;
+pub mod matcher;
 mod throttle;
-mod validate;
+pub mod validate;
 
 pub use throttle::Throttle;
 

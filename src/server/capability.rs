@@ -60,8 +60,14 @@ pub fn capability_statement(
                     json!({"name": "export",
                         "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"}),
                 ]),
-                "Group" => operations.push(json!({"name": "export",
-                    "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"})),
+                "Group" => operations.extend([
+                    json!({"name": "export",
+                        "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"}),
+                    json!({"name": "bulk-member-match",
+                        "definition": crate::ops::bulk_member_match::OPERATION}),
+                    json!({"name": "davinci-data-export",
+                        "definition": crate::ops::davinci_data_export::OPERATION}),
+                ]),
                 _ => {}
             }
             let mut resource = json!({

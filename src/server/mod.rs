@@ -178,6 +178,14 @@ pub fn router(state: SharedState) -> Router {
         .route("/{rtype}", get(rest::search_get).post(rest::create))
         .route("/{rtype}/_search", post(rest::search_post))
         .route(
+            "/Group/{id}/$davinci-data-export",
+            get(crate::ops::davinci_data_export::get).post(crate::ops::davinci_data_export::post),
+        )
+        .route(
+            "/Group/$bulk-member-match",
+            post(crate::ops::bulk_match_job::kickoff_handler),
+        )
+        .route(
             "/Patient/$member-match",
             post(crate::ops::member_match::member_match),
         )
