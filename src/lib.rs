@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod certs;
 pub mod config;
 pub mod consent;
 pub mod fhir;

@@ -6,6 +6,9 @@
 //! `patient`) is the contract the rest of the code relies on: operations, the bulk engine and
 //! the store read it, only the authorization server builds it.
 
+pub mod pki;
+pub mod udap;
+
 /// Which members' data a caller may reach.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DataScope {
