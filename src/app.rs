@@ -128,7 +128,24 @@ impl Server {
             }
             _ => None,
         };
-        let mut state = AppState::new(store, base_url);
+        let lifetime = match config.token_lifetime {
+            0 => crate::auth::server::DEFAULT_TOKEN_LIFETIME,
+            n => n,
+        };
+        let mut settings = crate::auth::AuthSettings::new(&base_url, lifetime);
+        if let Some(m) = &mtls {
+            // The token endpoint as clients see it on the mTLS listener.
+            settings.extra_token_urls.push(
+                ListenerInfo {
+                    kind: ListenerKind::Mtls,
+                    base_url: m.base_url.clone(),
+                }
+                .oauth_url("token"),
+            );
+        }
+        settings.trust = trust.clone();
+        let auth = crate::auth::AuthServer::start(store.clone(), settings).await?;
+        let mut state = AppState::new(store, base_url, auth);
         state.trust = trust;
         state.udap = udap;
         state.mtls_base_url = mtls.as_ref().map(|m| m.base_url.clone());
@@ -185,8 +202,9 @@ impl Server {
     }
 }
 
-/// `serve --demo`: loads the bundled demo data set (`fixtures/demo/`) into an empty store
-/// and prints a banner with commands that work against it.
+/// `serve --demo`: loads the bundled demo data set (`fixtures/demo/`) into an empty store,
+/// registers the demo back-office client, and prints a banner with commands that work
+/// against it (including a demo access token).
 pub async fn load_demo(state: &AppState) -> anyhow::Result<()> {
     let dir = demo_dir();
     if state.store.is_empty().await? {
@@ -200,8 +218,51 @@ pub async fn load_demo(state: &AppState) -> anyhow::Result<()> {
     } else {
         eprintln!("demo data: the store already holds data; nothing loaded");
     }
-    eprintln!("{}", demo_banner(&state.base_url, &dir));
+    let token = demo_token(state).await?;
+    eprintln!("{}", demo_banner(&state.base_url, &dir, &token));
     Ok(())
+}
+
+/// Demo only: a read-only `admin` client ("demo back office") and a token for it that lasts
+/// the demo session (8 hours), so the banner's curl commands can be pasted as they are.
+async fn demo_token(state: &AppState) -> anyhow::Result<String> {
+    use crate::auth::{ClientKind, clients};
+    const DEMO_ID: &str = "pdex-demo-back-office";
+    let client = match clients::find_by_external_id(&state.store, DEMO_ID).await? {
+        Some(c) => c,
+        None => {
+            clients::create(
+                &state.store,
+                clients::NewClient {
+                    name: "demo back office".into(),
+                    kind: Some(ClientKind::Admin),
+                    scopes: vec!["system/*.rs".into()],
+                    // no keys and a secret nobody learns: the client cannot authenticate
+                    // itself; it gets tokens only from this banner
+                    secret: true,
+                    external_id: Some(DEMO_ID.into()),
+                    ..Default::default()
+                },
+            )
+            .await?
+            .client
+        }
+    };
+    let issued = crate::auth::access_token::mint(
+        &state.auth,
+        &crate::auth::access_token::Grant {
+            client_id: client.client_id.clone(),
+            kind: client.kind,
+            organization: None,
+            scopes: client.scopes.clone(),
+            patient: None,
+            allow_sensitive: true,
+            cnf: None,
+            lifetime: 8 * 3600,
+        },
+    )
+    .await?;
+    Ok(issued.access_token)
 }
 
 fn demo_dir() -> std::path::PathBuf {
@@ -214,7 +275,7 @@ fn demo_dir() -> std::path::PathBuf {
 }
 
 /// Ready-to-paste commands for the first demo member (the HRex `$member-match` example).
-pub fn demo_banner(base: &str, dir: &std::path::Path) -> String {
+pub fn demo_banner(base: &str, dir: &std::path::Path, token: &str) -> String {
     let first: serde_json::Value = std::fs::read_to_string(dir.join("members.json"))
         .ok()
         .and_then(|t| serde_json::from_str::<Vec<serde_json::Value>>(&t).ok())
@@ -226,14 +287,16 @@ pub fn demo_banner(base: &str, dir: &std::path::Path) -> String {
     format!(
         r#"
   pdex demo — FHIR R4 at {base}
+  A read-only back-office token for the demo (8 hours):
+    export TOKEN={token}
   Try:
     curl -s {base}/metadata | head -c 400
-    curl -s '{base}/Patient?identifier={member_id}'
-    curl -s '{base}/Patient?family={family}&_count=5'
-    curl -s '{base}/Observation?patient={id}&category=laboratory&_sort=-date&_count=5'
-    curl -s '{base}/ExplanationOfBenefit?patient={id}&_include=ExplanationOfBenefit:*'
-    curl -s '{base}/Condition?patient={id}&_revinclude=Provenance:target'
-    curl -s '{base}/Coverage?beneficiary=Patient/{id}'
+    curl -s -H "Authorization: Bearer $TOKEN" '{base}/Patient?identifier={member_id}'
+    curl -s -H "Authorization: Bearer $TOKEN" '{base}/Patient?family={family}&_count=5'
+    curl -s -H "Authorization: Bearer $TOKEN" '{base}/Observation?patient={id}&category=laboratory&_sort=-date&_count=5'
+    curl -s -H "Authorization: Bearer $TOKEN" '{base}/ExplanationOfBenefit?patient={id}&_include=ExplanationOfBenefit:*'
+    curl -s -H "Authorization: Bearer $TOKEN" '{base}/Condition?patient={id}&_revinclude=Provenance:target'
+    curl -s -H "Authorization: Bearer $TOKEN" '{base}/Coverage?beneficiary=Patient/{id}'
 "#
     )
 }

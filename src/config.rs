@@ -38,6 +38,8 @@ pub struct FileConfig {
     pub udap_key: Option<PathBuf>,
     /// The UDAP trust community URI answered at `/.well-known/udap?community=`.
     pub udap_community: Option<String>,
+    /// Access-token lifetime in seconds (default 300).
+    pub token_lifetime: Option<u64>,
 }
 
 impl FileConfig {
@@ -61,7 +63,7 @@ impl FileConfig {
 }
 
 /// The resolved server configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ServerConfig {
     pub database_url: String,
     pub listen: String,
@@ -70,6 +72,8 @@ pub struct ServerConfig {
     pub migrate: bool,
     pub sensitive_labels: Vec<String>,
     pub demo: bool,
+    /// Access-token lifetime, seconds (`--token-lifetime`); 0 means the default (300).
+    pub token_lifetime: u64,
 }
 
 /// Transport and trust framework settings (`serve --tls-cert …`, config keys of the same

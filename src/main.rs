@@ -40,9 +40,67 @@ enum Command {
     Import(ImportArgs),
     /// Write a deterministic synthetic payer data set as NDJSON.
     Synth(SynthArgs),
+    /// Register, list and disable OAuth clients.
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// The server's token-signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Certificates for development and tests.
     #[command(subcommand)]
     Certs(CertsCommand),
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// Register a client; prints JSON with its client_id (and its secret, once).
+    Add(ClientAddArgs),
+    /// List registered clients as JSON.
+    List,
+    /// Disable a client: its tokens stop working at once.
+    Disable {
+        /// The client to disable.
+        client_id: String,
+    },
+}
+
+#[derive(Args)]
+struct ClientAddArgs {
+    /// Display name.
+    #[arg(long)]
+    name: String,
+    /// payer, provider, app or admin (admin: the plan's own back office; sees all data).
+    #[arg(long)]
+    kind: String,
+    /// A JWK Set file with the client's public keys (private_key_jwt).
+    #[arg(long, conflicts_with = "jwks_uri")]
+    jwks: Option<PathBuf>,
+    /// The URL of the client's JWK Set (private_key_jwt; preferred by SMART).
+    #[arg(long)]
+    jwks_uri: Option<String>,
+    /// Issue a client secret (printed once).
+    #[arg(long)]
+    secret: bool,
+    /// Redirect URI for the authorization code grant (repeatable).
+    #[arg(long = "redirect-uri")]
+    redirect_uris: Vec<String>,
+    /// Space-separated scopes the client may be granted.
+    #[arg(long, default_value = "")]
+    scope: String,
+    /// Organization identifier SYSTEM|VALUE (consent recipients, Group ownership).
+    #[arg(long)]
+    organization: Option<String>,
+    /// SAN URI the client's certificate must carry (tls_client_auth, certificate binding).
+    #[arg(long)]
+    cert_san_uri: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make a new signing key; the old ones stay published until their tokens expire.
+    Rotate,
+    /// List the signing keys.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -75,6 +133,9 @@ struct ServeArgs {
     /// Load the bundled demo data set into an empty store.
     #[arg(long)]
     demo: bool,
+    /// Access-token lifetime in seconds (default 300).
+    #[arg(long, env = "PDEX_TOKEN_LIFETIME")]
+    token_lifetime: Option<u64>,
     #[command(flatten)]
     tls: TlsArgs,
 }
@@ -210,7 +271,13 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 migrate: !args.no_migrate && file.migrate.unwrap_or(true),
                 sensitive_labels: labels,
                 demo: args.demo,
+                token_lifetime: pick(args.token_lifetime, file.token_lifetime, || {
+                    pdex::auth::server::DEFAULT_TOKEN_LIFETIME
+                }),
             };
+            if config.token_lifetime == 0 {
+                anyhow::bail!("--token-lifetime must be at least 1 second");
+            }
             let tls = args.tls.resolve(&file);
             let server = pdex::app::Server::bind_tls(&config, &tls).await?;
             if config.demo {
@@ -296,6 +363,116 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             for (rtype, n) in summary.counts {
                 let _ = writeln!(out, "  {rtype:<28} {n}");
             }
+        }
+        Command::Client(cmd) => {
+            let store = pdex::store::Store::open(&database_url, Default::default(), true).await?;
+            let result = client_command(&store, cmd).await;
+            store.db.close().await;
+            return result;
+        }
+        Command::Keys(cmd) => {
+            let store = pdex::store::Store::open(&database_url, Default::default(), true).await?;
+            let mut out = std::io::stdout().lock();
+            match cmd {
+                KeysCommand::Rotate => {
+                    let kid = pdex::auth::keys::rotate(&store).await?;
+                    let _ = writeln!(out, "{}", serde_json::json!({"kid": kid}));
+                }
+                KeysCommand::List => {
+                    let keys: Vec<serde_json::Value> = pdex::auth::keys::list(&store)
+                        .await?
+                        .into_iter()
+                        .map(|k| {
+                            serde_json::json!({
+                                "kid": k.kid, "alg": k.alg,
+                                "created_at": pdex::fhir::datetime::format_instant(k.created_at),
+                                "retired_at": k.retired_at.map(pdex::fhir::datetime::format_instant),
+                            })
+                        })
+                        .collect();
+                    let _ = writeln!(out, "{}", serde_json::Value::from(keys));
+                }
+            }
+            store.db.close().await;
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `pdex client …`: operator commands on the client registry (they work while `serve` runs
+/// on the same database; the server reads clients on every use).
+async fn client_command(
+    store: &pdex::store::Store,
+    cmd: ClientCommand,
+) -> anyhow::Result<std::process::ExitCode> {
+    use pdex::auth::clients;
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        ClientCommand::Add(a) => {
+            let kind = pdex::auth::ClientKind::parse(&a.kind)
+                .filter(|k| *k != pdex::auth::ClientKind::Operator)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--kind must be payer, provider, app or admin, not {:?}",
+                        a.kind
+                    )
+                })?;
+            let jwks = match &a.jwks {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+                    Some(
+                        serde_json::from_str(&text)
+                            .map_err(|e| anyhow::anyhow!("{} is not JSON: {e}", path.display()))?,
+                    )
+                }
+                None => None,
+            };
+            let organization = a
+                .organization
+                .as_deref()
+                .map(clients::parse_organization)
+                .transpose()?;
+            let created = clients::create(
+                store,
+                clients::NewClient {
+                    name: a.name,
+                    kind: Some(kind),
+                    jwks,
+                    jwks_uri: a.jwks_uri,
+                    organization,
+                    scopes: pdex::auth::scopes::split(&a.scope),
+                    cert_san_uri: a.cert_san_uri,
+                    secret: a.secret,
+                    redirect_uris: a.redirect_uris,
+                    ..Default::default()
+                },
+            )
+            .await?;
+            let mut json = created.client.to_json();
+            if let Some(secret) = created.secret {
+                json["client_secret"] = serde_json::json!(secret);
+            }
+            let _ = writeln!(out, "{json}");
+        }
+        ClientCommand::List => {
+            let list: Vec<serde_json::Value> = clients::list(store)
+                .await?
+                .iter()
+                .map(clients::Client::to_json)
+                .collect();
+            let _ = writeln!(out, "{}", serde_json::Value::from(list));
+        }
+        ClientCommand::Disable { client_id } => {
+            if !clients::set_disabled(store, &client_id, true).await? {
+                eprintln!("pdex: no client {client_id:?}");
+                return Ok(std::process::ExitCode::FAILURE);
+            }
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::json!({"client_id": client_id, "disabled": true})
+            );
         }
     }
     Ok(std::process::ExitCode::SUCCESS)

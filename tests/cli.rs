@@ -2,6 +2,8 @@
 //! (with environment overriding it), logs JSON without PHI, serves HTTP, sees what a
 //! concurrent `pdex import` writes, and shuts down cleanly on SIGTERM.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -65,9 +67,14 @@ async fn serve_with_config_file_concurrent_import_and_sigterm() {
             .any(|l| l.starts_with('{') && l.contains("\"message\":\"pdex serving\"")),
         "JSON logs: {lines:?}"
     );
-    let client = reqwest::Client::new();
-    let resp = client.get(format!("{base}/metadata")).send().await.unwrap();
+    let resp = reqwest::Client::new()
+        .get(format!("{base}/metadata"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
+    // register a client with the CLI while the server runs, and use its token
+    let client = cli_client_token(&db, &base, dir.path()).await;
 
     // import into the same database while the server runs
     let data = dir.path().join("p.ndjson");
@@ -141,18 +148,24 @@ async fn demo_mode_loads_the_bundled_data_and_its_banner_commands_work() {
         .iter()
         .filter_map(|l| l.trim().strip_prefix("curl -s "))
         .map(|c| {
+            let c = c.split(" | ").next().unwrap();
             c.split_whitespace()
-                .next()
+                .last()
                 .unwrap()
                 .trim_matches('\'')
                 .to_owned()
         })
         .collect();
     assert!(banner_urls.len() >= 5, "banner: {seen:?}");
+    let token = seen
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("export TOKEN="))
+        .expect("the banner prints a token")
+        .to_owned();
     let client = reqwest::Client::new();
     for url in &banner_urls {
         assert!(url.starts_with(&base), "{url}");
-        let resp = client.get(url).send().await.unwrap();
+        let resp = client.get(url).bearer_auth(&token).send().await.unwrap();
         assert_eq!(resp.status(), 200, "{url}");
         let body: serde_json::Value = resp.json().await.unwrap();
         if body["resourceType"] == "Bundle" {
@@ -164,4 +177,65 @@ async fn demo_mode_loads_the_bundled_data_and_its_banner_commands_work() {
     }
     let _ = Command::new("kill").arg(child.id().to_string()).status();
     let _ = child.wait();
+}
+
+/// `pdex client add` (on the database a server is using), then a real token for it from
+/// that server: a reqwest client sending it.
+async fn cli_client_token(db: &str, base: &str, dir: &std::path::Path) -> reqwest::Client {
+    let key = common::TestKey::generate(jsonwebtoken::Algorithm::ES384);
+    let jwks = dir.join("client-jwks.json");
+    std::fs::write(&jwks, key.jwks().to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pdex"))
+        .args([
+            "client",
+            "add",
+            "--database-url",
+            db,
+            "--name",
+            "ops",
+            "--kind",
+            "admin",
+        ])
+        .args(["--jwks", jwks.to_str().unwrap(), "--scope", "system/*.rs"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let added: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let client_id = added["client_id"].as_str().unwrap().to_owned();
+    let token_url = format!("{}/oauth/token", base.strip_suffix("/fhir").unwrap());
+    let assertion = key.sign(&serde_json::json!({
+        "iss": client_id, "sub": client_id, "aud": token_url,
+        "exp": common::now() + 120, "jti": uuid::Uuid::new_v4().to_string(),
+    }));
+    let resp = reqwest::Client::new()
+        .post(&token_url)
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "system/*.rs"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", &assertion),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", body["access_token"].as_str().unwrap())
+            .parse()
+            .unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }

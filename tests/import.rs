@@ -103,6 +103,7 @@ async fn import_reports_bad_lines_keeps_good_ones_and_is_idempotent() {
             migrate: true,
             sensitive_labels: vec![],
             demo: false,
+            ..Default::default()
         };
         let server = pdex::app::Server::bind(&config).await.unwrap();
         let store = server.state.store.clone();

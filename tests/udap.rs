@@ -181,3 +181,260 @@ async fn udap_is_off_without_a_signing_identity() {
         server.stop().await;
     }
 }
+
+const APP: &str = "https://payer-a.example.org/udap-client";
+
+fn statement_claims(server: &TlsServer, iss: &str, mtls: bool) -> Value {
+    let now = chrono::Utc::now().timestamp();
+    serde_json::json!({
+        "iss": iss, "sub": iss, "aud": server.oauth_url(mtls, "register"),
+        "exp": now + 300, "iat": now, "jti": uuid::Uuid::new_v4().to_string(),
+        "client_name": "Payer A UDAP client",
+        "contacts": ["mailto:ops@payer-a.example.org"],
+        "logo_uri": "https://payer-a.example.org/logo.png",
+        "grant_types": ["client_credentials"],
+        "token_endpoint_auth_method": "private_key_jwt",
+        "scope": "system/*.read",
+    })
+}
+
+async fn udap_register(server: &TlsServer, statement: &str) -> (StatusCode, Value) {
+    let resp = server
+        .client(None)
+        .post(server.oauth_url(false, "register"))
+        .header("Content-Type", "application/json")
+        .body(
+            serde_json::json!({"software_statement": statement, "certifications": [], "udap": "1"})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+fn b2b_assertion(leaf: &pki::Leaf, client_id: &str, aud: &str, b2b: Option<Value>) -> String {
+    let now = chrono::Utc::now().timestamp();
+    let mut claims = serde_json::json!({
+        "iss": client_id, "sub": client_id, "aud": aud,
+        "exp": now + 300, "iat": now, "jti": uuid::Uuid::new_v4().to_string(),
+    });
+    if let Some(ext) = b2b {
+        claims["extensions"] = serde_json::json!({"hl7-b2b": ext});
+    }
+    leaf.sign_jwt(&claims)
+}
+
+fn b2b_ext() -> Value {
+    serde_json::json!({
+        "version": "1", "subject_name": "Jane Requester", "subject_id": "urn:oid:2.16.840.1.113883.4.6#1234567893",
+        "organization_name": "Payer A", "organization_id": "https://payer-a.example.org",
+        "purpose_of_use": ["urn:oid:2.16.840.1.113883.5.8#HPAYMT"],
+    })
+}
+
+async fn udap_token(
+    server: &TlsServer,
+    assertion: &str,
+) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let resp = server
+        .client(None)
+        .post(server.oauth_url(false, "token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", assertion),
+            ("udap", "1"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    (status, headers, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn udap_registration_new_update_errors_and_cancel() {
+    for backend in common::backends() {
+        let server = TlsServer::start(&backend).await;
+        let leaf = server.ca.client(APP);
+
+        // new registration: 201, the statement echoed verbatim
+        let jwt = leaf.sign_jwt(&statement_claims(&server, APP, false));
+        let (status, reg) = udap_register(&server, &jwt).await;
+        assert_eq!(status, StatusCode::CREATED, "{reg}");
+        let client_id = reg["client_id"].as_str().unwrap().to_owned();
+        assert_eq!(reg["software_statement"], jwt.as_str());
+        assert_eq!(
+            reg["grant_types"],
+            serde_json::json!(["client_credentials"])
+        );
+        assert_eq!(reg["token_endpoint_auth_method"], "private_key_jwt");
+        assert!(reg["scope"].as_str().is_some_and(|s| !s.is_empty()));
+        assert!(reg["client_name"].as_str().is_some_and(|s| !s.is_empty()));
+
+        // the same statement again: its jti is spent
+        let (status, err) = udap_register(&server, &jwt).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(err["error"], "invalid_software_statement");
+
+        // the same iss with a fresh statement: an update, same client_id, 200
+        let (status, again) = udap_register(
+            &server,
+            &leaf.sign_jwt(&statement_claims(&server, APP, false)),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{again}");
+        assert_eq!(again["client_id"], client_id.as_str());
+
+        // the error cases
+        let other_ca = pki::Ca::new("not our trust framework");
+        let stranger = other_ca.client(APP);
+        let wrong_key = server.ca.client(APP);
+        let mut cases: Vec<(&str, String, &str)> = Vec::new();
+        cases.push((
+            "iss not a SAN URI",
+            leaf.sign_jwt(&statement_claims(
+                &server,
+                "https://invalid.example/iss",
+                false,
+            )),
+            "invalid_software_statement",
+        ));
+        cases.push((
+            "untrusted CA",
+            stranger.sign_jwt(&statement_claims(&server, APP, false)),
+            "unapproved_software_statement",
+        ));
+        // signed by another key than the x5c leaf's
+        cases.push((
+            "bad signature",
+            wrong_key.sign_jwt_with_header(
+                serde_json::json!({"alg": "RS256", "x5c": leaf.x5c()}),
+                &statement_claims(&server, APP, false),
+            ),
+            "invalid_software_statement",
+        ));
+        cases.push((
+            "no x5c",
+            leaf.sign_jwt_with_header(
+                serde_json::json!({"alg": "RS256"}),
+                &statement_claims(&server, APP, false),
+            ),
+            "invalid_software_statement",
+        ));
+        let mut c = statement_claims(&server, APP, false);
+        c["aud"] = "https://elsewhere.example/register".into();
+        cases.push(("aud", leaf.sign_jwt(&c), "invalid_software_statement"));
+        let mut c = statement_claims(&server, APP, false);
+        c["exp"] = (c["iat"].as_i64().unwrap() + 600).into();
+        cases.push((
+            "exp - iat > 300",
+            leaf.sign_jwt(&c),
+            "invalid_software_statement",
+        ));
+        let mut c = statement_claims(&server, APP, false);
+        c["iat"] = (c["iat"].as_i64().unwrap() - 900).into();
+        c["exp"] = (c["iat"].as_i64().unwrap() + 200).into();
+        cases.push(("expired", leaf.sign_jwt(&c), "invalid_software_statement"));
+        let mut c = statement_claims(&server, APP, false);
+        c["grant_types"] = serde_json::json!(["client_credentials", "authorization_code"]);
+        cases.push((
+            "both grant types",
+            leaf.sign_jwt(&c),
+            "invalid_client_metadata",
+        ));
+        let mut c = statement_claims(&server, APP, false);
+        c["contacts"] = serde_json::json!(["ops@payer-a.example.org"]);
+        cases.push((
+            "no mailto contact",
+            leaf.sign_jwt(&c),
+            "invalid_client_metadata",
+        ));
+        for (why, statement, code) in cases {
+            let (status, err) = udap_register(&server, &statement).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{why}: {err}");
+            assert_eq!(err["error"], code, "{why}: {err}");
+        }
+
+        // B2B token with the registered certificate
+        let token_url = server.oauth_url(false, "token");
+        let (status, headers, tok) = udap_token(
+            &server,
+            &b2b_assertion(&leaf, &client_id, &token_url, Some(b2b_ext())),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{tok}");
+        assert!(tok["access_token"].as_str().is_some_and(|t| !t.is_empty()));
+        assert!(
+            tok["token_type"]
+                .as_str()
+                .unwrap()
+                .eq_ignore_ascii_case("bearer")
+        );
+        assert!(tok["expires_in"].as_u64().unwrap() <= 3600);
+        assert!(
+            headers["cache-control"]
+                .to_str()
+                .unwrap()
+                .contains("no-store")
+        );
+        assert!(headers["pragma"].to_str().unwrap().contains("no-cache"));
+
+        // replayed assertion
+        let a = b2b_assertion(&leaf, &client_id, &token_url, Some(b2b_ext()));
+        assert_eq!(udap_token(&server, &a).await.0, StatusCode::OK);
+        let (status, _, err) = udap_token(&server, &a).await;
+        assert!(status.is_client_error());
+        assert_eq!(err["error"], "invalid_client", "replayed jti");
+        // hl7-b2b missing, or without organization_id / purpose_of_use
+        let mut no_org = b2b_ext();
+        no_org.as_object_mut().unwrap().remove("organization_id");
+        let mut no_pou = b2b_ext();
+        no_pou.as_object_mut().unwrap().remove("purpose_of_use");
+        for (why, ext) in [
+            ("no hl7-b2b", None),
+            ("no organization_id", Some(no_org)),
+            ("no purpose_of_use", Some(no_pou)),
+        ] {
+            let (status, _, err) =
+                udap_token(&server, &b2b_assertion(&leaf, &client_id, &token_url, ext)).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{why}");
+            assert_eq!(err["error"], "invalid_grant", "{why}");
+        }
+        // a certificate of the framework with another SAN URI is not this client's
+        let other = server.ca.client("https://payer-b.example.org/udap-client");
+        let (_, _, err) = udap_token(
+            &server,
+            &b2b_assertion(&other, &client_id, &token_url, Some(b2b_ext())),
+        )
+        .await;
+        assert_eq!(err["error"], "invalid_client");
+        // a certificate from another CA with the same SAN URI: x5c re-validated, refused
+        let (_, _, err) = udap_token(
+            &server,
+            &b2b_assertion(&stranger, &client_id, &token_url, Some(b2b_ext())),
+        )
+        .await;
+        assert_eq!(err["error"], "invalid_client");
+
+        // empty grant_types cancels; the client's assertions then fail
+        let mut c = statement_claims(&server, APP, false);
+        c["grant_types"] = serde_json::json!([]);
+        let (status, cancelled) = udap_register(&server, &leaf.sign_jwt(&c)).await;
+        assert_eq!(status, StatusCode::OK, "{cancelled}");
+        assert_eq!(cancelled["grant_types"], serde_json::json!([]));
+        let (_, _, err) = udap_token(
+            &server,
+            &b2b_assertion(&leaf, &client_id, &token_url, Some(b2b_ext())),
+        )
+        .await;
+        assert_eq!(err["error"], "invalid_client");
+        server.stop().await;
+    }
+}

@@ -5,7 +5,31 @@
 //! The shape of [`AccessContext`] and its query methods (`allows`, `has_operation`,
 //! `patient`) is the contract the rest of the code relies on: operations, the bulk engine and
 //! the store read it, only the authorization server builds it.
+//!
+//! The authorization server: `clients` (registered clients), `keys` (the server's signing
+//! keys and JWKS), `client_keys` (client JWK Sets and assertion checks), `scopes` (SMART scope
+//! grammar, negotiation, evaluation), `token` (the token endpoint and its grants),
+//! `access_token` (minting and verifying our JWT access tokens into an [`AccessContext`]),
+//! `introspect` (RFC 7662 / RFC 7009), `discovery` (SMART configuration, JWKS), `metrics`
+//! (request and failure counters), `server` (the shared [`server::AuthServer`] and its routes).
+//!
+//! Depends on `store` and `consent` (the member-scoped token's consent check); never on
+//! `server` (the HTTP router depends on this module, not the other way round).
 
+pub mod access_token;
+pub mod client_keys;
+pub mod clients;
+pub mod discovery;
+pub mod introspect;
+pub mod keys;
+pub mod metrics;
+pub mod scopes;
+pub mod server;
+pub mod token;
+
+pub use server::{AuthServer, AuthSettings};
+
+pub mod dcr;
 pub mod pki;
 pub mod udap;
 
@@ -132,16 +156,47 @@ impl AccessContext {
         }
     }
 
-    /// Does a granted scope allow `interaction` on `rtype`? Operator contexts allow all.
-    pub fn allows(&self, _rtype: &str, _interaction: Interaction) -> bool {
-        // The authorization server replaces this with real SMART v1/v2 scope evaluation.
-        self.kind == ClientKind::Operator || self.kind == ClientKind::Admin
+    /// The scope contexts that count for this caller: `patient/` (and `user/`) scopes for a
+    /// patient-scoped token, `system/` (and `user/`) scopes otherwise.
+    fn scope_contexts(&self) -> &'static [scopes::Context] {
+        if self.patient().is_some() {
+            &[scopes::Context::Patient, scopes::Context::User]
+        } else {
+            &[scopes::Context::System, scopes::Context::User]
+        }
     }
 
-    /// Was the operation scope `canonical` (e.g. the HRex member-match OperationDefinition
-    /// URL) granted? Operator contexts have every operation.
+    /// Does a granted scope allow `interaction` on `rtype` (SMART v1 `.read`/`.write`/`.*`,
+    /// v2 `.cruds`)? Operator contexts allow all; every other kind, admin included, only
+    /// what its token's scopes say.
+    pub fn allows(&self, rtype: &str, interaction: Interaction) -> bool {
+        if self.kind == ClientKind::Operator {
+            return true;
+        }
+        let perm = match interaction {
+            Interaction::Create => scopes::C,
+            Interaction::Read => scopes::R,
+            Interaction::Update => scopes::U,
+            Interaction::Delete => scopes::D,
+            Interaction::Search => scopes::S,
+        };
+        scopes::allows(&self.scopes, self.scope_contexts(), rtype, perm)
+    }
+
+    /// The resource types this caller may read or search; `None` means all. `store::access`
+    /// turns it into SQL, so `_include`d and exported resources obey it too.
+    pub fn readable_types(&self) -> Option<Vec<String>> {
+        if self.kind == ClientKind::Operator {
+            return None;
+        }
+        scopes::readable_types(&self.scopes, self.scope_contexts())
+    }
+
+    /// Was the operation scope `canonical` (e.g. [`scopes::MEMBER_MATCH`]) granted? Both
+    /// bulk-member-match spellings and PDex's `system.Group.u?…` form are accepted.
+    /// Operator contexts have every operation.
     pub fn has_operation(&self, canonical: &str) -> bool {
-        self.kind == ClientKind::Operator || self.scopes.iter().any(|s| s == canonical)
+        self.kind == ClientKind::Operator || scopes::has_operation(&self.scopes, canonical)
     }
 }
 

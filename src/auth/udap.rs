@@ -668,8 +668,8 @@ pub fn is_x5c_assertion(assertion: &str) -> bool {
 /// Validates a UDAP B2B client assertion (UDAP b2b.md §5.2, UDAP JWT client auth §6–7) for
 /// the client `client_id`, registered with the certificate SAN URI `registered_san`: the
 /// x5c chain re-validated to the anchors on this request, the signature with its leaf, the
-/// leaf's SAN URI equal to the registered one, `iss == sub == client_id`, `aud` = the token
-/// URL of the listener, `exp - iat` ≤ 300 s, `jti`, and `extensions.hl7-b2b` with
+/// leaf's SAN URI equal to the registered one, `iss == sub == client_id`, `aud` = a URL of
+/// the token endpoint, `exp - iat` ≤ 300 s, `jti`, and `extensions.hl7-b2b` with
 /// `organization_id` (a URI) and `purpose_of_use` (an array). `jti` replay is the caller's
 /// check.
 pub fn validate_b2b_assertion(
@@ -677,7 +677,7 @@ pub fn validate_b2b_assertion(
     anchors: &TrustAnchors,
     client_id: &str,
     registered_san: &str,
-    token_url: &str,
+    token_urls: &[String],
     now: i64,
 ) -> Result<B2bAssertion, TokenError> {
     let jws = Jws::parse(assertion).map_err(TokenError::client)?;
@@ -697,9 +697,10 @@ pub fn validate_b2b_assertion(
             "`iss` and `sub` must both be the client_id",
         ));
     }
-    if !audience_is(c, token_url) {
+    if !token_urls.iter().any(|u| audience_is(c, u)) {
         return Err(TokenError::client(format!(
-            "`aud` must be the token endpoint, {token_url}"
+            "`aud` must be the token endpoint, {}",
+            token_urls.first().map(String::as_str).unwrap_or_default()
         )));
     }
     let (_, exp) = check_lifetime(c, now).map_err(TokenError::client)?;

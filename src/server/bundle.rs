@@ -199,6 +199,17 @@ fn plan_entry(
     }
 }
 
+/// 403 unless the caller's scopes allow this write on its resource type.
+fn check_write_scope(ctx: &AccessContext, op: &WriteOp) -> Result<(), FhirError> {
+    use crate::auth::Interaction;
+    let interaction = match op.kind {
+        crate::store::WriteKind::Create => Interaction::Create,
+        crate::store::WriteKind::Delete { .. } => Interaction::Delete,
+        _ => Interaction::Update,
+    };
+    super::rest::check_scope(ctx, &op.rtype, interaction)
+}
+
 /// Runs a GET entry and returns (status, resource JSON).
 async fn run_get(
     state: &SharedState,
@@ -209,6 +220,7 @@ async fn run_get(
     super::rest::check_type(state, &rtype)?;
     match id {
         Some(id) => {
+            super::rest::check_scope(ctx, &rtype, crate::auth::Interaction::Read)?;
             let r = state
                 .store
                 .read(ctx, &rtype, &id)
@@ -332,6 +344,11 @@ async fn transaction(
     if !writes.is_empty() {
         require_write(ctx)?;
     }
+    for (i, op) in &writes {
+        check_write_scope(ctx, op).map_err(|e| {
+            FhirError::new(e.status, e.issue, format!("entry {i}: {}", e.diagnostics))
+        })?;
+    }
     let (positions, ops): (Vec<usize>, Vec<WriteOp>) = writes.into_iter().unzip();
     let results = state.store.write(ops).await?;
     let mut out: Vec<Option<Entry>> = (0..bundle.entry.len()).map(|_| None).collect();
@@ -369,6 +386,7 @@ async fn batch(
             match plan_entry(state, entry, text.as_deref(), None)? {
                 Action::Write { op } => {
                     require_write(ctx)?;
+                    check_write_scope(ctx, &op)?;
                     let results = state.store.write(vec![*op]).await?;
                     Ok(response_entry(state, &results[0], ret))
                 }

@@ -26,7 +26,11 @@ fn type_code(kind: ParamType) -> &'static str {
 
 /// The CapabilityStatement as JSON. Built once at start-up (see `AppState::new`): it depends
 /// only on the registry and the base URL.
-pub fn capability_statement(registry: &Registry, base_url: &str) -> Value {
+pub fn capability_statement(
+    registry: &Registry,
+    base_url: &str,
+    oauth: &crate::auth::AuthSettings,
+) -> Value {
     let mut types: Vec<&str> = registry.resource_types();
     types.sort_unstable();
     let resources: Vec<Value> = types
@@ -76,6 +80,7 @@ pub fn capability_statement(registry: &Registry, base_url: &str) -> Value {
         "format": ["json", "application/fhir+json", "application/json"],
         "rest": [{
             "mode": "server",
+            "security": security(oauth),
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"}],
             "searchParam": [
@@ -88,6 +93,31 @@ pub fn capability_statement(registry: &Registry, base_url: &str) -> Value {
                 {"name": "_elements", "type": "string"}
             ]
         }]
+    })
+}
+
+/// `rest.security`: the SMART-on-FHIR service code and the SMART v1 `oauth-uris` extension
+/// (PDex 2.1 `payertopayerexchange.md`: "The security section within the Capability Statement
+/// will define the SMART-on-FHIR endpoints for Access Tokens"; protocols.md §2.2).
+fn security(oauth: &crate::auth::AuthSettings) -> Value {
+    json!({
+        "cors": true,
+        "service": [{
+            "coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                "code": "SMART-on-FHIR"
+            }],
+            "text": "OAuth2 using SMART-on-FHIR profile (see http://docs.smarthealthit.org)"
+        }],
+        "extension": [{
+            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+            "extension": [
+                {"url": "token", "valueUri": oauth.token_url()},
+                {"url": "introspect", "valueUri": oauth.introspection_url()},
+                {"url": "revoke", "valueUri": oauth.revocation_url()}
+            ]
+        }],
+        "description": "Backend clients get tokens at the token endpoint with private_key_jwt or tls_client_auth (SMART Backend Services); discovery at .well-known/smart-configuration. 401: no valid access token; 403: the token's scopes do not cover the request."
     })
 }
 

@@ -11,7 +11,8 @@ pub mod http;
 pub mod rest;
 pub mod tls;
 
-use crate::auth::AccessContext;
+use crate::auth::server::AuthFailure;
+use crate::auth::{AccessContext, AuthServer, ClientCertificate};
 use crate::fhir::{FHIR_JSON, FhirError, IssueType};
 use crate::store::Store;
 use axum::Router;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub base_url: String,
     /// The CapabilityStatement served at `/metadata`.
     pub capability: String,
+    /// The authorization server (tokens, keys, clients) and the resource server's check.
+    pub auth: Arc<AuthServer>,
     /// The trust framework's anchors (`--trust-anchors`): mTLS and UDAP `x5c` chains.
     pub trust: Option<crate::auth::pki::TrustAnchors>,
     /// UDAP signing identity; `None` when UDAP is off (`/.well-known/udap` is then 404).
@@ -46,12 +49,15 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(store: Store, base_url: String) -> Self {
-        let capability = capability::capability_statement(&store.registry, &base_url).to_string();
+    pub fn new(store: Store, base_url: String, auth: Arc<AuthServer>) -> Self {
+        let capability =
+            capability::capability_statement(&store.registry, &base_url, &auth.settings)
+                .to_string();
         AppState {
             store,
             base_url,
             capability,
+            auth,
             trust: None,
             udap: None,
             mtls_base_url: None,
@@ -62,15 +68,59 @@ impl AppState {
 
 pub type SharedState = Arc<AppState>;
 
-/// The caller's access, extracted per request. Until the authorization server lands every
-/// caller is the operator; handlers already take it so that nothing changes for them then.
+/// The caller's access, extracted per request from the bearer token (verified signature,
+/// audience, expiry, client enabled, not revoked, certificate binding): a handler that takes
+/// it is closed to unauthenticated callers, who get 401 with `WWW-Authenticate: Bearer`.
 pub struct Access(pub AccessContext);
 
-impl<S: Send + Sync> FromRequestParts<S> for Access {
-    type Rejection = FhirError;
-    async fn from_request_parts(_parts: &mut Parts, _state: &S) -> Result<Self, FhirError> {
-        Ok(Access(AccessContext::operator()))
+impl FromRequestParts<SharedState> for Access {
+    type Rejection = Response;
+    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, Response> {
+        let cert = parts.extensions.get::<ClientCertificate>();
+        match state.auth.authenticate(&parts.headers, cert).await {
+            Ok(ctx) => Ok(Access(ctx)),
+            Err(e) => Err(unauthorized(e)),
+        }
     }
+}
+
+/// RFC 6750 §3: 401 with a `WWW-Authenticate: Bearer` challenge (with `invalid_token` when a
+/// token was presented) and an OperationOutcome saying why.
+fn unauthorized(e: AuthFailure) -> Response {
+    let (challenge, text) = match e {
+        AuthFailure::Missing => (
+            r#"Bearer realm="pdex""#.to_owned(),
+            "an access token is required: send Authorization: Bearer <token>".to_owned(),
+        ),
+        AuthFailure::Invalid(why) => (
+            format!(
+                r#"Bearer realm="pdex", error="invalid_token", error_description="{}""#,
+                why.replace(['"', '\\'], "'")
+            ),
+            format!("invalid access token: {why}"),
+        ),
+        AuthFailure::Internal => {
+            return FhirError::internal("cannot check the access token").into_response();
+        }
+    };
+    let mut resp = FhirError::new(StatusCode::UNAUTHORIZED, IssueType::Login, text).into_response();
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    resp
+}
+
+/// Counts 403 answers (insufficient scope) for the audit counters.
+async fn count_forbidden(
+    axum::extract::State(state): axum::extract::State<SharedState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let resp = next.run(req).await;
+    if resp.status() == StatusCode::FORBIDDEN {
+        crate::auth::metrics::AuthMetrics::inc(&state.auth.metrics.forbidden);
+    }
+    resp
 }
 
 /// Largest request body we accept (transaction Bundles included).
@@ -95,6 +145,8 @@ pub fn router(state: SharedState) -> Router {
         .route("/{rtype}/{id}/_history/{vid}", get(rest::vread));
     Router::new()
         .nest("/fhir", fhir)
+        .merge(crate::auth::server::router(state.auth.clone()))
+        .route("/oauth/register", post(crate::auth::dcr::register))
         // the base with a trailing slash is the same endpoint
         .route(
             "/fhir/",
@@ -102,8 +154,21 @@ pub fn router(state: SharedState) -> Router {
         )
         .route("/health", get(|| async { "ok" }))
         .fallback(|| async { FhirError::not_found("no such endpoint") })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_forbidden,
+        ))
         .with_state(state)
         .layer(middleware::from_fn(errors_as_operation_outcomes))
+        // Discovery and FHIR calls from browser apps (SMART 2.2 CORS); no cookies are used,
+        // so any origin may read what its bearer token allows.
+        .layer(
+            tower_http::cors::CorsLayer::new()
+                .allow_origin(tower_http::cors::Any)
+                .allow_methods(tower_http::cors::Any)
+                .allow_headers(tower_http::cors::Any)
+                .expose_headers([header::LOCATION, header::ETAG, header::CONTENT_LOCATION]),
+        )
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(|_| {
             FhirError::internal("a request handler panicked").into_response()
@@ -140,7 +205,10 @@ async fn errors_as_operation_outcomes(req: Request, next: Next) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/fhir+json"));
+        // FHIR OperationOutcomes, and RFC 6749 JSON errors from the OAuth endpoints
+        .is_some_and(|v| {
+            v.starts_with("application/fhir+json") || v.starts_with("application/json")
+        });
     if !(status.is_client_error() || status.is_server_error()) || is_fhir {
         return resp;
     }

@@ -5,6 +5,7 @@ use super::http::{
     Return, body_text, check_format, fhir_json, if_match, prefer, query_pairs, resource_response,
 };
 use super::{Access, SharedState};
+use crate::auth::Interaction;
 use crate::fhir::bundle::{Entry, write_bundle};
 use crate::fhir::datetime::format_instant;
 use crate::fhir::{FhirError, is_valid_id};
@@ -27,6 +28,29 @@ pub fn check_type(state: &SharedState, rtype: &str) -> Result<(), FhirError> {
     }
 }
 
+/// 403 unless the caller's scopes allow `interaction` on `rtype` (SMART: "ensure that its
+/// scope covers the requested resource"; RFC 6750 `insufficient_scope`).
+pub fn check_scope(
+    ctx: &crate::auth::AccessContext,
+    rtype: &str,
+    interaction: Interaction,
+) -> Result<(), FhirError> {
+    if ctx.allows(rtype, interaction) {
+        Ok(())
+    } else {
+        let what = match interaction {
+            Interaction::Create => "create",
+            Interaction::Read => "read",
+            Interaction::Update => "update",
+            Interaction::Delete => "delete",
+            Interaction::Search => "search",
+        };
+        Err(FhirError::forbidden(format!(
+            "the access token's scopes do not allow {what} on {rtype}"
+        )))
+    }
+}
+
 fn check_id(id: &str) -> Result<(), FhirError> {
     if is_valid_id(id) {
         Ok(())
@@ -45,6 +69,7 @@ pub async fn read(
     headers: HeaderMap,
 ) -> Result<Response, FhirError> {
     check_type(&state, &rtype)?;
+    check_scope(&ctx, &rtype, Interaction::Read)?;
     check_format(&headers, &query_pairs(q.as_deref()))?;
     check_id(&id)?;
     let r = state
@@ -71,6 +96,7 @@ pub async fn vread(
     headers: HeaderMap,
 ) -> Result<Response, FhirError> {
     check_type(&state, &rtype)?;
+    check_scope(&ctx, &rtype, Interaction::Read)?;
     check_format(&headers, &[])?;
     check_id(&id)?;
     let version: i64 = vid
@@ -102,6 +128,7 @@ pub async fn instance_history(
     headers: HeaderMap,
 ) -> Result<Response, FhirError> {
     check_type(&state, &rtype)?;
+    check_scope(&ctx, &rtype, Interaction::Read)?;
     check_format(&headers, &[])?;
     check_id(&id)?;
     let versions = state.store.history(&ctx, &rtype, &id).await?;
@@ -145,6 +172,7 @@ pub async fn create(
     body: Bytes,
 ) -> Result<Response, FhirError> {
     check_type(&state, &rtype)?;
+    check_scope(&ctx, &rtype, Interaction::Create)?;
     put_one(
         &state,
         &ctx,
@@ -165,6 +193,7 @@ pub async fn update(
     body: Bytes,
 ) -> Result<Response, FhirError> {
     check_type(&state, &rtype)?;
+    check_scope(&ctx, &rtype, Interaction::Update)?;
     check_id(&id)?;
     let kind = WriteKind::Update {
         if_match: if_match(&headers)?,
@@ -220,6 +249,7 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> Result<Response, FhirError> {
     check_type(&state, &rtype)?;
+    check_scope(&ctx, &rtype, Interaction::Delete)?;
     check_id(&id)?;
     require_write(&ctx)?;
     let if_match = if_match(&headers)?;
@@ -324,6 +354,7 @@ pub async fn run_search(
     headers: &HeaderMap,
 ) -> Result<Response, FhirError> {
     check_type(state, rtype)?;
+    check_scope(ctx, rtype, Interaction::Search)?;
     check_format(headers, &pairs)?;
     let lenient = prefer(headers).lenient;
     let req = query::parse(

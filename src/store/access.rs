@@ -22,6 +22,20 @@ pub fn restriction(ctx: &AccessContext, alias: &str) -> (String, Vec<SqlValue>) 
         }
         sql.push(')');
     }
+    if let Some(types) = ctx.readable_types() {
+        // Scopes name the types a caller may read (SMART `system/Patient.rs` …): included
+        // and exported resources of other types stay out.
+        if types.is_empty() {
+            sql.push_str(" AND 1=0");
+        } else {
+            sql.push_str(&format!(" AND {alias}.rtype IN ("));
+            for (i, t) in types.iter().enumerate() {
+                sql.push_str(if i == 0 { "?" } else { ",?" });
+                params.push(SqlValue::from(t));
+            }
+            sql.push(')');
+        }
+    }
     if !ctx.allow_sensitive {
         sql.push_str(&format!(" AND {alias}.sensitive = 0"));
     }

@@ -3,9 +3,11 @@
 //! per test), and gives tests a reqwest client and helpers.
 #![allow(dead_code)]
 
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use pdex::auth::ClientKind;
 use pdex::config::ServerConfig;
 use reqwest::{Client, Response, StatusCode};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// Which database a test run uses.
 #[derive(Debug, Clone)]
@@ -81,23 +83,39 @@ impl TestDb {
 /// A running server.
 pub struct TestServer {
     pub base: String,
+    /// Sends the admin client's bearer token (see [`TestServer::admin`]).
     pub client: Client,
+    /// An `admin` client (the plan's back office: all data, every scope) registered at start.
+    pub admin: TestClient,
     pub db: TestDb,
     pub state: std::sync::Arc<pdex::server::AppState>,
     handle: tokio::task::JoinHandle<()>,
 }
 
+/// Scopes of the harness's admin client: everything, operations included.
+pub const ADMIN_SCOPES: &str = "system/*.cruds http://hl7.org/fhir/us/davinci-hrex/OperationDefinition/member-match http://hl7.org/fhir/us/davinci-pdex/OperationDefinition/BulkMemberMatch system/Group.u?code=http://hl7.org/fhir/us/davinci-pdex/ValueSet/PDexMultiMemberMatchResultVS|match";
+
 impl TestServer {
+    /// Starts a server with the harness defaults (tokens live an hour so that long suites
+    /// keep their admin token); `client` carries an admin token.
     pub async fn start(backend: &Backend) -> TestServer {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Like [`TestServer::start`], with a chance to change the configuration first.
+    pub async fn start_with(
+        backend: &Backend,
+        adjust: impl FnOnce(&mut ServerConfig),
+    ) -> TestServer {
         let db = TestDb::new(backend).await;
-        let config = ServerConfig {
+        let mut config = ServerConfig {
             database_url: db.url.clone(),
             listen: "127.0.0.1:0".into(),
-            base_url: String::new(),
             migrate: true,
-            sensitive_labels: vec![],
-            demo: false,
+            token_lifetime: 3600,
+            ..ServerConfig::default()
         };
+        adjust(&mut config);
         let server = pdex::app::Server::bind(&config)
             .await
             .expect("server binds");
@@ -106,13 +124,48 @@ impl TestServer {
         let handle = tokio::spawn(async move {
             server.run().await.expect("server runs");
         });
-        TestServer {
+        let admin = register(
+            &state.store,
+            ClientSpec {
+                name: "harness admin".into(),
+                kind: ClientKind::Admin,
+                scopes: ADMIN_SCOPES.into(),
+                ..ClientSpec::default()
+            },
+        )
+        .await;
+        let mut server = TestServer {
             base,
             client: Client::new(),
+            admin,
             db,
             state,
             handle,
-        }
+        };
+        let token = server.admin.token(&server).await;
+        server.client = server.http(&token);
+        server
+    }
+
+    /// The token endpoint URL (the `aud` of client assertions).
+    pub fn token_url(&self) -> String {
+        self.state.auth.settings.token_url()
+    }
+
+    /// Registers a client with a freshly generated key pair (through the same API that
+    /// `pdex client add` uses).
+    pub async fn register_client(&self, spec: ClientSpec) -> TestClient {
+        register(&self.state.store, spec).await
+    }
+
+    /// A reqwest client that sends `token` as its bearer token.
+    pub fn http(&self, token: &str) -> Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+        );
+        Client::builder().default_headers(headers).build().unwrap()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -268,4 +321,253 @@ pub async fn assert_outcome(resp: Response, status: StatusCode) -> Value {
 pub fn sorted(mut v: Vec<&str>) -> Vec<String> {
     v.sort();
     v.into_iter().map(str::to_owned).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// OAuth clients and keys for tests: real key pairs (aws-lc-rs, the crate the server verifies
+// with), real signed assertions, real token requests over HTTP.
+
+/// A client key pair: the private key signs assertions, `jwk` is the public half.
+#[derive(Clone)]
+pub struct TestKey {
+    pub alg: Algorithm,
+    pub kid: String,
+    pub encoding: EncodingKey,
+    pub jwk: Value,
+}
+
+impl TestKey {
+    /// A new key for `alg` (RS256/RS384: RSA 2048; ES256: P-256; ES384: P-384).
+    pub fn generate(alg: Algorithm) -> TestKey {
+        use aws_lc_rs::encoding::AsDer;
+        use aws_lc_rs::signature::{
+            ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair,
+        };
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let encoding = match alg {
+            Algorithm::RS256 | Algorithm::RS384 => {
+                let pair =
+                    aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+                let der = pair.as_der().unwrap();
+                EncodingKey::from_rsa_pem(pem("PRIVATE KEY", der.as_ref()).as_bytes()).unwrap()
+            }
+            Algorithm::ES256 => EncodingKey::from_ec_der(
+                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                    .unwrap()
+                    .as_ref(),
+            ),
+            Algorithm::ES384 => EncodingKey::from_ec_der(
+                EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &rng)
+                    .unwrap()
+                    .as_ref(),
+            ),
+            other => panic!("no test keys for {other:?}"),
+        };
+        let kid = format!("k-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let mut jwk = serde_json::to_value(
+            jsonwebtoken::jwk::Jwk::from_encoding_key(&encoding, alg).unwrap(),
+        )
+        .unwrap();
+        jwk["kid"] = json!(kid);
+        TestKey {
+            alg,
+            kid,
+            encoding,
+            jwk,
+        }
+    }
+
+    /// `{"keys": [jwk]}`.
+    pub fn jwks(&self) -> Value {
+        json!({"keys": [self.jwk]})
+    }
+
+    /// Signs `claims` with this key (header `alg`, `kid`, `typ: JWT`).
+    pub fn sign(&self, claims: &Value) -> String {
+        let mut header = Header::new(self.alg);
+        header.kid = Some(self.kid.clone());
+        header.typ = Some("JWT".into());
+        jsonwebtoken::encode(&header, claims, &self.encoding).unwrap()
+    }
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// What to register.
+#[derive(Clone)]
+pub struct ClientSpec {
+    pub name: String,
+    pub kind: ClientKind,
+    /// `SYSTEM|VALUE`.
+    pub organization: Option<String>,
+    /// Space-separated registered scopes.
+    pub scopes: String,
+    pub alg: Algorithm,
+    /// Register the key by URL instead of inline (the test serves it).
+    pub jwks_uri: Option<String>,
+    pub cert_san_uri: Option<String>,
+}
+
+impl Default for ClientSpec {
+    fn default() -> Self {
+        ClientSpec {
+            name: "test client".into(),
+            kind: ClientKind::Payer,
+            organization: None,
+            scopes: "system/*.rs".into(),
+            alg: Algorithm::ES384,
+            jwks_uri: None,
+            cert_san_uri: None,
+        }
+    }
+}
+
+/// A registered client and its private key.
+#[derive(Clone)]
+pub struct TestClient {
+    pub client_id: String,
+    pub key: TestKey,
+    pub kind: ClientKind,
+    pub organization: Option<String>,
+}
+
+async fn register(store: &pdex::store::Store, spec: ClientSpec) -> TestClient {
+    let key = TestKey::generate(spec.alg);
+    let organization = spec
+        .organization
+        .as_deref()
+        .map(|o| pdex::auth::clients::parse_organization(o).unwrap());
+    let created = pdex::auth::clients::create(
+        store,
+        pdex::auth::clients::NewClient {
+            name: spec.name,
+            kind: Some(spec.kind),
+            jwks: spec.jwks_uri.is_none().then(|| key.jwks()),
+            jwks_uri: spec.jwks_uri,
+            organization,
+            scopes: pdex::auth::scopes::split(&spec.scopes),
+            cert_san_uri: spec.cert_san_uri,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("client registered");
+    TestClient {
+        client_id: created.client.client_id,
+        key,
+        kind: spec.kind,
+        organization: spec.organization,
+    }
+}
+
+/// Seconds since the epoch.
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+impl TestClient {
+    /// Claims of a valid client assertion for `aud` (SMART Backend Services §2.3).
+    pub fn assertion_claims(&self, aud: &str) -> Value {
+        json!({
+            "iss": self.client_id,
+            "sub": self.client_id,
+            "aud": aud,
+            "exp": now() + 240,
+            "jti": uuid::Uuid::new_v4().to_string(),
+        })
+    }
+
+    /// A valid signed client assertion for the server's token endpoint.
+    pub fn assertion(&self, server: &TestServer) -> String {
+        self.key.sign(&self.assertion_claims(&server.token_url()))
+    }
+
+    /// POSTs a form to the token endpoint.
+    pub async fn post_token(&self, server: &TestServer, form: &[(&str, &str)]) -> Response {
+        Client::new()
+            .post(server.token_url())
+            .header("Accept", "application/json")
+            .form(form)
+            .send()
+            .await
+            .expect("token request")
+    }
+
+    /// A `client_credentials` request with a fresh assertion and `scope` (none if `None`);
+    /// returns the raw response.
+    pub async fn request_token(&self, server: &TestServer, scope: Option<&str>) -> Response {
+        let assertion = self.assertion(server);
+        let mut form = vec![
+            ("grant_type", "client_credentials"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", assertion.as_str()),
+        ];
+        if let Some(s) = scope {
+            form.push(("scope", s));
+        }
+        self.post_token(server, &form).await
+    }
+
+    /// A `client_credentials` token for `scope`; panics unless the server grants one.
+    /// Returns the whole token response.
+    pub async fn token_response(&self, server: &TestServer, scope: Option<&str>) -> Value {
+        let resp = self.request_token(server, scope).await;
+        let status = resp.status();
+        let body: Value = resp.json().await.expect("JSON token response");
+        assert_eq!(status, StatusCode::OK, "token request refused: {body}");
+        body
+    }
+
+    /// A `client_credentials` access token with every registered scope (a real
+    /// `private_key_jwt` token).
+    pub async fn token(&self, server: &TestServer) -> String {
+        self.token_response(server, None).await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// The RFC 7523 JWT-bearer grant for member `sub` (`Patient/ID` or the UMB); raw response.
+    pub async fn request_member_token(&self, server: &TestServer, sub: &str) -> Response {
+        let client_assertion = self.assertion(server);
+        let mut claims = self.assertion_claims(&server.token_url());
+        claims["sub"] = json!(sub);
+        let assertion = self.key.sign(&claims);
+        self.post_token(
+            server,
+            &[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                ("assertion", assertion.as_str()),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", client_assertion.as_str()),
+            ],
+        )
+        .await
+    }
+
+    /// A member-scoped access token for `sub`; panics unless the server grants one (it needs
+    /// a consent naming this client's organization).
+    pub async fn member_token(&self, server: &TestServer, sub: &str) -> String {
+        let resp = self.request_member_token(server, sub).await;
+        let status = resp.status();
+        let body: Value = resp.json().await.expect("JSON token response");
+        assert_eq!(status, StatusCode::OK, "member token refused: {body}");
+        body["access_token"].as_str().unwrap().to_owned()
+    }
 }

@@ -239,22 +239,13 @@ pub fn free_port() -> u16 {
 }
 
 /// What the TLS test server is started with.
+#[derive(Default)]
 pub struct TlsOptions {
     /// Extra PEM appended to the trust-anchor file (e.g. a self-signed client certificate).
     pub extra_anchors: String,
     /// Serial numbers the CA revokes in a CRL given to the server (`--crl`).
     pub revoked_serials: Vec<u64>,
     pub udap_community: Option<String>,
-}
-
-impl Default for TlsOptions {
-    fn default() -> Self {
-        TlsOptions {
-            extra_anchors: String::new(),
-            revoked_serials: Vec::new(),
-            udap_community: None,
-        }
-    }
 }
 
 /// A pdex server with a public TLS listener and an mTLS listener, trusting `ca`.
@@ -316,8 +307,8 @@ impl TlsServer {
             listen: format!("127.0.0.1:{public_port}"),
             base_url: public_base.clone(),
             migrate: true,
-            sensitive_labels: vec![],
-            demo: false,
+            token_lifetime: 3600,
+            ..Default::default()
         };
         let server = pdex::app::Server::bind_tls(&config, &tls)
             .await

@@ -1,0 +1,185 @@
+//! Our access tokens: JWTs signed with the server key (`keys`), carrying who the client is
+//! (client id, kind, organization), the granted scopes, the patient of a member-scoped token,
+//! the sensitivity allowance and, when issued over mTLS, the RFC 8705 `cnf.x5t#S256`
+//! certificate binding. [`mint`] issues one; [`verify`] checks signature, issuer, audience and
+//! expiry and gives the claims back; [`Claims::context`] turns them into the
+//! [`AccessContext`] the rest of the server works with.
+
+use super::{AccessContext, ClientKind, DataScope, OrgIdentifier, scopes};
+use crate::auth::server::AuthServer;
+use jsonwebtoken::{Header, Validation};
+use serde_json::{Value, json};
+
+/// What a token grants; the token endpoint builds one per grant type.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub client_id: String,
+    pub kind: ClientKind,
+    pub organization: Option<OrgIdentifier>,
+    pub scopes: Vec<String>,
+    /// Member-scoped tokens: the member's Patient id.
+    pub patient: Option<String>,
+    pub allow_sensitive: bool,
+    /// `x5t#S256` of the client certificate of the token request's connection.
+    pub cnf: Option<String>,
+    /// Seconds.
+    pub lifetime: u64,
+}
+
+/// An issued token.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub access_token: String,
+    pub expires_in: u64,
+    pub jti: String,
+}
+
+/// The verified claims of one of our access tokens.
+#[derive(Debug, Clone)]
+pub struct Claims {
+    pub client_id: String,
+    pub kind: ClientKind,
+    pub organization: Option<OrgIdentifier>,
+    pub scopes: Vec<String>,
+    pub patient: Option<String>,
+    pub allow_sensitive: bool,
+    pub cnf: Option<String>,
+    pub jti: String,
+    /// Epoch seconds.
+    pub iat: i64,
+    pub exp: i64,
+    pub raw: Value,
+}
+
+/// Signs an access token for `grant`.
+pub async fn mint(auth: &AuthServer, grant: &Grant) -> anyhow::Result<Issued> {
+    let key = auth.keys.signing_key().await?;
+    let now = chrono::Utc::now().timestamp();
+    let jti = uuid::Uuid::new_v4().simple().to_string();
+    let mut claims = json!({
+        "iss": auth.settings.issuer(),
+        "aud": auth.settings.fhir_base,
+        "sub": grant.client_id,
+        "client_id": grant.client_id,
+        "iat": now,
+        "exp": now + grant.lifetime as i64,
+        "jti": jti,
+        "scope": grant.scopes.join(" "),
+        "pdex_kind": grant.kind.as_str(),
+        "pdex_sensitive": grant.allow_sensitive,
+    });
+    if let Some(o) = &grant.organization {
+        claims["pdex_org"] = json!(format!("{}|{}", o.system, o.value));
+    }
+    if let Some(p) = &grant.patient {
+        claims["patient"] = json!(p);
+    }
+    if let Some(t) = &grant.cnf {
+        // RFC 8705 §3.1
+        claims["cnf"] = json!({"x5t#S256": t});
+    }
+    let mut header = Header::new(key.alg);
+    header.kid = Some(key.kid.clone());
+    header.typ = Some("at+jwt".into());
+    let access_token = jsonwebtoken::encode(&header, &claims, &key.encoding)?;
+    Ok(Issued {
+        access_token,
+        expires_in: grant.lifetime,
+        jti,
+    })
+}
+
+/// Checks one of our tokens: signature with a current server key, `iss`, `aud` = the FHIR
+/// base, `exp`. Revocation and the client's state are the caller's next step
+/// ([`AuthServer::check_live`]).
+pub async fn verify(auth: &AuthServer, token: &str) -> Result<Claims, String> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| "not a JWT".to_owned())?;
+    let kid = header.kid.as_deref().ok_or("the token has no kid")?;
+    let key = auth
+        .keys
+        .verification_key(kid)
+        .await
+        .map_err(|e| {
+            tracing::error!(target: "pdex::auth", error = %e, "cannot load signing keys");
+            "the server cannot check tokens right now".to_owned()
+        })?
+        .ok_or("the token was not signed by a key of this server")?;
+    if header.alg != key.alg {
+        return Err("the token's alg does not match the server key".into());
+    }
+    let mut v = Validation::new(key.alg);
+    v.leeway = 5;
+    v.set_audience(&[auth.settings.fhir_base.as_str()]);
+    v.set_issuer(&[auth.settings.issuer()]);
+    v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    let data = jsonwebtoken::decode::<Value>(token, &key.decoding, &v).map_err(|e| {
+        use jsonwebtoken::errors::ErrorKind;
+        match e.kind() {
+            ErrorKind::ExpiredSignature => "the token has expired".to_owned(),
+            ErrorKind::InvalidAudience => "the token is for another audience".to_owned(),
+            ErrorKind::InvalidIssuer => "the token is from another issuer".to_owned(),
+            ErrorKind::InvalidSignature => "the token's signature does not verify".to_owned(),
+            _ => "the token is not valid".to_owned(),
+        }
+    })?;
+    claims_of(data.claims)
+}
+
+fn claims_of(raw: Value) -> Result<Claims, String> {
+    let s = |k: &str| raw[k].as_str().map(str::to_owned);
+    let bad = || "the token's claims are not ours".to_owned();
+    let organization = s("pdex_org").and_then(|o| {
+        o.split_once('|').map(|(system, value)| OrgIdentifier {
+            system: system.to_owned(),
+            value: value.to_owned(),
+        })
+    });
+    Ok(Claims {
+        client_id: s("client_id").ok_or_else(bad)?,
+        kind: s("pdex_kind")
+            .and_then(|k| ClientKind::parse(&k))
+            .filter(|k| *k != ClientKind::Operator)
+            .ok_or_else(bad)?,
+        organization,
+        scopes: scopes::split(&s("scope").unwrap_or_default()),
+        patient: s("patient"),
+        allow_sensitive: raw["pdex_sensitive"].as_bool().unwrap_or(false),
+        cnf: raw["cnf"]["x5t#S256"].as_str().map(str::to_owned),
+        jti: s("jti").ok_or_else(bad)?,
+        iat: raw["iat"].as_i64().unwrap_or(0),
+        exp: raw["exp"].as_i64().ok_or_else(bad)?,
+        raw,
+    })
+}
+
+impl Claims {
+    /// The access context for this token (DESIGN.md §4, README "Who sees what"):
+    /// - a member-scoped token sees its patient's compartment (plus shared resources);
+    /// - an `admin` client's token sees everything, sensitive included, and may write when
+    ///   its scopes allow;
+    /// - any other client's token without a patient sees shared resources only (directory
+    ///   data such as Organization and Practitioner); member data reaches payers and
+    ///   providers through member-scoped tokens, their own Groups and exports.
+    pub fn context(&self) -> AccessContext {
+        let admin = self.kind == ClientKind::Admin;
+        let scope = match (&self.patient, admin) {
+            (Some(p), _) => DataScope::Patients(vec![p.clone()]),
+            (None, true) => DataScope::All,
+            (None, false) => DataScope::Patients(vec![]),
+        };
+        AccessContext {
+            client_id: Some(self.client_id.clone()),
+            kind: self.kind,
+            organization: self.organization.clone(),
+            scopes: self.scopes.clone(),
+            scope,
+            allow_sensitive: if self.patient.is_some() {
+                self.allow_sensitive
+            } else {
+                admin
+            },
+            can_write: admin && self.patient.is_none() && scopes::any_write(&self.scopes),
+            cert_thumbprint: self.cnf.clone(),
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! The server's own signing keys (access tokens): generated on first start and kept in the
+//! store (`auth_signing_keys`), rotated with `pdex keys rotate`. The newest unretired key
+//! signs; a retired key stays in the JWKS (`jwks_uri`) and is still accepted until every
+//! token it signed has expired (retirement time + token lifetime).
+//!
+//! Keys are ECDSA P-256 (ES256), generated with aws-lc-rs, stored as PKCS#8 DER (base64).
+//! Nothing is cached across a rotation: the signing key is looked up per issued token, and
+//! an unknown `kid` makes the verifier reload, so a rotation in another process on the same
+//! database takes effect at once.
+
+use crate::store::{SqlValue, Store};
+use anyhow::Context;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+/// One server key, ready to sign and verify.
+pub struct ServerKey {
+    pub kid: String,
+    pub alg: Algorithm,
+    pub encoding: EncodingKey,
+    pub decoding: DecodingKey,
+    pub public_jwk: Value,
+    /// Epoch milliseconds.
+    pub created_at: i64,
+    pub retired_at: Option<i64>,
+}
+
+/// Summary of a stored key (for `pdex keys list`).
+#[derive(Debug, Clone)]
+pub struct KeyInfo {
+    pub kid: String,
+    pub alg: String,
+    pub created_at: i64,
+    pub retired_at: Option<i64>,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A fresh ES256 key: (kid, PKCS#8 DER, public JWK).
+fn new_es256() -> anyhow::Result<(String, Vec<u8>, Value)> {
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+        .map_err(|_| anyhow::anyhow!("cannot generate a P-256 key"))?;
+    let der = doc.as_ref().to_vec();
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der)
+        .map_err(|e| anyhow::anyhow!("generated key rejected: {e}"))?;
+    let kid = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
+    let jwk = ec_public_jwk(pair.public_key().as_ref(), "P-256", &kid, "ES256")?;
+    Ok((kid, der, jwk))
+}
+
+/// The public JWK of an uncompressed EC point (`0x04 || x || y`).
+pub fn ec_public_jwk(point: &[u8], crv: &str, kid: &str, alg: &str) -> anyhow::Result<Value> {
+    anyhow::ensure!(
+        point.first() == Some(&4) && point.len() % 2 == 1,
+        "not an uncompressed EC point"
+    );
+    let half = (point.len() - 1) / 2;
+    Ok(json!({
+        "kty": "EC",
+        "crv": crv,
+        "x": URL_SAFE_NO_PAD.encode(&point[1..1 + half]),
+        "y": URL_SAFE_NO_PAD.encode(&point[1 + half..]),
+        "kid": kid,
+        "alg": alg,
+        "use": "sig",
+    }))
+}
+
+fn load_key(row: crate::store::db::Row) -> anyhow::Result<ServerKey> {
+    let mut it = row.into_iter();
+    let mut next = || it.next().unwrap_or(SqlValue::Null);
+    let kid = next().into_string().unwrap_or_default();
+    let alg = next().into_string().unwrap_or_default();
+    let private = next().into_string().unwrap_or_default();
+    let jwk: Value = serde_json::from_str(&next().into_string().unwrap_or_default())
+        .with_context(|| format!("signing key {kid}: bad public JWK"))?;
+    let created_at = next().as_i64().unwrap_or(0);
+    let retired_at = next().as_i64();
+    anyhow::ensure!(alg == "ES256", "signing key {kid}: unsupported alg {alg:?}");
+    let der = STANDARD
+        .decode(private)
+        .with_context(|| format!("signing key {kid}: bad base64"))?;
+    let x = jwk["x"].as_str().unwrap_or_default();
+    let y = jwk["y"].as_str().unwrap_or_default();
+    Ok(ServerKey {
+        encoding: EncodingKey::from_ec_der(&der),
+        decoding: DecodingKey::from_ec_components(x, y)
+            .with_context(|| format!("signing key {kid}: bad public key"))?,
+        kid,
+        alg: Algorithm::ES256,
+        public_jwk: jwk,
+        created_at,
+        retired_at,
+    })
+}
+
+const KEY_COLUMNS: &str = "kid, alg, private_key, public_jwk, created_at, retired_at";
+
+async fn insert_new(tx: &mut Box<dyn crate::store::db::Transaction>) -> anyhow::Result<String> {
+    let (kid, der, jwk) = new_es256()?;
+    tx.execute(
+        &format!("INSERT INTO auth_signing_keys ({KEY_COLUMNS}) VALUES (?,?,?,?,?,?)"),
+        vec![
+            SqlValue::from(&kid),
+            SqlValue::from("ES256"),
+            SqlValue::from(STANDARD.encode(der)),
+            SqlValue::from(jwk.to_string()),
+            SqlValue::from(now_ms()),
+            SqlValue::Null,
+        ],
+    )
+    .await?;
+    Ok(kid)
+}
+
+/// Makes sure a signing key exists (first start); returns the current key id.
+pub async fn ensure_signing_key(store: &Store) -> anyhow::Result<String> {
+    if let Some(kid) = current_kid(store).await? {
+        return Ok(kid);
+    }
+    let mut tx = store.db.begin().await?;
+    let kid = insert_new(&mut tx).await?;
+    tx.commit().await?;
+    tracing::info!(target: "pdex::auth", kid, "generated the server signing key");
+    Ok(kid)
+}
+
+/// Retires every current key and makes a new one the signing key. Retired keys stay
+/// published until their tokens have expired. Returns the new key id.
+pub async fn rotate(store: &Store) -> anyhow::Result<String> {
+    let mut tx = store.db.begin().await?;
+    tx.execute(
+        "UPDATE auth_signing_keys SET retired_at = ? WHERE retired_at IS NULL",
+        vec![SqlValue::from(now_ms())],
+    )
+    .await?;
+    let kid = insert_new(&mut tx).await?;
+    tx.commit().await?;
+    tracing::info!(target: "pdex::auth", kid, "rotated the server signing key");
+    Ok(kid)
+}
+
+/// Every stored key, newest first.
+pub async fn list(store: &Store) -> anyhow::Result<Vec<KeyInfo>> {
+    let rows = store
+        .db
+        .fetch(
+            "SELECT kid, alg, created_at, retired_at FROM auth_signing_keys ORDER BY created_at DESC, kid",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let mut it = r.into_iter();
+            KeyInfo {
+                kid: it
+                    .next()
+                    .and_then(SqlValue::into_string)
+                    .unwrap_or_default(),
+                alg: it
+                    .next()
+                    .and_then(SqlValue::into_string)
+                    .unwrap_or_default(),
+                created_at: it.next().and_then(|v| v.as_i64()).unwrap_or(0),
+                retired_at: it.next().and_then(|v| v.as_i64()),
+            }
+        })
+        .collect())
+}
+
+async fn current_kid(store: &Store) -> anyhow::Result<Option<String>> {
+    let rows = store
+        .db
+        .fetch(
+            "SELECT kid FROM auth_signing_keys WHERE retired_at IS NULL ORDER BY created_at DESC, kid LIMIT 1",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next())
+        .and_then(SqlValue::into_string))
+}
+
+/// The server's keys as the token issuer and the resource server use them.
+pub struct KeyRing {
+    store: Store,
+    /// How long a retired key stays valid: the longest token lifetime plus clock skew.
+    grace_ms: i64,
+    cache: RwLock<Cache>,
+}
+
+#[derive(Default)]
+struct Cache {
+    keys: HashMap<String, Arc<ServerKey>>,
+    loaded: Option<std::time::Instant>,
+}
+
+/// How long the verifier trusts its copy of the key table before re-reading it (another
+/// process may have rotated; a retired key stays valid far longer than this).
+const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl KeyRing {
+    pub fn new(store: Store, token_lifetime_secs: u64) -> Self {
+        KeyRing {
+            store,
+            grace_ms: (token_lifetime_secs as i64 + 60) * 1000,
+            cache: RwLock::new(Cache::default()),
+        }
+    }
+
+    async fn reload(&self) -> anyhow::Result<()> {
+        let rows = self
+            .store
+            .db
+            .fetch(&format!("SELECT {KEY_COLUMNS} FROM auth_signing_keys"), &[])
+            .await?;
+        let mut map = HashMap::new();
+        for row in rows {
+            let key = load_key(row)?;
+            map.insert(key.kid.clone(), Arc::new(key));
+        }
+        *self.cache.write().unwrap_or_else(|e| e.into_inner()) = Cache {
+            keys: map,
+            loaded: Some(std::time::Instant::now()),
+        };
+        Ok(())
+    }
+
+    fn cached(&self, kid: &str) -> Option<Arc<ServerKey>> {
+        self.cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys
+            .get(kid)
+            .cloned()
+    }
+
+    fn fresh(&self) -> bool {
+        self.cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .loaded
+            .is_some_and(|t| t.elapsed() < CACHE_TTL)
+    }
+
+    /// The key that signs new tokens (generated if the store has none).
+    pub async fn signing_key(&self) -> anyhow::Result<Arc<ServerKey>> {
+        let kid = ensure_signing_key(&self.store).await?;
+        if let Some(k) = self.cached(&kid).filter(|k| k.retired_at.is_none()) {
+            return Ok(k);
+        }
+        self.reload().await?;
+        self.cached(&kid)
+            .ok_or_else(|| anyhow::anyhow!("signing key {kid} vanished"))
+    }
+
+    fn usable(&self, key: &ServerKey) -> bool {
+        key.retired_at.is_none_or(|t| t + self.grace_ms > now_ms())
+    }
+
+    /// The key `kid` if it may still verify tokens.
+    pub async fn verification_key(&self, kid: &str) -> anyhow::Result<Option<Arc<ServerKey>>> {
+        let key = match self.cached(kid) {
+            Some(k) if self.fresh() => Some(k),
+            // unknown kid (a rotation elsewhere) or a stale copy: re-read the table
+            _ => {
+                self.reload().await?;
+                self.cached(kid)
+            }
+        };
+        Ok(key.filter(|k| self.usable(k)))
+    }
+
+    /// The public JWK Set (`jwks_uri`): every key that may still verify a token.
+    pub async fn jwks(&self) -> anyhow::Result<Value> {
+        self.reload().await?;
+        let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+        let mut keys: Vec<&Arc<ServerKey>> =
+            cache.keys.values().filter(|k| self.usable(k)).collect();
+        keys.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.kid.cmp(&b.kid)));
+        Ok(json!({"keys": keys.iter().map(|k| k.public_jwk.clone()).collect::<Vec<_>>()}))
+    }
+}

@@ -1,0 +1,224 @@
+//! The authorization server as one value ([`AuthServer`]): its settings, the store, the
+//! server keys, client key resolution and the counters; the OAuth routes ([`router`]); and the
+//! resource server's side ([`AuthServer::authenticate`]: bearer token → [`AccessContext`]).
+
+use super::access_token::{self, Claims};
+use super::client_keys::ClientKeys;
+use super::keys::KeyRing;
+use super::metrics::AuthMetrics;
+use super::{AccessContext, ClientCertificate};
+use crate::store::{SqlValue, Store};
+use axum::Router;
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use std::sync::Arc;
+
+/// Default access-token lifetime, seconds (SMART Backend Services: `expires_in` SHOULD NOT
+/// exceed 300).
+pub const DEFAULT_TOKEN_LIFETIME: u64 = 300;
+
+/// Where the authorization server lives and how long its tokens last.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// FHIR base URL (no trailing slash): the audience of access tokens.
+    pub fhir_base: String,
+    /// The OAuth endpoints' base, e.g. `http://127.0.0.1:8080/oauth`.
+    pub oauth_base: String,
+    /// Access-token lifetime, seconds.
+    pub token_lifetime: u64,
+    /// Further URLs of this token endpoint a client assertion may name as `aud` (the mTLS
+    /// listener's alias of the token endpoint).
+    pub extra_token_urls: Vec<String>,
+    /// The trust framework's anchors (`--trust-anchors`): UDAP B2B re-validates each client
+    /// assertion's `x5c` chain against them.
+    pub trust: Option<super::pki::TrustAnchors>,
+}
+
+impl AuthSettings {
+    /// Settings for a server whose FHIR base is `fhir_base`: OAuth endpoints under `/oauth`
+    /// next to `/fhir`.
+    pub fn new(fhir_base: &str, token_lifetime: u64) -> Self {
+        let fhir_base = fhir_base.trim_end_matches('/').to_owned();
+        let root = fhir_base.strip_suffix("/fhir").unwrap_or(&fhir_base);
+        AuthSettings {
+            oauth_base: format!("{root}/oauth"),
+            fhir_base,
+            token_lifetime,
+            extra_token_urls: Vec::new(),
+            trust: None,
+        }
+    }
+    /// The `iss` of our access tokens.
+    pub fn issuer(&self) -> &str {
+        &self.oauth_base
+    }
+    pub fn token_url(&self) -> String {
+        format!("{}/token", self.oauth_base)
+    }
+    pub fn introspection_url(&self) -> String {
+        format!("{}/introspect", self.oauth_base)
+    }
+    pub fn revocation_url(&self) -> String {
+        format!("{}/revoke", self.oauth_base)
+    }
+    pub fn jwks_url(&self) -> String {
+        format!("{}/jwks", self.oauth_base)
+    }
+    /// Every URL of the token endpoint (the `aud` a client assertion must carry).
+    pub fn token_audiences(&self) -> Vec<String> {
+        let mut v = vec![self.token_url()];
+        v.extend(self.extra_token_urls.iter().cloned());
+        v
+    }
+}
+
+/// The authorization server.
+pub struct AuthServer {
+    pub store: Store,
+    pub settings: AuthSettings,
+    pub keys: KeyRing,
+    pub client_keys: ClientKeys,
+    pub metrics: AuthMetrics,
+}
+
+/// Why a request's bearer token was refused (→ 401).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No `Authorization: Bearer` header (RFC 6750 §3.1: no error code).
+    Missing,
+    /// A token was presented but is not acceptable (`invalid_token`); the text says why.
+    Invalid(String),
+    /// The server could not check (store unavailable) → 500.
+    Internal,
+}
+
+impl AuthServer {
+    /// Makes sure a signing key exists, then returns the server.
+    pub async fn start(store: Store, settings: AuthSettings) -> anyhow::Result<Arc<AuthServer>> {
+        super::keys::ensure_signing_key(&store).await?;
+        Ok(Arc::new(AuthServer {
+            keys: KeyRing::new(store.clone(), settings.token_lifetime),
+            store,
+            settings,
+            client_keys: ClientKeys::new(),
+            metrics: AuthMetrics::default(),
+        }))
+    }
+
+    /// Is a verified token still live: its client exists and is not disabled, and it was not
+    /// revoked? One query, no cache, so `pdex client disable` and revocation apply at once.
+    pub async fn check_live(&self, claims: &Claims) -> Result<(), AuthFailure> {
+        let rows = self
+            .store
+            .db
+            .fetch(
+                "SELECT c.disabled, (SELECT COUNT(*) FROM auth_revoked r WHERE r.jti = ?) \
+                 FROM auth_clients c WHERE c.client_id = ?",
+                &[
+                    SqlValue::from(&claims.jti),
+                    SqlValue::from(&claims.client_id),
+                ],
+            )
+            .await
+            .map_err(|e| {
+                tracing::error!(target: "pdex::auth", error = %e, "cannot check a token");
+                AuthFailure::Internal
+            })?;
+        let Some(row) = rows.into_iter().next() else {
+            return Err(AuthFailure::Invalid(
+                "the token's client is not registered".into(),
+            ));
+        };
+        if row.first().and_then(SqlValue::as_i64).unwrap_or(1) != 0 {
+            return Err(AuthFailure::Invalid(
+                "the token's client is disabled".into(),
+            ));
+        }
+        if row.get(1).and_then(SqlValue::as_i64).unwrap_or(1) != 0 {
+            return Err(AuthFailure::Invalid("the token was revoked".into()));
+        }
+        Ok(())
+    }
+
+    /// Verifies a token completely (signature, audience, expiry, client, revocation).
+    pub async fn inspect(&self, token: &str) -> Result<Claims, AuthFailure> {
+        let claims = access_token::verify(self, token)
+            .await
+            .map_err(AuthFailure::Invalid)?;
+        self.check_live(&claims).await?;
+        Ok(claims)
+    }
+
+    /// The resource server's check on every FHIR request: the bearer token of `headers`,
+    /// fully verified, and — for a certificate-bound token — the connection's client
+    /// certificate must be the one it was bound to (RFC 8705 §3: otherwise 401
+    /// `invalid_token`).
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        cert: Option<&ClientCertificate>,
+    ) -> Result<AccessContext, AuthFailure> {
+        AuthMetrics::inc(&self.metrics.requests);
+        let result = async {
+            let token = bearer_token(headers)?;
+            let claims = self.inspect(token).await?;
+            if let Some(bound) = &claims.cnf {
+                match cert {
+                    Some(c) if &c.thumbprint == bound => {}
+                    Some(_) => {
+                        return Err(AuthFailure::Invalid(
+                            "the token is bound to another client certificate".into(),
+                        ));
+                    }
+                    None => {
+                        return Err(AuthFailure::Invalid(
+                            "the token is bound to a client certificate; call over mTLS with it"
+                                .into(),
+                        ));
+                    }
+                }
+            }
+            Ok(claims.context())
+        }
+        .await;
+        if let Err(e) = &result {
+            AuthMetrics::inc(&self.metrics.unauthenticated);
+            tracing::info!(target: "pdex::auth", reason = ?e, "request refused: no valid access token");
+        }
+        result
+    }
+}
+
+/// The token of an `Authorization: Bearer …` header (scheme case-insensitive).
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthFailure> {
+    let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
+        return Err(AuthFailure::Missing);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| AuthFailure::Invalid("the Authorization header is not text".into()))?;
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(token.trim())
+        }
+        _ => Err(AuthFailure::Invalid(
+            "the Authorization header must be \"Bearer <access token>\"".into(),
+        )),
+    }
+}
+
+/// The OAuth endpoints and the SMART discovery document.
+pub fn router<S: Clone + Send + Sync + 'static>(auth: Arc<AuthServer>) -> Router<S> {
+    Router::new()
+        .route("/oauth/token", post(super::token::token_endpoint))
+        .route("/oauth/introspect", post(super::introspect::introspect))
+        .route("/oauth/revoke", post(super::introspect::revoke))
+        .route("/oauth/jwks", get(super::discovery::jwks))
+        .route(
+            "/fhir/.well-known/smart-configuration",
+            get(super::discovery::smart_configuration),
+        )
+        .with_state(auth)
+}
