@@ -1,26 +1,92 @@
-//! Starting the server from a resolved configuration: open the store, bind the listener,
-//! serve until shutdown. Shared by `pdex serve` and the integration tests, so that tests
+//! Starting the server from a resolved configuration: open the store, bind the listeners
+//! (public, and mTLS when configured), serve until shutdown. Shared by `pdex serve` and the integration tests, so that tests
 //! run exactly what operators run.
 
-use crate::config::ServerConfig;
+use crate::auth::pki::{self, TrustAnchors};
+use crate::auth::udap::UdapSigner;
+use crate::config::{ServerConfig, TlsConfig};
+use crate::server::tls::{self, ListenerInfo, ListenerKind, Shutdown};
 use crate::server::{AppState, router};
+use axum::Extension;
 
 use crate::store::Store;
 use crate::store::sensitivity::SensitivityLabels;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// A bound, ready-to-serve server.
+/// A bound, ready-to-serve server: the public listener and, when configured, the mTLS one.
 pub struct Server {
     pub listener: tokio::net::TcpListener,
     pub state: Arc<AppState>,
     pub local_addr: SocketAddr,
+    public_tls: Option<Arc<rustls::ServerConfig>>,
+    pub mtls: Option<MtlsListener>,
+}
+
+/// The bound mTLS listener.
+pub struct MtlsListener {
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    pub local_addr: SocketAddr,
+    /// The FHIR base as clients see it on this listener.
+    pub base_url: String,
 }
 
 impl Server {
-    /// Opens the store and binds `config.listen` (port 0 picks a free port; the base URL
-    /// then follows the real port unless one was configured).
+    /// Opens the store and binds `config.listen` over plain HTTP (port 0 picks a free port;
+    /// the base URL then follows the real port unless one was configured).
     pub async fn bind(config: &ServerConfig) -> anyhow::Result<Server> {
+        Self::bind_tls(config, &TlsConfig::default()).await
+    }
+
+    /// As [`Server::bind`], with TLS on the public listener and/or an mTLS listener.
+    pub async fn bind_tls(config: &ServerConfig, tls: &TlsConfig) -> anyhow::Result<Server> {
+        // Check the TLS files before touching the database.
+        let public_tls = match (&tls.tls_cert, &tls.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::server::tls::public_tls(
+                pki::load_certs(cert)?,
+                pki::load_key(key)?,
+            )?),
+            (None, None) => None,
+            _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+        };
+        let trust = match &tls.trust_anchors {
+            Some(path) => Some(TrustAnchors::load(path, &tls.crl)?),
+            None if !tls.crl.is_empty() => anyhow::bail!("--crl needs --trust-anchors"),
+            None => None,
+        };
+        let mtls_tls = match &tls.mtls_listen {
+            None => None,
+            Some(_) => {
+                let (Some(cert), Some(key)) = (&tls.tls_cert, &tls.tls_key) else {
+                    anyhow::bail!(
+                        "--mtls-listen needs a server certificate: --tls-cert and --tls-key"
+                    );
+                };
+                let Some(anchors) = &trust else {
+                    anyhow::bail!(
+                        "--mtls-listen needs --trust-anchors (the trust framework's CA certificates)"
+                    );
+                };
+                Some(crate::server::tls::mtls(
+                    pki::load_certs(cert)?,
+                    pki::load_key(key)?,
+                    anchors,
+                )?)
+            }
+        };
+        let udap_files = match (&tls.udap_cert, &tls.udap_key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => tls.tls_cert.as_ref().zip(tls.tls_key.as_ref()),
+            _ => anyhow::bail!("--udap-cert and --udap-key go together"),
+        };
+        let udap = match (udap_files, &trust) {
+            (Some((cert, key)), Some(_)) => {
+                UdapSigner::load(pki::load_certs(cert)?, pki::load_key(key)?)?.map(Arc::new)
+            }
+            _ => None,
+        };
+
         let labels = if config.sensitive_labels.is_empty() {
             SensitivityLabels::default()
         } else {
@@ -37,24 +103,57 @@ impl Server {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
         let local_addr = listener.local_addr()?;
-        let base_url = if config.base_url.is_empty() {
-            crate::config::default_base_url(&local_addr.to_string())
-        } else {
+        let base_url = if !config.base_url.is_empty() {
             config.base_url.trim_end_matches('/').to_owned()
+        } else if public_tls.is_some() {
+            crate::config::default_tls_base_url(&local_addr.to_string())
+        } else {
+            crate::config::default_base_url(&local_addr.to_string())
+        };
+        let mtls = match (mtls_tls, &tls.mtls_listen) {
+            (Some(tls_config), Some(addr)) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (mTLS): {e}"))?;
+                let local_addr = listener.local_addr()?;
+                let base_url = match &tls.mtls_base_url {
+                    Some(u) if !u.is_empty() => u.trim_end_matches('/').to_owned(),
+                    _ => crate::config::default_tls_base_url(&local_addr.to_string()),
+                };
+                Some(MtlsListener {
+                    listener,
+                    tls: tls_config,
+                    local_addr,
+                    base_url,
+                })
+            }
+            _ => None,
         };
         let lifetime = match config.token_lifetime {
             0 => crate::auth::server::DEFAULT_TOKEN_LIFETIME,
             n => n,
         };
-        let auth = crate::auth::AuthServer::start(
-            store.clone(),
-            crate::auth::AuthSettings::new(&base_url, lifetime),
-        )
-        .await?;
+        let mut settings = crate::auth::AuthSettings::new(&base_url, lifetime);
+        if let Some(m) = &mtls {
+            // The token endpoint as clients see it on the mTLS listener.
+            settings.extra_token_urls.push(
+                ListenerInfo {
+                    kind: ListenerKind::Mtls,
+                    base_url: m.base_url.clone(),
+                }
+                .oauth_url("token"),
+            );
+        }
+        settings.trust = trust.clone();
+        let auth = crate::auth::AuthServer::start(store.clone(), settings).await?;
         let bulk = crate::bulk::Engine::new(store.clone(), config.bulk.clone())?;
-        let state = Arc::new(
-            AppState::new(store, base_url, bulk, auth).with_exchange(config.exchange.clone())?,
-        );
+        let mut state =
+            AppState::new(store, base_url, bulk, auth).with_exchange(config.exchange.clone())?;
+        state.trust = trust;
+        state.udap = udap;
+        state.mtls_base_url = mtls.as_ref().map(|m| m.base_url.clone());
+        state.udap_community = tls.udap_community.clone();
+        let state = Arc::new(state);
         crate::ops::bulk_match_job::BulkMatchRunner::register(
             &state.bulk,
             state.store.clone(),
@@ -66,16 +165,52 @@ impl Server {
             listener,
             state,
             local_addr,
+            public_tls,
+            mtls,
         })
     }
 
     /// Serves until SIGINT/SIGTERM.
     pub async fn run(self) -> anyhow::Result<()> {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            crate::server::shutdown_signal().await;
+            let _ = tx.send(true);
+        });
+        self.run_until(rx).await
+    }
+
+    /// Serves every listener until `shutdown` turns true, then drains them together.
+    pub async fn run_until(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let store = self.state.store.clone();
         crate::bulk::worker::start(self.state.bulk.clone());
-        crate::server::serve(self.listener, router(self.state)).await?;
+        let public_router = router(self.state.clone()).layer(Extension(ListenerInfo {
+            kind: ListenerKind::Public,
+            base_url: self.state.base_url.clone(),
+        }));
+        let public = async {
+            match self.public_tls {
+                Some(tls) => {
+                    tls::serve_tls(self.listener, tls, public_router, shutdown.clone()).await
+                }
+                None => tls::serve_plain(self.listener, public_router, shutdown.clone()).await,
+            }
+        };
+        let mtls = async {
+            match self.mtls {
+                Some(m) => {
+                    let mtls_router = router(self.state.clone()).layer(Extension(ListenerInfo {
+                        kind: ListenerKind::Mtls,
+                        base_url: m.base_url.clone(),
+                    }));
+                    tls::serve_tls(m.listener, m.tls, mtls_router, shutdown.clone()).await
+                }
+                None => Ok(()),
+            }
+        };
+        let result = tokio::try_join!(public, mtls);
         store.db.close().await;
-        Ok(())
+        result.map(|_| ())
     }
 }
 

@@ -23,6 +23,22 @@ pub struct FileConfig {
     pub migrate: Option<bool>,
     /// `system|code` meta.security labels that mark a resource sensitive.
     pub sensitive_labels: Option<Vec<String>>,
+    /// TLS for the public listener (PEM).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// The mTLS listener's address; with it, `trust_anchors` is required.
+    pub mtls_listen: Option<String>,
+    /// The FHIR base as clients see it on the mTLS listener.
+    pub mtls_base_url: Option<String>,
+    /// PEM bundle of the trust framework's CA certificates (mTLS and UDAP `x5c`).
+    pub trust_anchors: Option<PathBuf>,
+    /// CRL files (PEM or DER).
+    pub crl: Option<Vec<PathBuf>>,
+    /// UDAP signing certificate chain and key (default: the TLS certificate and key).
+    pub udap_cert: Option<PathBuf>,
+    pub udap_key: Option<PathBuf>,
+    /// The UDAP trust community URI answered at `/.well-known/udap?community=`.
+    pub udap_community: Option<String>,
     /// Access-token lifetime in seconds (default 300).
     pub token_lifetime: Option<u64>,
     // Payer-to-payer settings (`$member-match`, consent, `$everything`; see ExchangeConfig).
@@ -252,6 +268,23 @@ impl Default for ServerConfig {
     }
 }
 
+/// Transport and trust framework settings (`serve --tls-cert …`, config keys of the same
+/// names). All optional: with none of them the server speaks plain HTTP on one listener.
+#[derive(Debug, Clone, Default)]
+pub struct TlsConfig {
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub mtls_listen: Option<String>,
+    /// Default `https://MTLS_LISTEN/fhir` (the real port when listening on port 0).
+    pub mtls_base_url: Option<String>,
+    pub trust_anchors: Option<PathBuf>,
+    pub crl: Vec<PathBuf>,
+    pub udap_cert: Option<PathBuf>,
+    pub udap_key: Option<PathBuf>,
+    /// The UDAP trust community URI answered at `/.well-known/udap?community=`.
+    pub udap_community: Option<String>,
+}
+
 /// Picks the first value that is set.
 pub fn pick<T>(flag_or_env: Option<T>, file: Option<T>, default: impl FnOnce() -> T) -> T {
     flag_or_env.or(file).unwrap_or_else(default)
@@ -260,4 +293,9 @@ pub fn pick<T>(flag_or_env: Option<T>, file: Option<T>, default: impl FnOnce() -
 /// The default FHIR base for a listen address.
 pub fn default_base_url(listen: &str) -> String {
     format!("http://{listen}/fhir")
+}
+
+/// The default FHIR base for a TLS listen address.
+pub fn default_tls_base_url(listen: &str) -> String {
+    format!("https://{listen}/fhir")
 }

@@ -4,6 +4,7 @@
 pub mod app;
 pub mod auth;
 pub mod bulk;
+pub mod certs;
 pub mod config;
 pub mod consent;
 pub mod fhir;

@@ -48,6 +48,12 @@ enum Command {
     /// The server's token-signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Stored payer-to-payer consents.
+    #[command(subcommand)]
+    Consent(ConsentCommand),
+    /// Certificates for development and tests.
+    #[command(subcommand)]
+    Certs(CertsCommand),
 }
 
 #[derive(Subcommand)]
@@ -100,9 +106,6 @@ enum KeysCommand {
     Rotate,
     /// List the signing keys.
     List,
-    /// Stored payer-to-payer consents.
-    #[command(subcommand)]
-    Consent(ConsentCommand),
 }
 
 #[derive(Subcommand)]
@@ -116,6 +119,22 @@ enum ConsentCommand {
         /// The requesting payer, SYSTEM|VALUE (e.g. http://hl7.org/fhir/sid/us-npi|0123456789).
         #[arg(long)]
         organization: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Write a development CA, a server certificate for localhost and two payer client
+    /// certificates (with SAN URIs, keys and JWKS) into a folder.
+    Dev {
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// FHIR base URLs to put into the server certificate as SAN URIs (UDAP `iss`);
+        /// repeatable (default: https://localhost:8443/fhir, https://localhost:9443/fhir and
+        /// the same with 127.0.0.1).
+        #[arg(long = "base-url")]
+        base_urls: Vec<String>,
     },
 }
 
@@ -172,6 +191,8 @@ struct ServeArgs {
     pdex_version: Option<String>,
     #[command(flatten)]
     bulk: BulkArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 /// Bulk Data export settings (each also a `[bulk]` key in the configuration file).
@@ -219,6 +240,59 @@ impl BulkArgs {
                 .unwrap_or(base.poll_interval_seconds),
             lease_seconds: self.export_lease_seconds.unwrap_or(base.lease_seconds),
             storage: self.export_storage.unwrap_or(base.storage),
+        }
+    }
+}
+
+/// TLS, the mTLS listener and UDAP (each also a config key of the same name with `_`).
+#[derive(Args)]
+struct TlsArgs {
+    /// Serve the public listener over TLS with this certificate chain (PEM).
+    #[arg(long, env = "PDEX_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "PDEX_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Also listen for mutual TLS on this address (client certificate required).
+    #[arg(long, env = "PDEX_MTLS_LISTEN")]
+    mtls_listen: Option<String>,
+    /// FHIR base URL as clients see it on the mTLS listener (default https://MTLS_LISTEN/fhir).
+    #[arg(long, env = "PDEX_MTLS_BASE_URL")]
+    mtls_base_url: Option<String>,
+    /// The trust framework's CA certificates (PEM bundle): client certificates and UDAP x5c
+    /// chains must lead to one of them.
+    #[arg(long, env = "PDEX_TRUST_ANCHORS")]
+    trust_anchors: Option<PathBuf>,
+    /// Certificate revocation list (PEM or DER); repeatable.
+    #[arg(long)]
+    crl: Vec<PathBuf>,
+    /// UDAP signing certificate chain (PEM, RSA; default --tls-cert).
+    #[arg(long, env = "PDEX_UDAP_CERT")]
+    udap_cert: Option<PathBuf>,
+    /// The private key of --udap-cert (default --tls-key).
+    #[arg(long, env = "PDEX_UDAP_KEY")]
+    udap_key: Option<PathBuf>,
+    /// The UDAP trust community URI answered at /.well-known/udap?community=.
+    #[arg(long, env = "PDEX_UDAP_COMMUNITY")]
+    udap_community: Option<String>,
+}
+
+impl TlsArgs {
+    fn resolve(self, file: &FileConfig) -> config::TlsConfig {
+        config::TlsConfig {
+            tls_cert: self.tls_cert.or(file.tls_cert.clone()),
+            tls_key: self.tls_key.or(file.tls_key.clone()),
+            mtls_listen: self.mtls_listen.or(file.mtls_listen.clone()),
+            mtls_base_url: self.mtls_base_url.or(file.mtls_base_url.clone()),
+            trust_anchors: self.trust_anchors.or(file.trust_anchors.clone()),
+            crl: if self.crl.is_empty() {
+                file.crl.clone().unwrap_or_default()
+            } else {
+                self.crl
+            },
+            udap_cert: self.udap_cert.or(file.udap_cert.clone()),
+            udap_key: self.udap_key.or(file.udap_key.clone()),
+            udap_community: self.udap_community.or(file.udap_community.clone()),
         }
     }
 }
@@ -312,7 +386,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             if config.token_lifetime == 0 {
                 anyhow::bail!("--token-lifetime must be at least 1 second");
             }
-            let server = pdex::app::Server::bind(&config).await?;
+            let tls = args.tls.resolve(&file);
+            let server = pdex::app::Server::bind_tls(&config, &tls).await?;
             if config.demo {
                 pdex::app::load_demo(&server.state).await?;
             }
@@ -323,6 +398,10 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 "pdex serving"
             );
             eprintln!("pdex serving FHIR R4 at {}", server.state.base_url);
+            if let Some(mtls) = &server.mtls {
+                tracing::info!(listen = %mtls.local_addr, base_url = %mtls.base_url, "mTLS listener");
+                eprintln!("pdex serving FHIR R4 over mTLS at {}", mtls.base_url);
+            }
             server.run().await?;
         }
         Command::Consent(ConsentCommand::Revoke {
@@ -368,6 +447,18 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 } else {
                     2
                 }));
+            }
+        }
+        Command::Certs(CertsCommand::Dev { out, base_urls }) => {
+            let base_urls = if base_urls.is_empty() {
+                pdex::certs::DEFAULT_BASE_URLS.map(str::to_owned).to_vec()
+            } else {
+                base_urls
+            };
+            let written = pdex::certs::write_dev_certs(&out, &base_urls)?;
+            let mut stdout = std::io::stdout().lock();
+            for f in written.files {
+                let _ = writeln!(stdout, "{}", f.display());
             }
         }
         Command::Synth(args) => {

@@ -241,7 +241,7 @@ impl ClientKeys {
     }
 
     /// Records `jti` for `client_id`; false when it was already recorded (a replay).
-    async fn record_jti(
+    pub async fn record_jti(
         &self,
         store: &Store,
         client_id: &str,

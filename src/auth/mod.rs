@@ -29,6 +29,10 @@ pub mod token;
 
 pub use server::{AuthServer, AuthSettings};
 
+pub mod dcr;
+pub mod pki;
+pub mod udap;
+
 /// Which members' data a caller may reach.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DataScope {

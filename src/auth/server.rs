@@ -29,6 +29,9 @@ pub struct AuthSettings {
     /// Further URLs of this token endpoint a client assertion may name as `aud` (the mTLS
     /// listener's alias of the token endpoint).
     pub extra_token_urls: Vec<String>,
+    /// The trust framework's anchors (`--trust-anchors`): UDAP B2B re-validates each client
+    /// assertion's `x5c` chain against them.
+    pub trust: Option<super::pki::TrustAnchors>,
 }
 
 impl AuthSettings {
@@ -42,6 +45,7 @@ impl AuthSettings {
             fhir_base,
             token_lifetime,
             extra_token_urls: Vec::new(),
+            trust: None,
         }
     }
     /// The `iss` of our access tokens.

@@ -208,17 +208,70 @@ async fn issue(auth: &AuthServer, req: Request) -> Result<Response, OAuthError> 
     Ok(oauth_json(StatusCode::OK, &body))
 }
 
-/// UDAP B2B client authentication (`udap=1`): the UDAP module (`auth::udap`) validates the
-/// `x5c` chain and the `hl7-b2b` extension and returns the registered client; until it is
-/// wired in here, such requests are refused.
+/// UDAP B2B client authentication (`udap=1`, UDAP b2b.md §5.2): the client assertion's
+/// `x5c` chain is re-validated against the trust anchors on every request and the
+/// `hl7-b2b` extension checked (`auth::udap::validate_b2b_assertion`); the `jti` is refused
+/// when replayed; the B2B context (organization, purpose of use, `subject_id`) is recorded
+/// in the audit log.
 pub async fn udap_client(
-    _auth: &AuthServer,
-    _form: &Form,
+    auth: &AuthServer,
+    form: &Form,
     _cert: Option<&ClientCertificate>,
 ) -> Result<Client, OAuthError> {
-    Err(OAuthError::invalid_request(
-        "UDAP B2B authentication (udap=1) is not enabled on this server",
-    ))
+    let Some(anchors) = &auth.settings.trust else {
+        return Err(OAuthError::invalid_request(
+            "UDAP B2B authentication (udap=1) is not enabled on this server",
+        ));
+    };
+    if form.get("client_assertion_type") != Some(JWT_BEARER_ASSERTION) {
+        return Err(OAuthError::invalid_client(format!(
+            "UDAP clients authenticate with client_assertion_type {JWT_BEARER_ASSERTION}"
+        )));
+    }
+    let jwt = form
+        .get("client_assertion")
+        .ok_or_else(|| OAuthError::invalid_client("client_assertion is required"))?;
+    let iss = super::udap::assertion_issuer(jwt)
+        .ok_or_else(|| OAuthError::invalid_client("client_assertion is not a JWT with iss"))?;
+    let client = active_client(auth, &iss).await?;
+    // A UDAP registration is keyed by its statement's iss, a SAN URI of its certificate.
+    let Some(registered_san) = client.external_id.clone() else {
+        return Err(OAuthError::invalid_client(
+            "this client was not registered through UDAP",
+        ));
+    };
+    let now = chrono::Utc::now().timestamp();
+    let b2b = super::udap::validate_b2b_assertion(
+        jwt,
+        anchors,
+        &client.client_id,
+        &registered_san,
+        &auth.settings.token_audiences(),
+        now,
+    )
+    .map_err(|e| match e.code {
+        "invalid_grant" => OAuthError::invalid_grant(e.description),
+        _ => OAuthError::invalid_client(e.description),
+    })?;
+    let fresh = auth
+        .client_keys
+        .record_jti(&auth.store, &client.client_id, &b2b.jti, b2b.exp)
+        .await?;
+    if !fresh {
+        return Err(OAuthError::invalid_client(
+            "this jti was already used: a client assertion may be used once",
+        ));
+    }
+    tracing::info!(
+        target: "pdex::audit",
+        client_id = %client.client_id,
+        organization_id = %b2b.b2b.organization_id,
+        purpose_of_use = ?b2b.b2b.purpose_of_use,
+        subject_id = b2b.b2b.subject_id.as_deref().unwrap_or(""),
+        subject_name = b2b.b2b.subject_name.as_deref().unwrap_or(""),
+        "UDAP B2B authorization"
+    );
+    Ok(client)
 }
 
 /// The `iss` of a JWT, read without verifying it (to find whose keys verify it).

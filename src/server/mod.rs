@@ -1,5 +1,6 @@
 //! The HTTP side: router assembly, middleware (request ids, tracing without PHI, panics and
-//! bare errors turned into OperationOutcomes, body limits), the listener and graceful shutdown.
+//! bare errors turned into OperationOutcomes, body limits); the listeners (plain, TLS, mTLS)
+//! and graceful shutdown are in `tls.rs`.
 //!
 //! Depends on `store`, `search`, `fhir`, `auth`. Handlers live in `rest.rs` (FHIR REST
 //! interactions), `bundle.rs` (transaction/batch) and `capability.rs` (`/metadata`).
@@ -8,6 +9,7 @@ pub mod bundle;
 pub mod capability;
 pub mod http;
 pub mod rest;
+pub mod tls;
 
 use crate::auth::server::AuthFailure;
 use crate::auth::{AccessContext, AuthServer, ClientCertificate};
@@ -43,6 +45,14 @@ pub struct AppState {
     /// Failed `$member-match` attempts (HRex mm-7).
     pub match_throttle: crate::ops::member_match::Throttle,
     payer_identifiers: Vec<crate::auth::OrgIdentifier>,
+    /// The trust framework's anchors (`--trust-anchors`): mTLS and UDAP `x5c` chains.
+    pub trust: Option<crate::auth::pki::TrustAnchors>,
+    /// UDAP signing identity; `None` when UDAP is off (`/.well-known/udap` is then 404).
+    pub udap: Option<Arc<crate::auth::udap::UdapSigner>>,
+    /// The FHIR base on the mTLS listener, when there is one.
+    pub mtls_base_url: Option<String>,
+    /// The UDAP trust community URI we answer `?community=` for (`--udap-community`).
+    pub udap_community: Option<String>,
 }
 
 impl AppState {
@@ -69,6 +79,10 @@ impl AppState {
             payer_identifiers: crate::ops::member_match::parse_payer_identifiers(&exchange)
                 .expect("default payer identifiers are well formed"),
             exchange,
+            trust: None,
+            udap: None,
+            mtls_base_url: None,
+            udap_community: None,
         }
     }
 
@@ -157,6 +171,7 @@ pub fn router(state: SharedState) -> Router {
     use crate::ops::export;
     let fhir = Router::new()
         .route("/metadata", get(capability::metadata))
+        .route("/.well-known/udap", get(crate::auth::udap::discovery))
         .route(
             "/$export",
             get(export::system_get).post(export::system_post),
@@ -203,6 +218,7 @@ pub fn router(state: SharedState) -> Router {
     Router::new()
         .nest("/fhir", fhir)
         .merge(crate::auth::server::router(state.auth.clone()))
+        .route("/oauth/register", post(crate::auth::dcr::register))
         // the base with a trailing slash is the same endpoint
         .route(
             "/fhir/",
@@ -287,15 +303,8 @@ async fn errors_as_operation_outcomes(req: Request, next: Next) -> Response {
     out
 }
 
-/// Serves `router` on `listener` until SIGINT/SIGTERM, then drains in-flight requests.
-pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> anyhow::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    Ok(())
-}
-
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -1,0 +1,303 @@
+//! Listeners: plain HTTP (development on loopback), TLS (`--tls-cert/--tls-key`), and the
+//! mTLS listener (`--mtls-listen`, `--trust-anchors`, optional `--crl`) whose every
+//! connection carries a verified client certificate. All of them serve the same router;
+//! each request learns which listener it came on ([`ListenerInfo`]: kind and the FHIR base
+//! as clients see it there) and, on the mTLS listener, the verified
+//! [`ClientCertificate`] of its connection. They stop together on one shutdown signal and
+//! drain in-flight requests.
+//!
+//! TLS versions: 1.2 and 1.3 only (NIST SP 800-52 as HRex sec-14 asks; Inferno's TLS test
+//! fails a server that accepts 1.0/1.1 or refuses 1.2).
+//!
+//! The handshake runs in the connection's own task with a timeout, so one slow client
+//! cannot stall the accept loop.
+
+use crate::auth::ClientCertificate;
+use crate::auth::pki::{self, TrustAnchors};
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::graceful::GracefulShutdown;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+/// Which listener a request arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// The public listener (plain HTTP or server-authenticated TLS).
+    Public,
+    /// The mTLS listener: every request carries a verified [`ClientCertificate`].
+    Mtls,
+}
+
+/// Put into every request's extensions by the listener it came on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerInfo {
+    pub kind: ListenerKind,
+    /// The FHIR base URL as clients see it on this listener, without a trailing slash.
+    pub base_url: String,
+}
+
+impl ListenerInfo {
+    /// The URL of an OAuth endpoint (`token`, `register`, …) as clients see it on this
+    /// listener: the FHIR base with its last `/fhir` segment replaced by `/oauth/{endpoint}`
+    /// (DESIGN.md §5: OAuth endpoints under `/oauth/`). A client assertion's `aud` must be
+    /// the token URL of the listener the request came on (SMART backend services, RFC 7523
+    /// §3).
+    pub fn oauth_url(&self, endpoint: &str) -> String {
+        let root = self
+            .base_url
+            .strip_suffix("/fhir")
+            .unwrap_or(&self.base_url);
+        format!("{root}/oauth/{endpoint}")
+    }
+}
+
+/// How long a client may take for the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for in-flight requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+fn server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    verifier: Arc<dyn ClientCertVerifier>,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        // TLS 1.2 and 1.3 only.
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| anyhow::anyhow!("the TLS certificate and key do not fit together: {e}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// TLS for the public listener: server authentication only, no client certificate asked.
+pub fn public_tls(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    server_config(chain, key, WebPkiClientVerifier::no_client_auth())
+}
+
+/// TLS for the mTLS listener: a client certificate is required, must chain to `anchors`,
+/// must not be revoked by a configured CRL, and must not be its own issuer.
+pub fn mtls(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    anchors: &TrustAnchors,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let mut builder =
+        WebPkiClientVerifier::builder_with_provider(anchors.roots.clone(), provider());
+    if !anchors.crls.is_empty() {
+        builder = builder
+            .with_crls(anchors.crls.clone())
+            .only_check_end_entity_revocation()
+            // a CRL file covers the CAs it names; certificates of other anchors pass
+            .allow_unknown_revocation_status();
+    }
+    let inner = builder
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot use the trust anchors: {e}"))?;
+    server_config(chain, key, Arc::new(PkiClientVerifier { inner }))
+}
+
+/// The webpki client verifier plus the HRex "not self-signed" rule: webpki accepts a leaf
+/// that is itself listed as an anchor, we do not.
+#[derive(Debug)]
+struct PkiClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCertVerifier for PkiClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        // HRex sec-13: PKI mutual TLS, not self-signed certificates.
+        if pki::is_self_issued(end_entity) {
+            return Err(rustls::Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            ));
+        }
+        self.inner
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// A shutdown signal shared by all listeners: `true` once shutdown has begun.
+pub type Shutdown = watch::Receiver<bool>;
+
+async fn wait_for(mut shutdown: Shutdown) {
+    while !*shutdown.borrow() {
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Serves `router` over plain HTTP until `shutdown`, then drains.
+pub async fn serve_plain(
+    listener: TcpListener,
+    router: Router,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(wait_for(shutdown))
+        .await?;
+    Ok(())
+}
+
+/// Serves `router` over TLS until `shutdown`, then drains. When the TLS configuration
+/// verifies client certificates, the leaf of each connection goes into every request's
+/// extensions as a [`ClientCertificate`].
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    router: Router,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let graceful = GracefulShutdown::new();
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let stop = wait_for(shutdown);
+    tokio::pin!(stop);
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::info!(error = %e, "TLS handshake refused");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!("TLS handshake timed out");
+                    return;
+                }
+            };
+            let cert = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|der| match pki::client_certificate(der) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        tracing::info!(error = %e, "verified client certificate unreadable");
+                        None
+                    }
+                });
+            let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                if let Some(cert) = &cert {
+                    req.extensions_mut()
+                        .insert::<ClientCertificate>(cert.clone());
+                }
+                router.clone().oneshot(req)
+            });
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(DRAIN_TIMEOUT) => {
+            tracing::warn!("in-flight TLS connections did not finish in time");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oauth_urls_follow_the_listener_base() {
+        let public = ListenerInfo {
+            kind: ListenerKind::Public,
+            base_url: "https://pdex.example/fhir".into(),
+        };
+        assert_eq!(
+            public.oauth_url("token"),
+            "https://pdex.example/oauth/token"
+        );
+        let other = ListenerInfo {
+            kind: ListenerKind::Mtls,
+            base_url: "https://mtls.example:9443/r4".into(),
+        };
+        assert_eq!(
+            other.oauth_url("register"),
+            "https://mtls.example:9443/r4/oauth/register"
+        );
+    }
+}
