@@ -56,7 +56,7 @@ fn payer(npi: &str) -> AccessContext {
             system: NPI.into(),
             value: npi.into(),
         }),
-        scopes: vec![OPERATION.into()],
+        scopes: vec![OPERATION.into(), "system/Group.rs".into()],
         scope: DataScope::Patients(vec![]),
         allow_sensitive: false,
         can_write: false,

@@ -58,7 +58,7 @@ fn payer(npi: &str) -> AccessContext {
         client_id: Some(format!("payer-{npi}")),
         kind: ClientKind::Payer,
         organization: Some(org(npi)),
-        scopes: vec![OPERATION.into()],
+        scopes: vec![OPERATION.into(), "system/Group.rs".into()],
         scope: DataScope::Patients(vec![]),
         allow_sensitive: false,
         can_write: false,
@@ -127,6 +127,7 @@ fn exporter() -> AccessContext {
     let mut ctx = payer(NEW_PAYER_NPI);
     ctx.kind = ClientKind::Admin;
     ctx.scope = DataScope::All;
+    ctx.scopes.push("system/*.rs".into());
     ctx
 }
 

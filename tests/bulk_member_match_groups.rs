@@ -408,7 +408,7 @@ fn payer(org: Option<&str>, client: &str) -> AccessContext {
         client_id: Some(client.into()),
         kind: ClientKind::Payer,
         organization: org.map(npi),
-        scopes: vec![],
+        scopes: vec!["system/*.rs".into()],
         scope: DataScope::Patients(vec![]),
         allow_sensitive: false,
         can_write: false,
