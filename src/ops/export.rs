@@ -24,7 +24,7 @@ use crate::server::http::{body_text, check_format, http_date, prefer, query_pair
 use crate::server::{Access, SharedState};
 use axum::body::{Body, Bytes};
 use axum::extract::{OriginalUri, Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
@@ -35,87 +35,71 @@ const SETTLE_MS: i64 = 1000;
 /// The NDJSON media type of export files.
 pub const FHIR_NDJSON: &str = "application/fhir+ndjson";
 
-pub async fn system_get(
-    State(state): State<SharedState>,
-    Access(ctx): Access,
-    RawQuery(q): RawQuery,
-    uri: OriginalUri,
-    headers: HeaderMap,
-) -> Result<Response, FhirError> {
-    let raw = request::from_query(query_pairs(q.as_deref()));
-    kickoff(&state, &ctx, Level::System, raw, false, &headers, &uri).await
+/// Kick-off parameters and whether they came in a POST `Parameters` body (Bulk STU2: GET
+/// takes them from the query, POST from the body).
+fn kickoff_params(
+    method: &Method,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(Vec<request::RawParam>, bool), FhirError> {
+    if method == Method::POST {
+        Ok((post_params(headers, body)?, true))
+    } else {
+        Ok((request::from_query(query_pairs(query)), false))
+    }
 }
 
-pub async fn system_post(
+/// `GET|POST [base]/$export`.
+pub async fn system(
     State(state): State<SharedState>,
     Access(ctx): Access,
+    method: Method,
+    RawQuery(q): RawQuery,
     uri: OriginalUri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, FhirError> {
-    let raw = post_params(&headers, &body)?;
-    kickoff(&state, &ctx, Level::System, raw, true, &headers, &uri).await
+    let (raw, post) = kickoff_params(&method, q.as_deref(), &headers, &body)?;
+    kickoff(&state, &ctx, Level::System, raw, post, &headers, &uri).await
 }
 
-pub async fn patient_get(
+/// `GET|POST [base]/Patient/$export`.
+pub async fn patient(
     State(state): State<SharedState>,
     Access(ctx): Access,
+    method: Method,
     RawQuery(q): RawQuery,
-    uri: OriginalUri,
-    headers: HeaderMap,
-) -> Result<Response, FhirError> {
-    let raw = request::from_query(query_pairs(q.as_deref()));
-    kickoff(&state, &ctx, Level::Patient, raw, false, &headers, &uri).await
-}
-
-pub async fn patient_post(
-    State(state): State<SharedState>,
-    Access(ctx): Access,
     uri: OriginalUri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, FhirError> {
-    let raw = post_params(&headers, &body)?;
-    kickoff(&state, &ctx, Level::Patient, raw, true, &headers, &uri).await
+    let (raw, post) = kickoff_params(&method, q.as_deref(), &headers, &body)?;
+    kickoff(&state, &ctx, Level::Patient, raw, post, &headers, &uri).await
 }
 
-pub async fn group_get(
+/// `GET|POST [base]/Group/{id}/$export`.
+#[allow(clippy::too_many_arguments)]
+pub async fn group(
     State(state): State<SharedState>,
     Access(ctx): Access,
+    method: Method,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
     uri: OriginalUri,
     headers: HeaderMap,
+    body: Bytes,
 ) -> Result<Response, FhirError> {
-    let raw = request::from_query(query_pairs(q.as_deref()));
+    let (raw, post) = kickoff_params(&method, q.as_deref(), &headers, &body)?;
     if ctx.kind == crate::auth::ClientKind::Payer {
         // a payer's Group export follows the payer-to-payer rules (consent, _since, EOBs)
-        let url = request_url(&state.base_url, &uri, false);
+        let url = request_url(&state.base_url, &uri, post);
         return crate::ops::davinci_data_export::kickoff(
-            &state, &ctx, &id, raw, false, &headers, &url,
+            &state, &ctx, &id, raw, post, &headers, &url,
         )
         .await;
     }
-    kickoff(&state, &ctx, Level::Group(id), raw, false, &headers, &uri).await
-}
-
-pub async fn group_post(
-    State(state): State<SharedState>,
-    Access(ctx): Access,
-    Path(id): Path<String>,
-    uri: OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, FhirError> {
-    let raw = post_params(&headers, &body)?;
-    if ctx.kind == crate::auth::ClientKind::Payer {
-        let url = request_url(&state.base_url, &uri, true);
-        return crate::ops::davinci_data_export::kickoff(
-            &state, &ctx, &id, raw, true, &headers, &url,
-        )
-        .await;
-    }
-    kickoff(&state, &ctx, Level::Group(id), raw, true, &headers, &uri).await
+    kickoff(&state, &ctx, Level::Group(id), raw, post, &headers, &uri).await
 }
 
 fn post_params(headers: &HeaderMap, body: &Bytes) -> Result<Vec<request::RawParam>, FhirError> {

@@ -172,17 +172,14 @@ pub fn router(state: SharedState) -> Router {
     let fhir = Router::new()
         .route("/metadata", get(capability::metadata))
         .route("/.well-known/udap", get(crate::auth::udap::discovery))
-        .route(
-            "/$export",
-            get(export::system_get).post(export::system_post),
-        )
+        .route("/$export", get(export::system).post(export::system))
         .route(
             "/Patient/$export",
-            get(export::patient_get).post(export::patient_post),
+            get(export::patient).post(export::patient),
         )
         .route(
             "/Group/{id}/$export",
-            get(export::group_get).post(export::group_post),
+            get(export::group).post(export::group),
         )
         .route("/_export/{job}", get(export::status).delete(export::cancel))
         .route("/_export/{job}/{file}", get(export::download))
