@@ -147,8 +147,7 @@ impl Server {
         settings.trust = trust.clone();
         let auth = crate::auth::AuthServer::start(store.clone(), settings).await?;
         let bulk = crate::bulk::Engine::new(store.clone(), config.bulk.clone())?;
-        let mut state =
-            AppState::new(store, base_url, bulk, auth).with_exchange(config.exchange.clone())?;
+        let mut state = AppState::new(store, base_url, bulk, auth, config.exchange.clone())?;
         state.trust = trust;
         state.udap = udap;
         state.mtls_base_url = mtls.as_ref().map(|m| m.base_url.clone());

@@ -56,17 +56,18 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The shared state; fails when the payer-to-payer settings do not parse.
     pub fn new(
         store: Store,
         base_url: String,
         bulk: Arc<crate::bulk::Engine>,
         auth: Arc<AuthServer>,
-    ) -> Self {
+        exchange: crate::config::ExchangeConfig,
+    ) -> anyhow::Result<Self> {
         let capability =
             capability::capability_statement(&store.registry, &base_url, &auth.settings)
                 .to_string();
-        let exchange = crate::config::ExchangeConfig::default();
-        AppState {
+        Ok(AppState {
             store,
             base_url,
             capability,
@@ -76,28 +77,13 @@ impl AppState {
                 exchange.match_failure_limit,
                 exchange.match_failure_window_seconds,
             ),
-            payer_identifiers: crate::ops::member_match::parse_payer_identifiers(&exchange)
-                .expect("default payer identifiers are well formed"),
+            payer_identifiers: crate::ops::member_match::parse_payer_identifiers(&exchange)?,
             exchange,
             trust: None,
             udap: None,
             mtls_base_url: None,
             udap_community: None,
-        }
-    }
-
-    /// The same state with these payer-to-payer settings.
-    pub fn with_exchange(
-        mut self,
-        exchange: crate::config::ExchangeConfig,
-    ) -> anyhow::Result<Self> {
-        self.payer_identifiers = crate::ops::member_match::parse_payer_identifiers(&exchange)?;
-        self.match_throttle = crate::ops::member_match::Throttle::new(
-            exchange.match_failure_limit,
-            exchange.match_failure_window_seconds,
-        );
-        self.exchange = exchange;
-        Ok(self)
+        })
     }
 
     /// This plan's organization identifiers (consent source, CoverageToMatch payor).
