@@ -163,7 +163,7 @@ impl Claims {
     pub fn context(&self) -> AccessContext {
         let admin = self.kind == ClientKind::Admin;
         let scope = match (&self.patient, admin) {
-            (Some(p), _) => DataScope::Patients(vec![p.clone()]),
+            (Some(p), _) => DataScope::Patient(p.clone()),
             (None, true) => DataScope::All,
             (None, false) => DataScope::Patients(vec![]),
         };

@@ -38,9 +38,24 @@ pub mod udap;
 pub enum DataScope {
     /// Every resource (the plan's own back office).
     All,
-    /// Only resources in these patients' compartments, plus shared resources (those with no
-    /// compartment owner, such as Practitioner and Organization).
+    /// A patient-scoped token (a member token, later a SMART patient launch): that member's
+    /// compartment plus shared resources, read under the token's `patient/` scopes.
+    Patient(String),
+    /// A system client narrowed to these members (a payer's Group export, a job's share of
+    /// its members): their compartments plus shared resources, read under the client's
+    /// `system/` scopes however many members the list holds.
     Patients(Vec<String>),
+}
+
+impl DataScope {
+    /// The members whose compartments are in reach; `None` for every member.
+    pub fn members(&self) -> Option<&[String]> {
+        match self {
+            DataScope::All => None,
+            DataScope::Patient(id) => Some(std::slice::from_ref(id)),
+            DataScope::Patients(ids) => Some(ids),
+        }
+    }
 }
 
 /// What kind of client is calling (DESIGN.md §5 `pdex client add --kind`).
@@ -141,7 +156,7 @@ impl AccessContext {
             kind: ClientKind::Operator,
             organization: None,
             scopes: vec!["patient/*.rs".into()],
-            scope: DataScope::Patients(vec![patient_id.to_owned()]),
+            scope: DataScope::Patient(patient_id.to_owned()),
             allow_sensitive,
             can_write: false,
             cert_thumbprint: None,
@@ -151,7 +166,7 @@ impl AccessContext {
     /// The one patient this context is limited to, if it is patient-scoped.
     pub fn patient(&self) -> Option<&str> {
         match &self.scope {
-            DataScope::Patients(ids) if ids.len() == 1 => Some(&ids[0]),
+            DataScope::Patient(id) => Some(id),
             _ => None,
         }
     }

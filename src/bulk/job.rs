@@ -28,6 +28,9 @@ pub struct StoredAccess {
     pub scopes: Vec<String>,
     /// `None` for every member (`DataScope::All`).
     pub patients: Option<Vec<String>>,
+    /// A patient-scoped token's member (`DataScope::Patient`); `patients` is then that one.
+    #[serde(default)]
+    pub patient_token: bool,
     pub allow_sensitive: bool,
     pub cert_thumbprint: Option<String>,
 }
@@ -42,10 +45,8 @@ impl StoredAccess {
                 .as_ref()
                 .map(|o| (o.system.clone(), o.value.clone())),
             scopes: ctx.scopes.clone(),
-            patients: match &ctx.scope {
-                DataScope::All => None,
-                DataScope::Patients(ids) => Some(ids.clone()),
-            },
+            patients: ctx.scope.members().map(<[String]>::to_vec),
+            patient_token: matches!(ctx.scope, DataScope::Patient(_)),
             allow_sensitive: ctx.allow_sensitive,
             cert_thumbprint: ctx.cert_thumbprint.clone(),
         }
@@ -62,9 +63,10 @@ impl StoredAccess {
                 .clone()
                 .map(|(system, value)| OrgIdentifier { system, value }),
             scopes: self.scopes.clone(),
-            scope: match &self.patients {
-                None => DataScope::All,
-                Some(ids) => DataScope::Patients(ids.clone()),
+            scope: match (&self.patients, self.patient_token) {
+                (None, _) => DataScope::All,
+                (Some(ids), true) if ids.len() == 1 => DataScope::Patient(ids[0].clone()),
+                (Some(ids), _) => DataScope::Patients(ids.clone()),
             },
             allow_sensitive: self.allow_sensitive,
             can_write: false,

@@ -11,7 +11,7 @@
 //! small channel, so memory stays flat whatever `_count` is. Paging is a keyset on
 //! (phase, resource type, pk), carried in an opaque `_cursor`: stable when resources are added.
 
-use crate::auth::{AccessContext, DataScope};
+use crate::auth::AccessContext;
 use crate::consent::release::{self, ReleaseRules};
 use crate::fhir::datetime::{self, DateRange};
 use crate::fhir::{FhirError, is_valid_id};
@@ -185,7 +185,7 @@ pub async fn run(
             "{id:?} is not a valid FHIR id"
         )));
     }
-    if let DataScope::Patients(ids) = &ctx.scope
+    if let Some(ids) = ctx.scope.members()
         && !ids.contains(&id)
     {
         return Err(FhirError::forbidden(

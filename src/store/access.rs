@@ -5,13 +5,13 @@
 //! `group_owners` records it as theirs ([`owner_keys`]); every other Group is as if absent.
 
 use super::db::SqlValue;
-use crate::auth::{AccessContext, ClientKind, DataScope};
+use crate::auth::{AccessContext, ClientKind};
 
 /// A SQL condition on the `resources` row aliased `alias`, with its parameters.
 pub fn restriction(ctx: &AccessContext, alias: &str) -> (String, Vec<SqlValue>) {
     let mut sql = String::from("1=1");
     let mut params = Vec::new();
-    if let DataScope::Patients(ids) = &ctx.scope {
+    if let Some(ids) = ctx.scope.members() {
         // Shared resources (types outside the compartment) stay visible; anything owned by
         // another member, or by no member we know, is not.
         sql.push_str(&format!(" AND ({alias}.shared = 1"));
