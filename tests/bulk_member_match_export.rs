@@ -1,30 +1,27 @@
-//! `Group/{id}/$davinci-data-export` on a Matched Group from `$bulk-member-match`, on the real
-//! job engine: consent re-checked per member when the job runs (a consent revoked after the
-//! match leaves that member out, reported), the `patient` subset (non-members ignored and
+//! `Group/{id}/$davinci-data-export` on a Matched Group from `$bulk-member-match`, over HTTP
+//! with real payer tokens, on the real job engine: consent re-checked per member when the job
+//! runs (a consent revoked with `pdex consent revoke` after the match leaves that member out,
+//! reported), each member's own sensitivity allowance (`#sensitive` releases that member's
+//! sensitive data, `#regular` does not), the `patient` subset (non-members ignored and
 //! reported), `_type` / `_typeFilter`, the PDex 2.1 / 2.2 `_since` rule, `exportType`, and
-//! another payer refused.
-//!
-//! Until the authorization server is in `main`, only admin and operator contexts pass the
-//! type scope checks, so the export is kicked off with the new payer's organization on an
-//! admin-kind context (the consent re-check keys on the organization); the refusal of another
-//! payer uses a payer-kind context, whose Group reads go through the ownership rule.
+//! another payer refused (the Group, the export and the first payer's job).
 
 mod common;
 #[path = "support/jobs.rs"]
 mod jobs;
 
-use axum::http::{HeaderMap, HeaderValue};
-use common::{Backend, TestServer, backends};
-use pdex::auth::{AccessContext, ClientKind, DataScope, OrgIdentifier};
-use pdex::bulk::request::RawParam;
+use common::{Backend, ClientSpec, TestServer, backends};
+use pdex::auth::ClientKind;
 use pdex::config::{PdexVersion, ServerConfig};
 use pdex::ops::bulk_member_match::OPERATION;
-use pdex::ops::davinci_data_export::{self, EXPORT_TYPE_PAYER_TO_PAYER};
-use reqwest::StatusCode;
+use pdex::ops::davinci_data_export::{EXPORT_TYPE_PAYER_TO_PAYER, OPERATION as DATA_EXPORT};
+use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
-const NPI: &str = "http://hl7.org/fhir/sid/us-npi";
-const NEW_PAYER_NPI: &str = "0123456789";
+const NEW_PAYER: &str = "http://hl7.org/fhir/sid/us-npi|0123456789";
+const OTHER_PAYER: &str = "http://hl7.org/fhir/sid/us-npi|1111111111";
+const SENSITIVE: &str =
+    "http://hl7.org/fhir/us/davinci-hrex/StructureDefinition-hrex-consent.html#sensitive";
 
 fn demo_dir() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/demo")
@@ -46,24 +43,19 @@ async fn server(b: &Backend, configure: impl FnOnce(&mut ServerConfig)) -> TestS
     s
 }
 
-fn org(npi: &str) -> OrgIdentifier {
-    OrgIdentifier {
-        system: NPI.into(),
-        value: npi.into(),
-    }
-}
-
-fn payer(npi: &str) -> AccessContext {
-    AccessContext {
-        client_id: Some(format!("payer-{npi}")),
-        kind: ClientKind::Payer,
-        organization: Some(org(npi)),
-        scopes: vec![OPERATION.into(), "system/Group.rs".into()],
-        scope: DataScope::Patients(vec![]),
-        allow_sensitive: false,
-        can_write: false,
-        cert_thumbprint: None,
-    }
+/// A payer client of `organization` with the bulk match and export scopes, and a reqwest
+/// client carrying a fresh token of it.
+async fn payer(s: &TestServer, organization: &str) -> Client {
+    let client = s
+        .register_client(ClientSpec {
+            name: format!("payer {organization}"),
+            kind: ClientKind::Payer,
+            organization: Some(organization.into()),
+            scopes: format!("system/*.rs {OPERATION} {DATA_EXPORT}"),
+            ..ClientSpec::default()
+        })
+        .await;
+    s.http(&client.token(s).await)
 }
 
 fn day(offset_days: i64) -> String {
@@ -71,7 +63,7 @@ fn day(offset_days: i64) -> String {
     d.format("%Y-%m-%d").to_string()
 }
 
-fn bundle_for(m: &Value) -> Value {
+fn bundle_for(m: &Value, policy: Option<&str>) -> Value {
     let input: Value = serde_json::from_str(include_str!(
         "fixtures/pdex/Parameters-payer-multi-member-match-in.json"
     ))
@@ -91,69 +83,94 @@ fn bundle_for(m: &Value) -> Value {
                 r["identifier"] = json!([{"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MB"}]}, "value": m["member_id"]}]);
                 r["subscriberId"] = m["subscriber_id"].clone();
             }
-            "Consent" => r["provision"]["period"] = json!({"start": day(-10), "end": day(80)}),
+            "Consent" => {
+                r["provision"]["period"] = json!({"start": day(-10), "end": day(80)});
+                if let Some(uri) = policy {
+                    r["policy"] = json!([{"uri": uri}]);
+                }
+            }
             _ => {}
         }
     }
     b
 }
 
-fn async_headers() -> HeaderMap {
-    let mut h = HeaderMap::new();
-    h.insert("prefer", HeaderValue::from_static("respond-async"));
-    h
-}
-
-/// Matches `ids` for the new payer; returns the Matched Group's id.
-async fn matched_group(s: &TestServer, ids: &[&str]) -> String {
-    let body = json!({"resourceType": "Parameters", "parameter": ids.iter().map(|i| bundle_for(&member(i))).collect::<Vec<_>>()});
-    let url = format!("{}/Group/$bulk-member-match", s.state.base_url);
-    let resp = pdex::ops::bulk_match_job::kickoff(
-        &s.state,
-        &payer(NEW_PAYER_NPI),
-        &async_headers(),
-        &body.to_string(),
-        &url,
-    )
-    .await
-    .unwrap();
-    let id = jobs::job_id(&resp);
-    jobs::files(&s.state, &id).await;
-    id
-}
-
-/// The new payer's export context (see the module comment).
-fn exporter() -> AccessContext {
-    let mut ctx = payer(NEW_PAYER_NPI);
-    ctx.kind = ClientKind::Admin;
-    ctx.scope = DataScope::All;
-    ctx.scopes.push("system/*.rs".into());
-    ctx
-}
-
-fn params(pairs: &[(&str, &str)]) -> Vec<RawParam> {
-    pairs
+/// `$bulk-member-match` of `ids` (with the IG example's `#regular` consent, or `policy`) by
+/// `http`, over HTTP; returns the Matched Group's id.
+async fn matched_group_with(s: &TestServer, http: &Client, ids: &[(&str, Option<&str>)]) -> String {
+    let body = json!({"resourceType": "Parameters", "parameter": ids.iter().map(|(i, p)| bundle_for(&member(i), *p)).collect::<Vec<_>>()});
+    let resp = http
+        .post(s.url("Group/$bulk-member-match"))
+        .header("Prefer", "respond-async")
+        .header("Content-Type", "application/fhir+json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let poll = jobs::accepted(resp).await;
+    let files = jobs::download(http, &jobs::manifest(&s.state, http, &poll).await).await;
+    let group = files
         .iter()
-        .map(|(n, v)| RawParam {
-            name: n.to_string(),
-            value: v.to_string(),
-        })
-        .collect()
+        .flat_map(|(_, _, lines)| lines)
+        .find(|g| g["resourceType"] == "Group" && g["code"]["coding"][0]["code"] == "match")
+        .expect("a Matched Group");
+    group["id"].as_str().unwrap().to_owned()
 }
 
+async fn matched_group(s: &TestServer, http: &Client, ids: &[&str]) -> String {
+    let ids: Vec<(&str, Option<&str>)> = ids.iter().map(|i| (*i, None)).collect();
+    matched_group_with(s, http, &ids).await
+}
+
+/// `POST Group/{group}/$davinci-data-export` with `params` as a Parameters body.
+async fn kickoff(
+    s: &TestServer,
+    http: &Client,
+    group: &str,
+    params: &[(&str, &str)],
+) -> reqwest::Response {
+    let parameter: Vec<Value> = params
+        .iter()
+        .map(|(n, v)| match *n {
+            "patient" => json!({"name": n, "valueReference": {"reference": v}}),
+            _ => json!({"name": n, "valueString": v}),
+        })
+        .collect();
+    http.post(s.url(&format!("Group/{group}/$davinci-data-export")))
+        .header("Prefer", "respond-async")
+        .header("Content-Type", "application/fhir+json")
+        .body(json!({"resourceType": "Parameters", "parameter": parameter}).to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Runs an export to its manifest and downloads its files, as `http`.
 async fn export(
     s: &TestServer,
-    ctx: &AccessContext,
+    http: &Client,
     group: &str,
-    raw: Vec<RawParam>,
+    params: &[(&str, &str)],
 ) -> jobs::Files {
-    let url = format!("{}/Group/{group}/$davinci-data-export", s.state.base_url);
-    let resp =
-        davinci_data_export::kickoff(&s.state, ctx, group, raw, true, &async_headers(), &url)
-            .await
-            .unwrap();
-    assert_eq!(resp.status(), StatusCode::ACCEPTED);
-    jobs::files(&s.state, &jobs::job_id(&resp)).await
+    let poll = jobs::accepted(kickoff(s, http, group, params).await).await;
+    jobs::download(http, &jobs::manifest(&s.state, http, &poll).await).await
+}
+
+/// `pdex consent revoke` on the server's database; returns how many consents it revoked.
+fn revoke_with_cli(s: &TestServer, patient: &str, organization: &str) -> i64 {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pdex"))
+        .args(["consent", "revoke", "--database-url", &s.db.url])
+        .args(["--patient", patient, "--organization", organization])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(said["patient"], patient);
+    said["revoked"].as_i64().unwrap()
 }
 
 /// Ids per exported type, and the error-file diagnostics.
@@ -193,27 +210,30 @@ fn ids_of<'a>(s: &'a [(String, Vec<String>)], rtype: &str) -> Vec<&'a str> {
 async fn consent_is_rechecked_per_member_and_the_parameters_apply() {
     for b in backends() {
         let s = server(&b, |_| {}).await;
-        let group = matched_group(&s, &["m000001", "m000003", "m000007"]).await;
-        let ctx = exporter();
+        let new_payer = payer(&s, NEW_PAYER).await;
+        let group = matched_group(&s, &new_payer, &["m000001", "m000003", "m000007"]).await;
         let p2p = ("exportType", EXPORT_TYPE_PAYER_TO_PAYER);
 
         // all three consented: their Patients are exported
         let (out, errors) =
-            summary(&export(&s, &ctx, &group, params(&[p2p, ("_type", "Patient")])).await);
+            summary(&export(&s, &new_payer, &group, &[p2p, ("_type", "Patient")]).await);
         assert_eq!(ids_of(&out, "Patient"), ["m000001", "m000003", "m000007"]);
         assert!(errors.is_empty(), "{errors:?}");
 
-        // the member withdraws consent after the match: left out at execution, reported
-        let n = pdex::consent::stored::revoke(&s.state.store, "m000003", &org(NEW_PAYER_NPI))
-            .await
-            .unwrap();
-        assert_eq!(n, 1);
+        // the member withdraws consent after the match (the operator runs `pdex consent
+        // revoke`): left out at execution, reported
+        assert_eq!(revoke_with_cli(&s, "m000003", NEW_PAYER), 1);
+        assert_eq!(
+            revoke_with_cli(&s, "m000003", NEW_PAYER),
+            0,
+            "nothing left to revoke"
+        );
         let (out, errors) = summary(
             &export(
                 &s,
-                &ctx,
+                &new_payer,
                 &group,
-                params(&[p2p, ("_type", "Patient,Coverage")]),
+                &[p2p, ("_type", "Patient,Coverage")],
             )
             .await,
         );
@@ -231,13 +251,13 @@ async fn consent_is_rechecked_per_member_and_the_parameters_apply() {
         let (out, errors) = summary(
             &export(
                 &s,
-                &ctx,
+                &new_payer,
                 &group,
-                params(&[
+                &[
                     ("patient", "Patient/m000001"),
                     ("patient", "Patient/m000002"),
                     ("_type", "Patient"),
-                ]),
+                ],
             )
             .await,
         );
@@ -245,44 +265,154 @@ async fn consent_is_rechecked_per_member_and_the_parameters_apply() {
         assert!(errors.iter().any(|e| e.contains("m000002")), "{errors:?}");
 
         // _typeFilter filters (a new match for m000003 stores a new consent)
-        let group2 = matched_group(&s, &["m000001", "m000003"]).await;
+        let group2 = matched_group(&s, &new_payer, &["m000001", "m000003"]).await;
         let (out, _) = summary(
             &export(
                 &s,
-                &ctx,
+                &new_payer,
                 &group2,
-                params(&[("_type", "Patient"), ("_typeFilter", "Patient?gender=male")]),
+                &[("_type", "Patient"), ("_typeFilter", "Patient?gender=male")],
             )
             .await,
         );
         assert_eq!(ids_of(&out, "Patient"), ["m000003"]);
 
-        // unknown exportType → 400; another payer cannot export (or see) the Group
-        let url = format!("{}/Group/{group}/$davinci-data-export", s.state.base_url);
-        let e = davinci_data_export::kickoff(
-            &s.state,
-            &ctx,
+        // unknown exportType → 400
+        let resp = kickoff(
+            &s,
+            &new_payer,
             &group,
-            params(&[("exportType", "hl7.fhir.us.davinci-pdex#provider-delta")]),
-            true,
-            &async_headers(),
-            &url,
+            &[("exportType", "hl7.fhir.us.davinci-pdex#provider-delta")],
         )
-        .await
-        .unwrap_err();
-        assert_eq!(e.status, StatusCode::BAD_REQUEST);
-        let e = davinci_data_export::kickoff(
-            &s.state,
-            &payer("1111111111"),
-            &group,
-            params(&[p2p]),
-            true,
-            &async_headers(),
-            &url,
+        .await;
+        common::assert_outcome(resp, StatusCode::BAD_REQUEST).await;
+        s.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn another_payer_sees_neither_the_group_nor_the_export_nor_the_job() {
+    for b in backends() {
+        let s = server(&b, |_| {}).await;
+        let new_payer = payer(&s, NEW_PAYER).await;
+        let other = payer(&s, OTHER_PAYER).await;
+        let group = matched_group(&s, &new_payer, &["m000001"]).await;
+
+        // the Group: 404 to the other payer (existence not revealed), 200 to its owner
+        let resp = new_payer
+            .get(s.url(&format!("Group/{group}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let resp = other
+            .get(s.url(&format!("Group/{group}")))
+            .send()
+            .await
+            .unwrap();
+        common::assert_outcome(resp, StatusCode::NOT_FOUND).await;
+        // the export of it: 404, through $davinci-data-export and plain Group $export
+        common::assert_outcome(
+            kickoff(&s, &other, &group, &[]).await,
+            StatusCode::NOT_FOUND,
         )
-        .await
-        .unwrap_err();
-        assert_eq!(e.status, StatusCode::NOT_FOUND);
+        .await;
+        let resp = other
+            .get(s.url(&format!("Group/{group}/$export")))
+            .header("Prefer", "respond-async")
+            .send()
+            .await
+            .unwrap();
+        common::assert_outcome(resp, StatusCode::NOT_FOUND).await;
+
+        // the owner's job: the other payer can neither poll, download nor cancel it
+        let poll =
+            jobs::accepted(kickoff(&s, &new_payer, &group, &[("_type", "Patient")]).await).await;
+        let manifest = jobs::manifest(&s.state, &new_payer, &poll).await;
+        let file = manifest["output"][0]["url"].as_str().unwrap();
+        for resp in [
+            other.get(&poll).send().await.unwrap(),
+            other.get(file).send().await.unwrap(),
+            other.delete(&poll).send().await.unwrap(),
+        ] {
+            assert!(
+                matches!(resp.status().as_u16(), 403 | 404),
+                "{}",
+                resp.status()
+            );
+        }
+        // …while another token of the owning client (a fresh one) may
+        let again = jobs::manifest(&s.state, &new_payer, &poll).await;
+        assert_eq!(again["output"], manifest["output"]);
+        s.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn each_members_consent_decides_their_sensitive_data() {
+    for b in backends() {
+        let s = server(&b, |_| {}).await;
+        let new_payer = payer(&s, NEW_PAYER).await;
+        // two members with sensitive data: one consents to all data, one to regular only
+        let (all_data, regular_only) = ("m000002", "m000010");
+        let group = matched_group_with(
+            &s,
+            &new_payer,
+            &[(all_data, Some(SENSITIVE)), (regular_only, None)],
+        )
+        .await;
+        let files = export(&s, &new_payer, &group, &[]).await;
+        let exported: std::collections::BTreeSet<(String, String)> = files
+            .iter()
+            .filter(|(section, _, _)| section == "output")
+            .flat_map(|(_, t, lines)| {
+                lines
+                    .iter()
+                    .map(move |l| (t.clone(), l["id"].as_str().unwrap().to_owned()))
+            })
+            .collect();
+        let stored = |patient: &'static str, sensitive: bool| {
+            let store = &s.state.store;
+            async move {
+                let rows = store
+                    .db
+                    .fetch(
+                        "SELECT rtype, id FROM resources WHERE patient_id = ? AND sensitive = ? AND deleted = 0",
+                        &[patient.into(), sensitive.into()],
+                    )
+                    .await
+                    .unwrap();
+                rows.into_iter()
+                    .map(|r| {
+                        let mut it = r.into_iter();
+                        (
+                            it.next().unwrap().into_string().unwrap(),
+                            it.next().unwrap().into_string().unwrap(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            }
+        };
+        for patient in [all_data, regular_only] {
+            let sensitive = stored(patient, true).await;
+            assert!(
+                !sensitive.is_empty(),
+                "{patient} has sensitive data in the demo set"
+            );
+            for key in &sensitive {
+                assert_eq!(
+                    exported.contains(key),
+                    patient == all_data,
+                    "{key:?} of {patient}"
+                );
+            }
+            // regular data of both goes out, ExplanationOfBenefit subject to the release rules
+            let regular = stored(patient, false).await;
+            assert!(!regular.is_empty());
+            for key in regular.iter().filter(|(t, _)| t != "ExplanationOfBenefit") {
+                assert!(exported.contains(key), "{key:?} of {patient}");
+            }
+        }
         s.stop().await;
     }
 }
@@ -292,7 +422,8 @@ async fn the_since_rule_follows_the_pdex_version() {
     for version in [PdexVersion::V21, PdexVersion::V22] {
         for b in backends() {
             let s = server(&b, |c| c.exchange.pdex_version = version).await;
-            let group = matched_group(&s, &["m000001"]).await;
+            let new_payer = payer(&s, NEW_PAYER).await;
+            let group = matched_group(&s, &new_payer, &["m000001"]).await;
             // one of the member's Coverages was last updated six years ago
             let six_years_ago = chrono::Utc::now().timestamp_millis() - 6 * 366 * 86_400_000;
             let old = member("m000001")["coverage_id"]
@@ -308,13 +439,12 @@ async fn the_since_rule_follows_the_pdex_version() {
                 )
                 .await
                 .unwrap();
-            let ctx = exporter();
             for since in [None, Some("2015-01-01T00:00:00Z")] {
                 let mut raw = vec![("_type", "Patient,Coverage")];
                 if let Some(v) = since {
                     raw.push(("_since", v));
                 }
-                let (out, errors) = summary(&export(&s, &ctx, &group, params(&raw)).await);
+                let (out, errors) = summary(&export(&s, &new_payer, &group, &raw).await);
                 let coverages = ids_of(&out, "Coverage");
                 match version {
                     // data limited to five years; an older _since is moved, and we say so

@@ -18,6 +18,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Members per export query of a Patient/Group-level job.
@@ -34,6 +35,57 @@ pub struct Checkpoint {
     pub seq: i64,
     /// Rows written in finished parts so far (progress).
     pub written: i64,
+}
+
+/// The members of a Patient/Group-level job, as stored with it once resolved, in two
+/// disjoint sorted lists: those exported without their sensitive data, and those whose own
+/// consent also releases it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct JobMembers {
+    pub regular: Vec<String>,
+    pub sensitive: Vec<String>,
+}
+
+/// One export query's share of the members, and the access it reads with.
+struct MemberChunk<'m> {
+    ids: Option<&'m [String]>,
+    ctx: Arc<AccessContext>,
+}
+
+impl JobMembers {
+    fn new(all: Vec<String>, mut sensitive: Vec<String>) -> JobMembers {
+        sensitive.sort();
+        sensitive.dedup();
+        let mut regular: Vec<String> = all
+            .into_iter()
+            .filter(|m| sensitive.binary_search(m).is_err())
+            .collect();
+        regular.sort();
+        regular.dedup();
+        JobMembers { regular, sensitive }
+    }
+
+    /// The member chunks in a fixed order (a checkpoint names a chunk by its position):
+    /// first the regular members, read with the job's context; then the members whose
+    /// consent allows sensitive data, read with the job's context widened to sensitive data
+    /// and narrowed to exactly those members (§pdex-203/207: the allowance is each member's
+    /// own, never another's).
+    fn chunks(&self, job_ctx: &AccessContext) -> Vec<MemberChunk<'_>> {
+        let regular_ctx = Arc::new(job_ctx.clone());
+        let mut sensitive_ctx = job_ctx.clone();
+        sensitive_ctx.allow_sensitive = true;
+        sensitive_ctx.scope = crate::auth::DataScope::Patients(self.sensitive.clone());
+        let sensitive_ctx = Arc::new(sensitive_ctx);
+        let regular = self.regular.chunks(MEMBER_CHUNK).map(|c| MemberChunk {
+            ids: Some(c),
+            ctx: regular_ctx.clone(),
+        });
+        let sensitive = self.sensitive.chunks(MEMBER_CHUNK).map(|c| MemberChunk {
+            ids: Some(c),
+            ctx: sensitive_ctx.clone(),
+        });
+        regular.chain(sensitive).collect()
+    }
 }
 
 /// Why a run stopped before completing.
@@ -102,6 +154,7 @@ impl<'a> Run<'a> {
     /// Runs the job to completion from its checkpoint.
     pub async fn execute(mut self) -> Result<(), Stop> {
         let members = self.members().await?;
+        let chunks = members.as_ref().map(|m| m.chunks(&self.ctx));
         let until = self.params.until.map_or(self.job.transaction_time, |u| {
             u.min(self.job.transaction_time)
         });
@@ -124,7 +177,7 @@ impl<'a> Run<'a> {
         let n_tasks = tasks.len();
         while self.cp.task < n_tasks {
             let task = &tasks[self.cp.task];
-            self.run_task(task, members.as_deref(), until, n_tasks)
+            self.run_task(task, chunks.as_deref(), until, n_tasks)
                 .await?;
         }
         self.write_errors().await?;
@@ -142,7 +195,7 @@ impl<'a> Run<'a> {
 
     /// The members a Patient/Group-level job covers (`None`: no member list, every member
     /// the caller may see). Resolved and filtered on the first run, then read back.
-    async fn members(&mut self) -> Result<Option<Vec<String>>, Stop> {
+    async fn members(&mut self) -> Result<Option<JobMembers>, Stop> {
         if let Some(m) = &self.job.members {
             return Ok(serde_json::from_str(m).map_err(anyhow::Error::from)?);
         }
@@ -169,17 +222,12 @@ impl<'a> Run<'a> {
         let mut errors: Vec<Value> = Vec::new();
         let admitted = match (listed, filter) {
             (Some(ids), Some(f)) => {
-                let (ok, outcomes) = f.admit(&self.engine.store, &self.ctx, ids).await?;
-                errors = outcomes;
-                Some(ok)
+                let admission = f.admit(&self.engine.store, &self.ctx, ids).await?;
+                errors = admission.left_out;
+                Some(JobMembers::new(admission.members, admission.sensitive))
             }
-            (ids, _) => ids,
+            (ids, _) => ids.map(|ids| JobMembers::new(ids, vec![])),
         };
-        let mut admitted = admitted;
-        if let Some(ids) = admitted.as_mut() {
-            ids.sort();
-            ids.dedup();
-        }
         let text = serde_json::to_string(&admitted).map_err(anyhow::Error::from)?;
         let errors = serde_json::to_string(&errors).map_err(anyhow::Error::from)?;
         if !self
@@ -208,7 +256,7 @@ impl<'a> Run<'a> {
     async fn run_task(
         &mut self,
         task: &Task,
-        members: Option<&[String]>,
+        member_chunks: Option<&[MemberChunk<'_>]>,
         until: i64,
         n_tasks: usize,
     ) -> Result<(), Stop> {
@@ -234,26 +282,28 @@ impl<'a> Run<'a> {
                 .filter(|p| p.applies_to(&task.rtype)),
             None => None,
         };
-        let chunks: Vec<Option<&[String]>> = match members {
-            Some(ids) => ids.chunks(MEMBER_CHUNK).map(Some).collect(),
-            None => vec![None],
-        };
+        let everyone = [MemberChunk {
+            ids: None,
+            ctx: Arc::new(self.ctx.clone()),
+        }];
+        let chunks = member_chunks.unwrap_or(&everyone);
         let engine: &'a Engine = self.engine;
         let split = engine.config.file_size_bytes.max(1);
         let mut part: Option<(PartWriter, i64)> = None;
         let mut last: Option<(i64, i64)> = None;
         while self.cp.chunk < chunks.len() {
+            let chunk = &chunks[self.cp.chunk];
             let slice = ExportSlice {
                 rtype: &task.rtype,
                 since: self.params.since,
                 until,
-                patients: chunks[self.cp.chunk],
+                patients: chunk.ids,
                 compartment_only: self.params.is_member_level(),
                 filters: &filters,
                 after: if last.is_none() { self.cp.after } else { last },
                 deleted: task.section == Section::Deleted,
             };
-            let mut rows = engine.store.stream_export(&self.ctx, slice)?;
+            let mut rows = engine.store.stream_export(&chunk.ctx, slice)?;
             while let Some(row) = rows.next().await {
                 let row = row?;
                 let line: Cow<'_, str> = match task.section {
@@ -294,7 +344,7 @@ impl<'a> Run<'a> {
                     self.finish_part(task, w, seq, next, n_tasks).await?;
                     // continue this chunk after the row just written
                     rows = engine.store.stream_export(
-                        &self.ctx,
+                        &chunk.ctx,
                         ExportSlice {
                             after: last,
                             ..slice

@@ -30,10 +30,8 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// A check run once per job, when it starts executing, over the members it would export:
-/// returns the members to export and an OperationOutcome (for the error file) for each one
-/// left out. `$davinci-data-export` re-evaluates consent here (§pdex-167: "at the time of
-/// execution").
+/// A check run once per job, when it starts executing, over the members it would export.
+/// `$davinci-data-export` re-evaluates consent here (§pdex-167: "at the time of execution").
 #[async_trait]
 pub trait MemberFilter: Send + Sync {
     async fn admit(
@@ -41,7 +39,19 @@ pub trait MemberFilter: Send + Sync {
         store: &Store,
         ctx: &AccessContext,
         members: Vec<String>,
-    ) -> anyhow::Result<(Vec<String>, Vec<Value>)>;
+    ) -> anyhow::Result<Admission>;
+}
+
+/// What a [`MemberFilter`] decided for a job's members.
+#[derive(Debug, Default)]
+pub struct Admission {
+    /// The members to export.
+    pub members: Vec<String>,
+    /// Those of `members` whose sensitive data may go out too (a `#sensitive` consent); the
+    /// others are exported without it, whatever the job's own context allows.
+    pub sensitive: Vec<String>,
+    /// An OperationOutcome (for the error file) for each member left out.
+    pub left_out: Vec<Value>,
 }
 
 /// A rewrite of exported resources of some types (the stored bytes are written as they are

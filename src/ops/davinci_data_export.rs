@@ -22,9 +22,9 @@
 //!   latest stored consent for the caller's organization must be active and cover that
 //!   moment; others are left out with an OperationOutcome each ([`PayerConsentFilter`]).
 //! - The job reads with the caller's identity narrowed to the Group's members and without
-//!   sensitive data: one export context serves every member, so a `#sensitive` consent does
-//!   not (yet) add the sensitive resources — members receive at most what their consent
-//!   allows, never more.
+//!   sensitive data; the members whose consent is `#sensitive` are then read with sensitive
+//!   data allowed, in queries restricted to them alone (`bulk::export`), so each member's
+//!   consent decides their own allowance.
 //! - ExplanationOfBenefit goes out as the payer-to-payer release rules say
 //!   (`consent::release`: claims as the non-financial view, prior authorizations only while
 //!   active or changed within the last year) ([`PayerReleaseProjection`]).
@@ -34,7 +34,7 @@
 
 use crate::auth::{AccessContext, ClientKind, DataScope};
 use crate::bulk::request::{self, Level, ParseOptions};
-use crate::bulk::{Engine, MemberFilter, Projection};
+use crate::bulk::{Admission, Engine, MemberFilter, Projection};
 pub use crate::config::PdexVersion;
 use crate::consent::release::ReleaseRules;
 use crate::fhir::FhirError;
@@ -148,18 +148,27 @@ impl MemberFilter for PayerConsentFilter {
         store: &Store,
         ctx: &AccessContext,
         members: Vec<String>,
-    ) -> anyhow::Result<(Vec<String>, Vec<Value>)> {
+    ) -> anyhow::Result<Admission> {
         let now = chrono::Utc::now().timestamp_millis();
         let Some(requester) = &ctx.organization else {
             // the plan's own back office exporting its Group: nothing to re-check
-            return Ok((members, vec![]));
+            return Ok(Admission {
+                members,
+                ..Admission::default()
+            });
         };
-        let mut kept = Vec::with_capacity(members.len());
-        let mut left_out = Vec::new();
+        let mut admission = Admission::default();
         for m in members {
             match crate::consent::grant_for(store, requester, &m, now).await? {
-                Some(_) => kept.push(m),
-                None => left_out.push(json!({
+                Some(grant) => {
+                    // §pdex-203/207: a `#sensitive` consent releases all data, `#regular`
+                    // only what is not sensitive; the allowance is the member's own.
+                    if grant.allow_sensitive {
+                        admission.sensitive.push(m.clone());
+                    }
+                    admission.members.push(m);
+                }
+                None => admission.left_out.push(json!({
                     "resourceType": "OperationOutcome",
                     "issue": [{
                         "severity": "error",
@@ -170,7 +179,7 @@ impl MemberFilter for PayerConsentFilter {
                 })),
             }
         }
-        Ok((kept, left_out))
+        Ok(admission)
     }
 }
 
@@ -258,7 +267,8 @@ pub async fn kickoff(
     super::export::check_patients(state, ctx, &mut params, true).await?;
     params.member_filter = Some(MEMBER_FILTER.into());
     params.projection = Some(PROJECTION.into());
-    // the job reads the Group's members only, without sensitive data (module comment)
+    // the job reads the Group's members only, without sensitive data unless a member's own
+    // consent allows it (module comment)
     let mut job_ctx = ctx.clone();
     if matches!(ctx.kind, ClientKind::Payer | ClientKind::Provider) {
         job_ctx.scope = DataScope::Patients(members);

@@ -48,3 +48,87 @@ pub async fn files(state: &pdex::server::AppState, job_id: &str) -> Files {
     }
     out
 }
+
+/// Over HTTP: the polling URL of a kick-off that must have been accepted (202).
+pub async fn accepted(resp: reqwest::Response) -> String {
+    let status = resp.status();
+    let location = resp
+        .headers()
+        .get("content-location")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = resp.text().await.unwrap();
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{body}");
+    location.expect("Content-Location on a 202 kick-off")
+}
+
+/// Over HTTP: polls `url` as the server asks (`Retry-After`) until the job's manifest; a
+/// failed job panics with the failure the server recorded.
+pub async fn manifest(state: &pdex::server::AppState, http: &reqwest::Client, url: &str) -> Value {
+    let job = url.rsplit('/').next().unwrap();
+    match tokio::time::timeout(Duration::from_secs(120), poll(http, url)).await {
+        Ok(Ok(m)) => m,
+        Ok(Err(why)) => {
+            let failure = state
+                .bulk
+                .jobs
+                .get(job)
+                .await
+                .unwrap()
+                .and_then(|j| j.failure);
+            panic!("{why}; the job's failure: {failure:?}")
+        }
+        Err(_) => panic!("job {job} did not finish"),
+    }
+}
+
+async fn poll(http: &reqwest::Client, url: &str) -> Result<Value, String> {
+    loop {
+        let resp = http.get(url).send().await.unwrap();
+        let status = resp.status().as_u16();
+        let wait = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .unwrap_or(1);
+        match status {
+            200 => return Ok(resp.json().await.unwrap()),
+            202 | 429 => {}
+            _ => {
+                return Err(format!(
+                    "status poll: {status} {}",
+                    resp.text().await.unwrap()
+                ));
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+    }
+}
+
+/// Over HTTP: every file a manifest lists (`output`, `error`, `deleted`), downloaded with
+/// `http` and parsed.
+pub async fn download(http: &reqwest::Client, manifest: &Value) -> Files {
+    let mut out = Vec::new();
+    for section in ["output", "error", "deleted"] {
+        for entry in manifest[section].as_array().into_iter().flatten() {
+            let resp = http
+                .get(entry["url"].as_str().unwrap())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200, "{entry}");
+            let lines: Vec<Value> = resp
+                .text()
+                .await
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            out.push((
+                section.to_owned(),
+                entry["type"].as_str().unwrap_or_default().to_owned(),
+                lines,
+            ));
+        }
+    }
+    out
+}
