@@ -3,12 +3,8 @@
 //! consent, `#regular` with sensitive data and segmentation off, wrong recipient, a defective
 //! bundle) lands each member in its exact bucket; the Group and Parameters files conform to
 //! the PDex profiles; the Matched Group is stored for the requesting payer only; the IG's
-//! example request gives the answer the IG describes; whole-request errors are 4xx.
-//!
-//! Until the authorization server is in `main`, every HTTP caller is the operator, which has
-//! no organization to be a consent's recipient: the payer's kick-offs are made in-process
-//! with the context a payer client's token yields, and the job then runs on the server's own
-//! workers exactly as it would for an HTTP kick-off.
+//! example request gives the answer the IG describes; whole-request errors are 4xx. Every
+//! call is made over HTTP with a real payer token (registered client, `private_key_jwt`).
 
 mod common;
 #[path = "support/jobs.rs"]
@@ -16,13 +12,11 @@ mod jobs;
 #[path = "support/profile.rs"]
 mod profile;
 
-use axum::http::{HeaderMap, HeaderValue};
-use common::{Backend, TestServer, assert_outcome, backends};
-use pdex::auth::{AccessContext, ClientKind, DataScope, OrgIdentifier};
+use common::{Backend, ClientSpec, TestClient, TestServer, assert_outcome, backends};
+use pdex::auth::{ClientKind, OrgIdentifier};
 use pdex::config::{PdexVersion, ServerConfig};
-use pdex::ops::bulk_match_job::kickoff;
-use pdex::ops::bulk_member_match::OPERATION;
-use reqwest::StatusCode;
+use pdex::ops::bulk_member_match::{OPERATION, OPERATION_V21};
+use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
 const NPI: &str = "http://hl7.org/fhir/sid/us-npi";
@@ -48,20 +42,35 @@ async fn server(b: &Backend, configure: impl FnOnce(&mut ServerConfig)) -> TestS
     s
 }
 
-fn payer(npi: &str) -> AccessContext {
-    AccessContext {
-        client_id: Some(format!("payer-{npi}")),
-        kind: ClientKind::Payer,
-        organization: Some(OrgIdentifier {
-            system: NPI.into(),
-            value: npi.into(),
-        }),
-        scopes: vec![OPERATION.into(), "system/Group.rs".into()],
-        scope: DataScope::Patients(vec![]),
-        allow_sensitive: false,
-        can_write: false,
-        cert_thumbprint: None,
-    }
+/// A registered client of `kind` for the organization with NPI `npi`, with `scopes`.
+struct Caller {
+    client: TestClient,
+    http: Client,
+}
+
+async fn caller(s: &TestServer, kind: ClientKind, npi: &str, scopes: &str) -> Caller {
+    let client = s
+        .register_client(ClientSpec {
+            name: format!("{} {npi}", kind.as_str()),
+            kind,
+            organization: Some(format!("{NPI}|{npi}")),
+            scopes: scopes.into(),
+            ..ClientSpec::default()
+        })
+        .await;
+    let http = s.http(&client.token(s).await);
+    Caller { client, http }
+}
+
+/// A payer with the bulk match scope.
+async fn payer(s: &TestServer, npi: &str) -> Caller {
+    caller(
+        s,
+        ClientKind::Payer,
+        npi,
+        &format!("system/*.rs {OPERATION}"),
+    )
+    .await
 }
 
 fn day(offset_days: i64) -> String {
@@ -104,25 +113,27 @@ fn request(bundles: Vec<Value>) -> Value {
     json!({"resourceType": "Parameters", "parameter": bundles})
 }
 
-fn async_headers() -> HeaderMap {
-    let mut h = HeaderMap::new();
-    h.insert("prefer", HeaderValue::from_static("respond-async"));
-    h
-}
-
 use jobs::Files;
 
-/// Kicks off for `ctx` in-process, waits for the server's workers to finish the job, and
-/// reads its files back from the engine's storage.
-async fn run(s: &TestServer, ctx: &AccessContext, body: &Value) -> (String, Files) {
-    let url = format!("{}/Group/$bulk-member-match", s.state.base_url);
-    let resp = kickoff(&s.state, ctx, &async_headers(), &body.to_string(), &url)
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::ACCEPTED);
-    let id = jobs::job_id(&resp);
-    let files = jobs::files(&s.state, &id).await;
-    (id, files)
+/// `POST Group/$bulk-member-match` with `body` as `http`.
+async fn post(s: &TestServer, http: &Client, body: String, prefer: bool) -> reqwest::Response {
+    let mut r = http
+        .post(s.url("Group/$bulk-member-match"))
+        .header("content-type", "application/fhir+json")
+        .body(body);
+    if prefer {
+        r = r.header("prefer", "respond-async");
+    }
+    r.send().await.unwrap()
+}
+
+/// Kicks off as `http`, polls the status URL until the manifest, and downloads the files;
+/// returns the job id and the files.
+async fn run(s: &TestServer, http: &Client, body: &Value) -> (String, Files) {
+    let poll = jobs::accepted(post(s, http, body.to_string(), true).await).await;
+    let manifest = jobs::manifest(&s.state, http, &poll).await;
+    let id = poll.rsplit('/').next().unwrap().to_owned();
+    (id, jobs::download(http, &manifest).await)
 }
 
 fn file<'a>(files: &'a Files, rtype: &str) -> Option<&'a Vec<Value>> {
@@ -189,8 +200,8 @@ async fn each_member_of_a_mixed_request_lands_in_its_own_bucket() {
             wrong_recipient,
             no_consent,
         ]);
-        let ctx = payer(NEW_PAYER_NPI);
-        let (job_id, files) = run(&s, &ctx, &body).await;
+        let new_payer = payer(&s, NEW_PAYER_NPI).await;
+        let (job_id, files) = run(&s, &new_payer.http, &body).await;
 
         let groups = file(&files, "Group").expect("a Group file (§pdex-138)");
         assert_eq!(groups.len(), 3);
@@ -261,31 +272,32 @@ async fn each_member_of_a_mixed_request_lands_in_its_own_bucket() {
         );
 
         // the Matched Group is stored and belongs to the requesting payer only
-        let store = &s.state.store;
-        assert!(store.read(&ctx, "Group", &job_id).await.unwrap().is_some());
-        let other = payer("1111111111");
-        assert!(
-            store
-                .read(&other, "Group", &job_id)
-                .await
-                .unwrap()
-                .is_none()
-        );
-        // the matched member's consent is stored as in the single-member flow; the others' not
-        let new_payer = ctx.organization.clone().unwrap();
-        let grant = pdex::consent::member_grant(store, &new_payer, "Patient/m000001")
-            .await
-            .unwrap()
-            .unwrap();
+        let group_url = s.url(&format!("Group/{job_id}"));
+        let resp = new_payer.http.get(&group_url).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let other = payer(&s, "1111111111").await;
+        let resp = other.http.get(&group_url).send().await.unwrap();
+        assert_outcome(resp, StatusCode::NOT_FOUND).await;
+        // the matched member's consent is stored as in the single-member flow (the payer gets
+        // a member-scoped token for them, without sensitive data: #regular); the others' not
+        let grant = pdex::consent::member_grant(
+            &s.state.store,
+            &OrgIdentifier {
+                system: NPI.into(),
+                value: NEW_PAYER_NPI.into(),
+            },
+            "Patient/m000001",
+        )
+        .await
+        .unwrap()
+        .unwrap();
         assert!(!grant.allow_sensitive, "#regular");
+        new_payer.client.member_token(&s, "Patient/m000001").await;
         for other in ["Patient/m000002", "Patient/m000003", "Patient/m000004"] {
-            assert!(
-                pdex::consent::member_grant(store, &new_payer, other)
-                    .await
-                    .unwrap()
-                    .is_none(),
-                "{other}"
-            );
+            let resp = new_payer.client.request_member_token(&s, other).await;
+            assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{other}");
+            let body: Value = resp.json().await.unwrap();
+            assert_eq!(body["error"], "invalid_grant", "{other}");
         }
         s.stop().await;
     }
@@ -295,11 +307,11 @@ async fn each_member_of_a_mixed_request_lands_in_its_own_bucket() {
 async fn the_ig_example_request_gets_the_answer_the_ig_describes() {
     for b in backends() {
         let s = server(&b, |c| c.exchange.pdex_version = PdexVersion::V22).await;
-        let ctx = payer(NEW_PAYER_NPI);
+        let new_payer = payer(&s, NEW_PAYER_NPI).await;
         // as published: the member (Patricia Ann Person, card DH10001235) is ours, but the
         // consent's period ended on 2024-03-31 → ConsentConstrained, the submitted Patient
         // echoed; the Matched Group is still there, empty
-        let (_, files) = run(&s, &ctx, &ig_request()).await;
+        let (_, files) = run(&s, &new_payer.http, &ig_request()).await;
         let groups = file(&files, "Group").unwrap();
         assert_eq!(groups.len(), 2);
         assert_eq!(
@@ -317,7 +329,7 @@ async fn the_ig_example_request_gets_the_answer_the_ig_describes() {
         let mut p = ig_request();
         part(&mut p["parameter"][0], "Consent")["provision"]["period"] =
             json!({"start": day(-1), "end": day(30)});
-        let (job_id, files) = run(&s, &ctx, &p).await;
+        let (job_id, files) = run(&s, &new_payer.http, &p).await;
         let groups = file(&files, "Group").unwrap();
         assert_eq!(groups.len(), 1);
         let m = &groups[0];
@@ -327,14 +339,14 @@ async fn the_ig_example_request_gets_the_answer_the_ig_describes() {
             m["member"][0]["entity"]["extension"][0],
             json!({"url": "http://hl7.org/fhir/us/davinci-pdex/StructureDefinition/base-ext-match-parameters", "valueReference": {"reference": "#patient-1"}})
         );
-        let stored = s
-            .state
-            .store
-            .read(&ctx, "Group", &job_id)
+        let resp = new_payer
+            .http
+            .get(s.url(&format!("Group/{job_id}")))
+            .send()
             .await
-            .unwrap()
             .unwrap();
-        let stored: Value = serde_json::from_str(&stored.content).unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let stored: Value = resp.json().await.unwrap();
         assert_eq!(stored["member"], m["member"]);
         s.stop().await;
     }
@@ -364,33 +376,12 @@ async fn whole_request_errors_are_4xx_and_queue_nothing() {
             defs.contains(&pdex::ops::davinci_data_export::OPERATION),
             "{defs:?}"
         );
-        let path = "Group/$bulk-member-match";
-        let send = |body: String, prefer: bool| {
-            let mut r = s
-                .client
-                .post(s.url(path))
-                .header("content-type", "application/fhir+json")
-                .body(body);
-            if prefer {
-                r = r.header("prefer", "respond-async");
-            }
-            r.send()
-        };
+        let send = |body: String, prefer: bool| post(&s, &s.client, body, prefer);
         let good = request(vec![bundle_for(&member("m000001"), "x")]).to_string();
+        assert_outcome(send(good.clone(), false).await, StatusCode::BAD_REQUEST).await;
+        assert_outcome(send("{oops".into(), true).await, StatusCode::BAD_REQUEST).await;
         assert_outcome(
-            send(good.clone(), false).await.unwrap(),
-            StatusCode::BAD_REQUEST,
-        )
-        .await;
-        assert_outcome(
-            send("{oops".into(), true).await.unwrap(),
-            StatusCode::BAD_REQUEST,
-        )
-        .await;
-        assert_outcome(
-            send(json!({"resourceType": "Patient"}).to_string(), true)
-                .await
-                .unwrap(),
+            send(json!({"resourceType": "Patient"}).to_string(), true).await,
             StatusCode::BAD_REQUEST,
         )
         .await;
@@ -399,8 +390,7 @@ async fn whole_request_errors_are_4xx_and_queue_nothing() {
                 json!({"resourceType": "Parameters", "parameter": []}).to_string(),
                 true,
             )
-            .await
-            .unwrap(),
+            .await,
             StatusCode::UNPROCESSABLE_ENTITY,
         )
         .await;
@@ -411,32 +401,78 @@ async fn whole_request_errors_are_4xx_and_queue_nothing() {
                 .contains("MemberBundle")
         );
         // a valid request from a caller with no organization cannot name a consent recipient
-        assert_outcome(
-            send(good.clone(), true).await.unwrap(),
-            StatusCode::FORBIDDEN,
-        )
-        .await;
+        assert_outcome(send(good.clone(), true).await, StatusCode::FORBIDDEN).await;
 
         // a payer without the scope, and a provider, are refused; the older scope spelling works
-        let url = format!("{}/{path}", s.state.base_url);
-        let mut no_scope = payer(NEW_PAYER_NPI);
-        no_scope.scopes = vec!["system/Group.rs".into()];
-        let e = kickoff(&s.state, &no_scope, &async_headers(), &good, &url)
-            .await
-            .unwrap_err();
-        assert_eq!(e.status, StatusCode::FORBIDDEN);
-        let mut provider = payer(NEW_PAYER_NPI);
-        provider.kind = ClientKind::Provider;
-        let e = kickoff(&s.state, &provider, &async_headers(), &good, &url)
-            .await
-            .unwrap_err();
-        assert_eq!(e.status, StatusCode::FORBIDDEN);
-        let mut old_scope = payer(NEW_PAYER_NPI);
-        old_scope.scopes = vec![pdex::ops::bulk_member_match::OPERATION_V21.into()];
-        let resp = kickoff(&s.state, &old_scope, &async_headers(), &good, &url)
+        let no_scope = caller(&s, ClientKind::Payer, NEW_PAYER_NPI, "system/Group.rs").await;
+        let provider = caller(&s, ClientKind::Provider, NEW_PAYER_NPI, OPERATION).await;
+        for refused in [no_scope, provider] {
+            let resp = post(&s, &refused.http, good.clone(), true).await;
+            assert_outcome(resp, StatusCode::FORBIDDEN).await;
+        }
+        let old_scope = caller(&s, ClientKind::Payer, NEW_PAYER_NPI, OPERATION_V21).await;
+        jobs::accepted(post(&s, &old_scope.http, good.clone(), true).await).await;
+        s.stop().await;
+    }
+}
+
+/// A job resumed after a crash evaluates its members again: each member's consent is
+/// recorded once (its id is the job's and the member's), and one revoked in between stays
+/// revoked.
+#[tokio::test]
+async fn a_resumed_job_records_each_consent_once() {
+    use pdex::ops::bulk_match_job::SingleMemberEngine;
+    use pdex::ops::bulk_member_match::{MemberEvaluator, MemberOutcome, RequestLimits};
+    for b in backends() {
+        let s = server(&b, |_| {}).await;
+        let new_payer = OrgIdentifier {
+            system: NPI.into(),
+            value: NEW_PAYER_NPI.into(),
+        };
+        let body = request(vec![bundle_for(&member("m000001"), "sent-1")]).to_string();
+        let req =
+            pdex::ops::bulk_member_match::parse_request(&body, RequestLimits::default()).unwrap();
+        let engine = SingleMemberEngine {
+            store: s.state.store.clone(),
+            us: vec![OrgIdentifier {
+                system: NPI.into(),
+                value: "9876543210".into(),
+            }],
+            requester: new_payer.clone(),
+            client_id: Some("payer-client".into()),
+            segmentation: true,
+            now_ms: chrono::Utc::now().timestamp_millis(),
+            consent_key: Some("job-1".into()),
+        };
+        let count = || async {
+            s.state
+                .store
+                .db
+                .fetch(
+                    "SELECT id FROM member_consents WHERE patient_id = 'm000001'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .len()
+        };
+        for _ in 0..2 {
+            let outcome = engine.evaluate(&req.members[0]).await.unwrap();
+            assert!(matches!(outcome, MemberOutcome::Matched(_)), "{outcome:?}");
+        }
+        assert_eq!(count().await, 1);
+        pdex::consent::stored::revoke(&s.state.store, "m000001", &new_payer)
             .await
             .unwrap();
-        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+        engine.evaluate(&req.members[0]).await.unwrap();
+        assert_eq!(count().await, 1);
+        assert!(
+            pdex::consent::member_grant(&s.state.store, &new_payer, "Patient/m000001")
+                .await
+                .unwrap()
+                .is_none(),
+            "a revoked consent is not revived by a resumed job"
+        );
         s.stop().await;
     }
 }

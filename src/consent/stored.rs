@@ -32,16 +32,20 @@ pub struct NewConsent<'a> {
     /// The requester's CoverageToLink as received (HRex mm-4), if any.
     pub coverage_to_link: Option<&'a str>,
     pub now_ms: i64,
+    /// A fixed id for a consent that may be recorded more than once (a `$bulk-member-match`
+    /// job resumed after a crash evaluates its members again): the second insert is a no-op,
+    /// and a consent revoked in between stays revoked. `None`: a fresh UUID.
+    pub id: Option<String>,
 }
 
-/// Stores a consent; returns its id.
+/// Stores a consent (once per id); returns its id.
 pub async fn insert(store: &Store, c: NewConsent<'_>) -> anyhow::Result<String> {
-    let id = uuid::Uuid::new_v4().to_string();
+    let id = c.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let mut tx = store.db.begin().await?;
     tx.execute(
         "INSERT INTO member_consents (patient_id, id, requester_system, requester_value, client_id, policy, \
          period_start, period_end, source_reference, coverage_to_link, consent, status, created) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?)",
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?) ON CONFLICT (patient_id, id) DO NOTHING",
         vec![
             c.patient_id.into(),
             id.clone().into(),

@@ -131,6 +131,9 @@ pub struct SingleMemberEngine {
     pub client_id: Option<String>,
     pub segmentation: bool,
     pub now_ms: i64,
+    /// The job id: stored consents get the id `{job}-{member index}`, so a resumed job
+    /// records each member's consent once.
+    pub consent_key: Option<String>,
 }
 
 #[async_trait]
@@ -183,6 +186,11 @@ impl MemberEvaluator for SingleMemberEngine {
                 consent_json,
                 coverage_to_link: req.coverage_to_link.as_deref(),
                 now_ms: self.now_ms,
+                // one consent per job and member, however often the job is resumed
+                id: self
+                    .consent_key
+                    .as_ref()
+                    .map(|k| format!("{k}-{}", member.index)),
             },
         )
         .await?;
@@ -303,6 +311,7 @@ impl JobRunner for BulkMatchRunner {
             client_id: ctx.client_id.clone(),
             segmentation: self.segmentation,
             now_ms: job.transaction_time,
+            consent_key: Some(job.id.clone()),
         };
         let settings = GroupSettings {
             group_id: &job.id,

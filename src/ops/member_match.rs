@@ -194,6 +194,7 @@ pub async fn evaluate(state: &AppState, ctx: &AccessContext, text: &str) -> Resu
                 consent_json,
                 coverage_to_link: req.coverage_to_link.as_deref(),
                 now_ms,
+                id: None,
             },
         )
         .await
