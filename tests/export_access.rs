@@ -98,6 +98,36 @@ async fn exported(server: &TestServer, poll: &str) -> BTreeSet<String> {
     out
 }
 
+/// The `DELETE` entries of a finished job's `deleted` files.
+async fn deleted(server: &TestServer, poll: &str) -> BTreeSet<String> {
+    let manifest: Value = loop {
+        let resp = server.client.get(poll).send().await.unwrap();
+        match resp.status() {
+            StatusCode::ACCEPTED => tokio::time::sleep(Duration::from_secs(1)).await,
+            StatusCode::OK => break resp.json().await.unwrap(),
+            s => panic!("{s}"),
+        }
+    };
+    let mut out = BTreeSet::new();
+    for item in manifest["deleted"].as_array().into_iter().flatten() {
+        let resp = server
+            .client
+            .get(item["url"].as_str().unwrap())
+            .send()
+            .await;
+        for line in resp.unwrap().text().await.unwrap().lines() {
+            let bundle: Value = serde_json::from_str(line).unwrap();
+            out.insert(
+                bundle["entry"][0]["request"]["url"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+    }
+    out
+}
+
 fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
@@ -150,6 +180,59 @@ async fn a_member_scoped_export_gets_only_that_member_and_shared_data() {
         )
         .await;
         assert_eq!(exported(&server, &poll).await, set(&[]));
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_deleted_sensitive_resource_stays_hidden_without_the_allowance() {
+    for backend in backends() {
+        let server = TestServer::start(&backend).await;
+        load(&server).await;
+        let before = "2000-01-01T00:00:00Z";
+        for id in ["a1", "a2"] {
+            let resp = server
+                .client
+                .delete(server.url(&format!("Observation/{id}")))
+                .send()
+                .await
+                .unwrap();
+            assert!(resp.status().is_success(), "{}", resp.status());
+        }
+        for (allow_sensitive, expected) in [
+            (false, set(&["Observation/a1"])),
+            (true, set(&["Observation/a1", "Observation/a2"])),
+        ] {
+            let mut alice = AccessContext::member("alice", allow_sensitive);
+            alice.client_id = Some(server.admin.client_id.clone());
+            let poll = start_for(
+                &server,
+                &alice,
+                Level::Patient,
+                &[("_type", "Observation"), ("_since", before)],
+            )
+            .await;
+            assert_eq!(deleted(&server, &poll).await, expected, "{backend:?}");
+        }
+        // nor does a read say it was there: 404, not 410
+        let mut alice = AccessContext::member("alice", false);
+        alice.client_id = Some(server.admin.client_id.clone());
+        let store = &server.state.store;
+        assert!(
+            store
+                .read(&alice, "Observation", "a2")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .read(&alice, "Observation", "a1")
+                .await
+                .unwrap()
+                .unwrap()
+                .deleted
+        );
         server.stop().await;
     }
 }

@@ -247,11 +247,13 @@ impl Store {
                     None,
                 ),
             };
-            // A tombstone keeps its owner so that member-scoped `_since` exports can list it.
+            // A tombstone keeps its owner so that member-scoped `_since` exports can list it,
+            // and its sensitivity so that a caller without the allowance never learns, from a
+            // 410 or a Bulk `deleted` entry, that a sensitive resource existed.
             let keep_owner = if deleted {
-                "patient_id = patient_id, shared = shared"
+                "patient_id = patient_id, shared = shared, sensitive = sensitive"
             } else {
-                "patient_id = ?, shared = ?"
+                "patient_id = ?, shared = ?, sensitive = ?"
             };
             let mut params = vec![
                 SqlValue::Int(version),
@@ -261,17 +263,13 @@ impl Store {
             if !deleted {
                 params.push(patient_id.into());
                 params.push(SqlValue::from(shared));
+                params.push(SqlValue::from(sensitive));
             }
-            params.extend([
-                SqlValue::from(sensitive),
-                hash.into(),
-                SqlValue::Text(content),
-                SqlValue::Int(pk),
-            ]);
+            params.extend([hash.into(), SqlValue::Text(content), SqlValue::Int(pk)]);
             tx.execute(
                 &format!(
                     "UPDATE resources SET version = ?, last_updated = ?, deleted = ?, {keep_owner}, \
-                     sensitive = ?, source_hash = ?, content = ? WHERE pk = ?"
+                     source_hash = ?, content = ? WHERE pk = ?"
                 ),
                 params,
             )
