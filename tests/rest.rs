@@ -484,3 +484,43 @@ async fn concurrent_updates_of_one_resource_get_consecutive_versions() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn bodies_up_to_the_limit_are_read_and_larger_ones_get_413() {
+    each_backend(|b| async move {
+        let s = TestServer::start(&b).await;
+        // a transaction of 3,000 Patients (≈ 5 MB: above the 2 MB default of axum's extractors)
+        let entries: Vec<Value> = (0..3000)
+            .map(|i| {
+                let mut p = patient(&format!("big{i}"), "Large");
+                p["text"] = json!({"status": "generated", "div": format!("<div xmlns=\"http://www.w3.org/1999/xhtml\">{}</div>", "x".repeat(1500))});
+                json!({"resource": p, "request": {"method": "PUT", "url": format!("Patient/big{i}")}})
+            })
+            .collect();
+        let body = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}).to_string();
+        assert!(body.len() > 4 * 1024 * 1024, "{}", body.len());
+        let resp = s.client.post(s.url("")).header("Content-Type", "application/fhir+json").body(body).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let counted = s.search("Patient?family=Large&_summary=count").await;
+        assert_eq!(counted["total"], 3000, "{counted}");
+        let r = s.get("Patient/big2999").await;
+        assert_eq!(r.status(), StatusCode::OK);
+        // above 64 MiB: 413 with an OperationOutcome, nothing stored
+        let huge = format!("{{\"resourceType\":\"Patient\",\"id\":\"huge\",\"text\":{{\"status\":\"generated\",\"div\":\"{}\"}}}}", "x".repeat(65 * 1024 * 1024));
+        let resp = s.client.put(s.url("Patient/huge")).header("Content-Type", "application/fhir+json").body(huge).send().await;
+        match resp {
+            Ok(resp) => {
+                assert_outcome(resp, StatusCode::PAYLOAD_TOO_LARGE).await;
+            }
+            // the server may close the connection before the client has sent it all
+            Err(e) => assert!(e.is_request() || e.is_body(), "{e}"),
+        }
+        assert_eq!(s.get("Patient/huge").await.status(), StatusCode::NOT_FOUND);
+        // errors turned into OperationOutcomes keep the CORS headers browser apps need
+        let resp = s.client.get(s.url("no/such/route")).header("Origin", "https://app.example").send().await.unwrap();
+        assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+        assert_outcome(resp, StatusCode::NOT_FOUND).await;
+        s.stop().await;
+    })
+    .await;
+}

@@ -16,7 +16,7 @@ use crate::auth::{AccessContext, AuthServer, ClientCertificate};
 use crate::fhir::{FHIR_JSON, FhirError, IssueType};
 use crate::store::Store;
 use axum::Router;
-use axum::extract::{FromRequestParts, Request};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -214,7 +214,6 @@ pub fn router(state: SharedState) -> Router {
             count_forbidden,
         ))
         .with_state(state)
-        .layer(middleware::from_fn(errors_as_operation_outcomes))
         // Discovery and FHIR calls from browser apps (SMART 2.2 CORS); no cookies are used,
         // so any origin may read what its bearer token allows.
         .layer(
@@ -224,7 +223,13 @@ pub fn router(state: SharedState) -> Router {
                 .allow_headers(tower_http::cors::Any)
                 .expose_headers([header::LOCATION, header::ETAG, header::CONTENT_LOCATION]),
         )
+        // One limit for every body: the tower layer refuses larger requests (413), and the
+        // extractors' own 2 MB default is lifted to the same size (a 10,000-member
+        // `$bulk-member-match` or a large transaction Bundle is far above 2 MB).
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // outside the body limit, so that its 413 is an OperationOutcome too
+        .layer(middleware::from_fn(errors_as_operation_outcomes))
         .layer(CatchPanicLayer::custom(|_| {
             FhirError::internal("a request handler panicked").into_response()
         }))
@@ -281,6 +286,12 @@ async fn errors_as_operation_outcomes(req: Request, next: Next) -> Response {
         _ => (IssueType::Invalid, "the request could not be processed"),
     };
     let mut out = FhirError::new(status, issue, text).into_response();
+    // keep what inner layers said (CORS, WWW-Authenticate, Retry-After), not the old body's
+    for (name, value) in resp.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
     out.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
     out
