@@ -592,23 +592,26 @@ pub struct CliClient {
 impl CliClient {
     /// Registers an `admin` client with `scope` through the CLI.
     pub fn register(db: &str, scope: &str) -> CliClient {
+        Self::register_as(db, "admin", None, scope)
+    }
+
+    /// Registers a client of `kind` (`payer`, `provider`, `app`, `admin`), with the
+    /// organization `SYSTEM|VALUE` when given, through the CLI.
+    pub fn register_as(db: &str, kind: &str, organization: Option<&str>, scope: &str) -> CliClient {
         let key = TestKey::generate(Algorithm::ES384);
         let dir = tempfile::tempdir().expect("tempdir");
         let jwks = dir.path().join("jwks.json");
         std::fs::write(&jwks, key.jwks().to_string()).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pdex"))
-            .args([
-                "client",
-                "add",
-                "--database-url",
-                db,
-                "--name",
-                "test admin",
-            ])
-            .args(["--kind", "admin", "--scope", scope, "--jwks"])
-            .arg(&jwks)
-            .output()
-            .unwrap();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pdex"));
+        command
+            .args(["client", "add", "--database-url", db])
+            .args(["--name", &format!("test {kind}")])
+            .args(["--kind", kind, "--scope", scope, "--jwks"])
+            .arg(&jwks);
+        if let Some(org) = organization {
+            command.args(["--organization", org]);
+        }
+        let out = command.output().unwrap();
         assert!(
             out.status.success(),
             "{}",
