@@ -432,18 +432,18 @@ async fn a_resumed_job_records_each_consent_once() {
         let body = request(vec![bundle_for(&member("m000001"), "sent-1")]).to_string();
         let req =
             pdex::ops::bulk_member_match::parse_request(&body, RequestLimits::default()).unwrap();
-        let engine = SingleMemberEngine {
-            store: s.state.store.clone(),
-            us: vec![OrgIdentifier {
+        let engine = SingleMemberEngine::new(
+            s.state.store.clone(),
+            vec![OrgIdentifier {
                 system: NPI.into(),
                 value: "9876543210".into(),
             }],
-            requester: new_payer.clone(),
-            client_id: Some("payer-client".into()),
-            segmentation: true,
-            now_ms: chrono::Utc::now().timestamp_millis(),
-            consent_key: Some("job-1".into()),
-        };
+            new_payer.clone(),
+            Some("payer-client".into()),
+            true,
+            chrono::Utc::now().timestamp_millis(),
+            "job-1".into(),
+        );
         let count = || async {
             s.state
                 .store
@@ -456,15 +456,21 @@ async fn a_resumed_job_records_each_consent_once() {
                 .unwrap()
                 .len()
         };
-        for _ in 0..2 {
-            let outcome = engine.evaluate(&req.members[0]).await.unwrap();
-            assert!(matches!(outcome, MemberOutcome::Matched(_)), "{outcome:?}");
-        }
+        // evaluated consents are stored together, once
+        let outcome = engine.evaluate(&req.members[0]).await.unwrap();
+        assert!(matches!(outcome, MemberOutcome::Matched(_)), "{outcome:?}");
+        assert_eq!(count().await, 0);
+        assert_eq!(engine.store_consents().await.unwrap(), 1);
+        assert_eq!(count().await, 1);
+        // the job resumed: evaluated and stored again
+        engine.evaluate(&req.members[0]).await.unwrap();
+        engine.store_consents().await.unwrap();
         assert_eq!(count().await, 1);
         pdex::consent::stored::revoke(&s.state.store, "m000001", &new_payer)
             .await
             .unwrap();
         engine.evaluate(&req.members[0]).await.unwrap();
+        engine.store_consents().await.unwrap();
         assert_eq!(count().await, 1);
         assert!(
             pdex::consent::member_grant(&s.state.store, &new_payer, "Patient/m000001")

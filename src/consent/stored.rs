@@ -38,32 +38,89 @@ pub struct NewConsent<'a> {
     pub id: Option<String>,
 }
 
+/// A consent row as stored (owned, so that a bulk match can collect its members' consents
+/// and store them together).
+#[derive(Debug, Clone)]
+pub struct ConsentRow {
+    pub id: String,
+    pub patient_id: String,
+    pub requester: OrgIdentifier,
+    pub client_id: Option<String>,
+    pub policy: Policy,
+    pub period_start: i64,
+    pub period_end: i64,
+    pub source_reference: Option<String>,
+    pub coverage_to_link: Option<String>,
+    pub consent: String,
+    pub created: i64,
+}
+
+impl NewConsent<'_> {
+    /// The row to store (a fresh UUID unless the id is fixed).
+    pub fn row(self) -> ConsentRow {
+        ConsentRow {
+            id: self.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            patient_id: self.patient_id.to_owned(),
+            requester: self.requester.clone(),
+            client_id: self.client_id.map(str::to_owned),
+            policy: self.terms.policy,
+            period_start: self.terms.period_start,
+            period_end: self.terms.period_end,
+            source_reference: self.terms.source_reference.clone(),
+            coverage_to_link: self.coverage_to_link.map(str::to_owned),
+            consent: self.consent_json.to_owned(),
+            created: self.now_ms,
+        }
+    }
+}
+
 /// Stores a consent (once per id); returns its id.
 pub async fn insert(store: &Store, c: NewConsent<'_>) -> anyhow::Result<String> {
-    let id = c.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let mut tx = store.db.begin().await?;
-    tx.execute(
-        "INSERT INTO member_consents (patient_id, id, requester_system, requester_value, client_id, policy, \
-         period_start, period_end, source_reference, coverage_to_link, consent, status, created) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?) ON CONFLICT (patient_id, id) DO NOTHING",
-        vec![
-            c.patient_id.into(),
-            id.clone().into(),
-            (&c.requester.system).into(),
-            (&c.requester.value).into(),
-            c.client_id.into(),
-            c.terms.policy.as_str().into(),
-            c.terms.period_start.into(),
-            c.terms.period_end.into(),
-            c.terms.source_reference.as_deref().into(),
-            c.coverage_to_link.into(),
-            c.consent_json.into(),
-            c.now_ms.into(),
-        ],
-    )
-    .await?;
-    tx.commit().await?;
+    let row = c.row();
+    let id = row.id.clone();
+    insert_rows(store, std::slice::from_ref(&row)).await?;
     Ok(id)
+}
+
+/// Rows per INSERT statement (12 parameters each).
+const ROWS_PER_STATEMENT: usize = 200;
+
+/// Stores `rows` in one transaction; a row whose `(patient_id, id)` is already stored is left
+/// as it is (so a resumed job's second insert is a no-op and a revoked consent stays revoked).
+pub async fn insert_rows(store: &Store, rows: &[ConsentRow]) -> anyhow::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut tx = store.db.begin().await?;
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = String::from(
+            "INSERT INTO member_consents (patient_id, id, requester_system, requester_value, client_id, policy, \
+             period_start, period_end, source_reference, coverage_to_link, consent, status, created) VALUES ",
+        );
+        let mut params: Vec<SqlValue> = Vec::with_capacity(chunk.len() * 12);
+        for (i, r) in chunk.iter().enumerate() {
+            sql.push_str(if i == 0 { "" } else { ", " });
+            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?)");
+            params.extend([
+                r.patient_id.as_str().into(),
+                r.id.as_str().into(),
+                r.requester.system.as_str().into(),
+                r.requester.value.as_str().into(),
+                r.client_id.as_deref().into(),
+                r.policy.as_str().into(),
+                r.period_start.into(),
+                r.period_end.into(),
+                r.source_reference.as_deref().into(),
+                r.coverage_to_link.as_deref().into(),
+                r.consent.as_str().into(),
+                r.created.into(),
+            ]);
+        }
+        sql.push_str(" ON CONFLICT (patient_id, id) DO NOTHING");
+        tx.execute(&sql, params).await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// The latest active consent of `patient_id` whose recipient is `requester` (sequence

@@ -265,18 +265,19 @@ fn bad_format(text: impl std::fmt::Display) -> FhirError {
 /// Reads a `$bulk-member-match` body. `Err` is a whole-request failure (see the module
 /// comment); per-member defects are inside the result.
 pub fn parse_request(body: &str, limits: RequestLimits) -> Result<BulkMatchRequest, FhirError> {
-    let value: Value = serde_json::from_str(body)
+    // Parsed once and taken apart by move: a 10,000-member request is tens of megabytes.
+    let mut value: Value = serde_json::from_str(body)
         .map_err(|e| FhirError::bad_request(format!("the body is not valid JSON: {e}")))?;
     if value["resourceType"] != "Parameters" {
         return Err(FhirError::bad_request(
             "the body must be a Parameters resource (pdex-parameters-multi-member-match-bundle-in)",
         ));
     }
-    let Some(parameters) = value["parameter"].as_array() else {
+    let Some(parameters) = value["parameter"].as_array_mut() else {
         return Err(bad_format("Parameters.parameter is missing or not a list"));
     };
-    let bundles: Vec<(usize, &Value)> = parameters
-        .iter()
+    let bundles: Vec<(usize, &mut Value)> = parameters
+        .iter_mut()
         .enumerate()
         .filter(|(_, p)| p["name"] == "MemberBundle")
         .collect();
@@ -329,23 +330,25 @@ type BundleParts = (
     Vec<String>,
 );
 
-/// One `MemberBundle`'s parts (open slicing by name: parts with other names are ignored).
-fn read_bundle(p: &Value) -> Result<BundleParts, String> {
-    let Some(parts) = p["part"].as_array() else {
+/// One `MemberBundle`'s parts, moved out of it (open slicing by name: parts with other names
+/// are ignored).
+fn read_bundle(p: &mut Value) -> Result<BundleParts, String> {
+    let Some(parts) = p["part"].as_array_mut() else {
         return Err("MemberBundle has no part list".into());
     };
     let mut defects = Vec::new();
     let mut take = |name: &str, rtype: &str, required: bool| -> Option<Value> {
-        let found: Vec<&Value> = parts.iter().filter(|q| q["name"] == name).collect();
-        match found.as_slice() {
+        let mut found: Vec<&mut Value> = parts.iter_mut().filter(|q| q["name"] == name).collect();
+        let n = found.len();
+        match found.as_mut_slice() {
             [] => {
                 if required {
                     defects.push(format!("{name} is missing (1..1)"));
                 }
                 None
             }
-            [one] => match one.get("resource") {
-                Some(r) if r["resourceType"] == rtype && r.is_object() => Some(r.clone()),
+            [one] => match one.get_mut("resource") {
+                Some(r) if r["resourceType"] == rtype && r.is_object() => Some(r.take()),
                 Some(_) => {
                     defects.push(format!("{name} must hold a {rtype} resource"));
                     None
@@ -356,10 +359,7 @@ fn read_bundle(p: &Value) -> Result<BundleParts, String> {
                 }
             },
             _ => {
-                defects.push(format!(
-                    "{name} appears {} times (at most once)",
-                    found.len()
-                ));
+                defects.push(format!("{name} appears {n} times (at most once)"));
                 None
             }
         }
