@@ -10,7 +10,7 @@ use super::Engine;
 use super::job::{Job, JobFile, StoredAccess, now_ms};
 use super::ndjson::PartWriter;
 use super::request::{ExportParams, Level, parse_type_filter};
-use crate::auth::AccessContext;
+use crate::auth::{AccessContext, DataScope};
 use crate::fhir::datetime::format_instant;
 use crate::search::query::SearchRequest;
 use crate::store::export::ExportSlice;
@@ -66,23 +66,37 @@ impl JobMembers {
     }
 
     /// The member chunks in a fixed order (a checkpoint names a chunk by its position):
-    /// first the regular members, read with the job's context; then the members whose
-    /// consent allows sensitive data, read with the job's context widened to sensitive data
-    /// and narrowed to exactly those members (§pdex-203/207: the allowance is each member's
-    /// own, never another's).
+    /// first the regular members, then those whose consent allows sensitive data
+    /// (§pdex-203/207: the allowance is each member's own, never another's). Each chunk reads
+    /// with the job's context narrowed to the chunk's members — never wider: a member outside
+    /// the job's scope is dropped — and, for the second kind, widened to sensitive data. (The
+    /// narrowing also keeps every query's access restriction to one chunk of ids instead of
+    /// the whole Group.)
     fn chunks(&self, job_ctx: &AccessContext) -> Vec<MemberChunk<'_>> {
-        let regular_ctx = Arc::new(job_ctx.clone());
-        let mut sensitive_ctx = job_ctx.clone();
-        sensitive_ctx.allow_sensitive = true;
-        sensitive_ctx.scope = crate::auth::DataScope::Patients(self.sensitive.clone());
-        let sensitive_ctx = Arc::new(sensitive_ctx);
+        let in_scope: Option<std::collections::HashSet<&str>> = job_ctx
+            .scope
+            .members()
+            .map(|m| m.iter().map(String::as_str).collect());
+        let narrowed = |ids: &[String], sensitive: bool| {
+            let mut ctx = job_ctx.clone();
+            ctx.allow_sensitive |= sensitive;
+            if !matches!(ctx.scope, DataScope::Patient(_)) {
+                let ids = ids
+                    .iter()
+                    .filter(|m| in_scope.as_ref().is_none_or(|s| s.contains(m.as_str())))
+                    .cloned()
+                    .collect();
+                ctx.scope = DataScope::Patients(ids);
+            }
+            Arc::new(ctx)
+        };
         let regular = self.regular.chunks(MEMBER_CHUNK).map(|c| MemberChunk {
             ids: Some(c),
-            ctx: regular_ctx.clone(),
+            ctx: narrowed(c, false),
         });
         let sensitive = self.sensitive.chunks(MEMBER_CHUNK).map(|c| MemberChunk {
             ids: Some(c),
-            ctx: sensitive_ctx.clone(),
+            ctx: narrowed(c, true),
         });
         regular.chain(sensitive).collect()
     }

@@ -4,7 +4,7 @@
 //! conditions planned by `store::search`. Rows are streamed, never collected.
 
 use super::db::SqlValue;
-use super::{Store, access, placeholders};
+use super::{Dialect, Store, access, placeholders};
 use crate::auth::AccessContext;
 use crate::fhir::FhirError;
 use crate::search::query::SearchRequest;
@@ -48,8 +48,17 @@ impl Store {
         ctx: &AccessContext,
         slice: ExportSlice<'_>,
     ) -> Result<BoxStream<'_, anyhow::Result<ExportRow>>, FhirError> {
-        let mut sql = String::from(
-            "SELECT r.pk, r.last_updated, r.id, r.content FROM resources r \
+        // A member chunk reads its members' rows by `resources_patient` and sorts them (a few
+        // thousand rows). SQLite's planner prefers walking `resources_type_updated` in order
+        // to skip the sort — every row of the type, for every chunk: a 10,000-member Group
+        // export ran at 5,000 resources/s instead of 50,000 — so it is told which index to
+        // use; Postgres picks the bitmap scan on its own.
+        let hint = match (slice.patients, self.db.dialect()) {
+            (Some(ids), Dialect::Sqlite) if !ids.is_empty() => " INDEXED BY resources_patient",
+            _ => "",
+        };
+        let mut sql = format!(
+            "SELECT r.pk, r.last_updated, r.id, r.content FROM resources r{hint} \
              WHERE r.rtype = ? AND r.deleted = ? AND r.last_updated <= ?",
         );
         let mut params = vec![
