@@ -1,14 +1,14 @@
 //! Deterministic, identifier-first member matching (HRex `$member-match`: "a match on member
 //! id or subscriber id at a minimum", never demographics alone). Candidates come from index
 //! lookups only — `idx_token` by value for the member id (Coverage and Patient `identifier`)
-//! and the subscriber id (Coverage `subscriber-id`), joined in the same statement to the
-//! candidates' Patient rows by primary key — and demographics confirm and disambiguate (dependents under one subscriber
+//! and the subscriber id (Coverage `subscriber-id`), then the candidates' Patient rows by
+//! primary key — and demographics confirm and disambiguate (dependents under one subscriber
 //! id, twins): family and first given name after normalisation, birth date exact, gender and
 //! birth sex when both sides have them.
 
 use super::validate::{Demographics, MatchRequest, birth_sex, name_tokens, normalize_family};
 use crate::auth::OrgIdentifier;
-use crate::store::{SqlValue, Store, index_key};
+use crate::store::{SqlValue, Store, index_key, placeholders};
 use serde_json::Value;
 
 /// Most candidates one identifier may yield before we stop reading (a subscriber id covers a
@@ -43,7 +43,7 @@ pub async fn find_member(
     let by_member_id = member_id_candidates(store, req).await?;
     let mut tried_any = !by_member_id.is_empty();
     if tried_any {
-        match confirm(req, by_member_id) {
+        match confirm(store, req, by_member_id).await? {
             MatchResult::None(_) => {}
             decided => return Ok(decided),
         }
@@ -52,17 +52,18 @@ pub async fn find_member(
         let rows = store
             .db
             .fetch(
-                &format!(
-                    "SELECT r.id, r.content, t.system FROM idx_token t {PATIENT_JOIN} \
-                     WHERE t.rtype = 'Coverage' AND t.param = 'subscriber-id' AND t.code = ? LIMIT ?"
-                ),
+                "SELECT t.patient_id FROM idx_token t \
+                 WHERE t.rtype = 'Coverage' AND t.param = 'subscriber-id' AND t.code = ? LIMIT ?",
                 &[index_key(subscriber).into(), (MAX_CANDIDATES as i64).into()],
             )
             .await?;
-        let by_subscriber = candidate_rows(rows, None);
+        let by_subscriber: Vec<String> = rows
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().and_then(SqlValue::into_string))
+            .collect();
         if !by_subscriber.is_empty() {
             tried_any = true;
-            match confirm(req, by_subscriber) {
+            match confirm(store, req, by_subscriber).await? {
                 MatchResult::None(_) => {}
                 decided => return Ok(decided),
             }
@@ -75,58 +76,64 @@ pub async fn find_member(
     }))
 }
 
-/// The live Patient owning an index row `t`, read in the same statement (one round trip per
-/// identifier: the index range, then the Patient by primary key).
-const PATIENT_JOIN: &str =
-    "JOIN resources r ON r.rtype = 'Patient' AND r.id = t.patient_id AND r.deleted = 0";
-
-/// A candidate: Patient id and stored JSON.
-type Candidate = (String, String);
-
-/// Candidates of `(id, content, system)` rows whose system agrees with `system` (a system on
-/// both sides must agree; a card often carries none).
-fn candidate_rows(rows: Vec<Vec<SqlValue>>, system: Option<&str>) -> Vec<Candidate> {
-    rows.into_iter()
-        .filter_map(|row| {
-            let mut it = row.into_iter();
-            let id = it.next().and_then(SqlValue::into_string)?;
-            let content = it.next().and_then(SqlValue::into_string)?;
-            let stored_system = it.next().and_then(SqlValue::into_string);
-            let agrees = match (system, &stored_system) {
-                (Some(a), Some(b)) => index_key(a) == *b,
-                _ => true,
-            };
-            agrees.then_some((id, content))
-        })
-        .collect()
-}
-
-/// Patients holding a coverage (or a Patient identifier) with one of the request's member ids.
-async fn member_id_candidates(store: &Store, req: &MatchRequest) -> anyhow::Result<Vec<Candidate>> {
+/// Owners of coverages (and Patients) carrying one of the request's member ids.
+async fn member_id_candidates(store: &Store, req: &MatchRequest) -> anyhow::Result<Vec<String>> {
     let mut candidates = Vec::new();
     for (system, value) in &req.member_ids {
         let rows = store
             .db
             .fetch(
-                &format!(
-                    "SELECT r.id, r.content, t.system FROM idx_token t {PATIENT_JOIN} \
-                     WHERE t.rtype IN ('Coverage', 'Patient') AND t.param = 'identifier' AND t.code = ? LIMIT ?"
-                ),
+                "SELECT t.patient_id, t.system FROM idx_token t \
+                 WHERE t.rtype IN ('Coverage', 'Patient') AND t.param = 'identifier' AND t.code = ? LIMIT ?",
                 &[index_key(value).into(), (MAX_CANDIDATES as i64).into()],
             )
             .await?;
-        candidates.extend(candidate_rows(rows, system.as_deref()));
+        for row in rows {
+            let mut it = row.into_iter();
+            let owner = it.next().and_then(SqlValue::into_string);
+            let stored_system = it.next().and_then(SqlValue::into_string);
+            // A system on both sides must agree; a card often carries none.
+            let agrees = match (system, &stored_system) {
+                (Some(a), Some(b)) => index_key(a) == *b,
+                _ => true,
+            };
+            if agrees && let Some(owner) = owner {
+                candidates.push(owner);
+            }
+        }
     }
     Ok(candidates)
 }
 
-/// The candidates whose Patient agrees with the requested demographics.
-fn confirm(req: &MatchRequest, mut candidates: Vec<Candidate>) -> MatchResult {
-    candidates.sort_by(|a, b| a.0.cmp(&b.0));
-    candidates.dedup_by(|a, b| a.0 == b.0);
+/// The candidates whose Patient agrees with the requested demographics (by primary key).
+async fn confirm(
+    store: &Store,
+    req: &MatchRequest,
+    mut candidates: Vec<String>,
+) -> anyhow::Result<MatchResult> {
+    candidates.sort();
+    candidates.dedup();
     candidates.truncate(MAX_CANDIDATES);
+    let params: Vec<SqlValue> = candidates.iter().map(SqlValue::from).collect();
+    let rows = store
+        .db
+        .fetch(
+            &format!(
+                "SELECT r.id, r.content FROM resources r WHERE r.rtype = 'Patient' AND r.deleted = 0 AND r.id IN ({})",
+                placeholders(params.len())
+            ),
+            &params,
+        )
+        .await?;
     let mut matched = Vec::new();
-    for (id, content) in candidates {
+    for row in rows {
+        let mut it = row.into_iter();
+        let (Some(id), Some(content)) = (
+            it.next().and_then(SqlValue::into_string),
+            it.next().and_then(SqlValue::into_string),
+        ) else {
+            continue;
+        };
         let Ok(patient) = serde_json::from_str::<Value>(&content) else {
             continue;
         };
@@ -134,7 +141,7 @@ fn confirm(req: &MatchRequest, mut candidates: Vec<Candidate>) -> MatchResult {
             matched.push((id, patient));
         }
     }
-    match matched.len() {
+    Ok(match matched.len() {
         0 => MatchResult::None("no match"),
         1 => {
             let (patient_id, patient) = matched.pop().expect("one");
@@ -144,7 +151,7 @@ fn confirm(req: &MatchRequest, mut candidates: Vec<Candidate>) -> MatchResult {
             }
         }
         _ => MatchResult::Several,
-    }
+    })
 }
 
 /// Do the requested demographics describe this stored Patient?
