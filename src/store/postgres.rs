@@ -6,8 +6,9 @@ use anyhow::Context;
 use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Column, Row as _, TypeInfo, ValueRef};
+use std::str::FromStr;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -25,9 +26,16 @@ impl PostgresDatabase {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or((cores * 2).max(4) as u32);
+        // Custom plans always: our statements carry id lists whose selectivity decides the
+        // plan, and after five executions Postgres may switch a prepared statement to a
+        // generic plan that cannot see them — for a Group export's member chunks that plan
+        // walks every row of the type per chunk (measured: minutes instead of seconds).
+        let options = PgConnectOptions::from_str(url)
+            .with_context(|| "PDEX_DATABASE_URL is not a PostgreSQL URL")?
+            .options([("plan_cache_mode", "force_custom_plan")]);
         let pool = PgPoolOptions::new()
             .max_connections(size)
-            .connect(url)
+            .connect_with(options)
             .await
             .with_context(|| "cannot connect to PostgreSQL (check PDEX_DATABASE_URL)")?;
         Ok(PostgresDatabase { pool })
