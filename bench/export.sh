@@ -8,7 +8,8 @@
 #
 # The stores are built once and kept under $PDEX_BENCH_DIR (default ./pdex-bench): a second
 # run skips synth and import. Needs PostgreSQL on 127.0.0.1:5432 with trust auth
-# (PDEX_BENCH_POSTGRES_URL overrides the admin URL).
+# (PDEX_BENCH_POSTGRES_URL overrides the admin URL). PDEX_BENCH_STORES="sqlite" or "postgres"
+# measures one store only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MEMBERS="${1:-20000}"
@@ -16,16 +17,8 @@ ADMIN_URL="${PDEX_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
 DIR="${PDEX_BENCH_DIR:-$PWD/pdex-bench}/m$MEMBERS"
 PG_DB="pdex_export_bench_$MEMBERS"
 PORT=18081
-TARGET="${CARGO_TARGET_DIR:-target}"
 mkdir -p "$DIR"
-SERVER=
-trap '[ -n "$SERVER" ] && kill $SERVER 2>/dev/null || true' EXIT
-
-cargo build --release --locked -q --bin pdex
-cargo test --release --locked -q --test bench --no-run
-PDEX=$TARGET/release/pdex
-
-echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr)"
+. bench/common.sh
 if [ ! -e "$DIR/data/members.json" ]; then
   /usr/bin/time -f "synth: %e s" $PDEX synth --members "$MEMBERS" --seed 7 --out "$DIR/data" | head -1
 fi
@@ -44,9 +37,10 @@ if [ ! -e "$DIR/postgres.imported" ]; then
   touch "$DIR/postgres.imported"
 fi
 
-for db in sqlite postgres; do
+for db in ${PDEX_BENCH_STORES:-sqlite postgres}; do
   url=$SQLITE_URL; [ $db = postgres ] && url=$PG_URL
   rm -rf "$DIR/exports-$db"
+  cancel_leftover_jobs "$url"
   $PDEX serve --database-url "$url" --listen 127.0.0.1:$PORT --log-format json \
     --export-dir "$DIR/exports-$db" --export-workers 1 --export-poll-interval-seconds 1 \
     2>"$DIR/serve-$db.log" &

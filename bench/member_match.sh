@@ -8,7 +8,8 @@
 # The synthetic set and the stores are kept under $PDEX_BENCH_DIR (default ./pdex-bench) and
 # reused by a second run. Environment: PDEX_BENCH_POSTGRES_URL (admin URL, default
 # postgres://postgres@127.0.0.1:5432/test), PDEX_BENCH_CONCURRENCY (16), PDEX_BENCH_SECONDS
-# (20), PDEX_BENCH_MATCH_COUNT (10000 members in the bulk request).
+# (20), PDEX_BENCH_MATCH_COUNT (10000 members in the bulk request), PDEX_BENCH_STORES ("sqlite
+# postgres").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MEMBERS="${1:-100000}"
@@ -16,16 +17,8 @@ ADMIN_URL="${PDEX_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
 DIR="${PDEX_BENCH_DIR:-$PWD/pdex-bench}/m$MEMBERS"
 PG_DB="pdex_match_bench_$MEMBERS"
 PORT=18181
-TARGET="${CARGO_TARGET_DIR:-target}"
-SERVER=""
-trap '[ -n "$SERVER" ] && kill $SERVER 2>/dev/null || true' EXIT
 mkdir -p "$DIR"
-
-cargo build --release --locked -q --bin pdex
-cargo test --release --locked -q --test bench --no-run
-PDEX=$TARGET/release/pdex
-
-echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr)"
+. bench/common.sh
 if [ ! -e "$DIR/data/members.json" ]; then
   /usr/bin/time -f "synth: %e s" $PDEX synth --members "$MEMBERS" --seed 42 --out "$DIR/data" | head -1
 fi
@@ -33,7 +26,9 @@ echo "== data: $(wc -l < "$DIR/data/Patient.ndjson") Patients, $(wc -l < "$DIR/d
 
 SQLITE_URL="sqlite://$DIR/match.db"
 PG_URL="${ADMIN_URL%/*}/$PG_DB"
+STORES="${PDEX_BENCH_STORES:-sqlite postgres}"
 for URL in "$SQLITE_URL" "$PG_URL"; do
+  case " $STORES " in *" ${URL%%:*} "*) ;; *) continue ;; esac
   db=${URL%%:*}
   echo "== store: $db"
   if [ ! -e "$DIR/match-$db.imported" ]; then
@@ -44,6 +39,7 @@ for URL in "$SQLITE_URL" "$PG_URL"; do
     /usr/bin/time -f "import: %e s" $PDEX import --database-url "$URL" "$DIR/data/Patient.ndjson" "$DIR/data/Coverage.ndjson"
     touch "$DIR/match-$db.imported"
   fi
+  cancel_leftover_jobs "$URL"
   $PDEX serve --database-url "$URL" --listen "127.0.0.1:$PORT" --no-consent-required \
     --match-failure-limit 1000000 --export-dir "$DIR/exports-match-$db" >"$DIR/serve-match-$db.log" 2>&1 &
   SERVER=$!

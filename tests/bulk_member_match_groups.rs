@@ -2,7 +2,9 @@
 //! profiles (`pdex-member-match-group`, `pdex-member-no-match-group`,
 //! `pdex-parameters-multi-member-match-bundle-out`), the R4 JSON schema and the IG's example
 //! Groups; and Group ownership in the store: a payer sees only its own Groups, on every read
-//! path, on every configured database.
+//! path, on every configured database. These are store-level checks of the one access layer
+//! with hand-built contexts (every read path at once); the same rule over HTTP with real
+//! payer tokens is tested in `bulk_member_match.rs` and `bulk_member_match_export.rs`.
 
 mod common;
 #[path = "support/profile.rs"]

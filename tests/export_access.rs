@@ -66,15 +66,20 @@ async fn start_for(
         .to_owned()
 }
 
-async fn exported(server: &TestServer, poll: &str) -> BTreeSet<String> {
-    let manifest: Value = loop {
+/// Polls until the job's manifest.
+async fn manifest(server: &TestServer, poll: &str) -> Value {
+    loop {
         let resp = server.client.get(poll).send().await.unwrap();
         match resp.status() {
             StatusCode::ACCEPTED => tokio::time::sleep(Duration::from_secs(1)).await,
-            StatusCode::OK => break resp.json().await.unwrap(),
+            StatusCode::OK => return resp.json().await.unwrap(),
             s => panic!("{s}"),
         }
-    };
+    }
+}
+
+async fn exported(server: &TestServer, poll: &str) -> BTreeSet<String> {
+    let manifest = manifest(server, poll).await;
     let mut out = BTreeSet::new();
     for item in manifest["output"].as_array().unwrap() {
         let text = server
@@ -100,14 +105,7 @@ async fn exported(server: &TestServer, poll: &str) -> BTreeSet<String> {
 
 /// The `DELETE` entries of a finished job's `deleted` files.
 async fn deleted(server: &TestServer, poll: &str) -> BTreeSet<String> {
-    let manifest: Value = loop {
-        let resp = server.client.get(poll).send().await.unwrap();
-        match resp.status() {
-            StatusCode::ACCEPTED => tokio::time::sleep(Duration::from_secs(1)).await,
-            StatusCode::OK => break resp.json().await.unwrap(),
-            s => panic!("{s}"),
-        }
-    };
+    let manifest = manifest(server, poll).await;
     let mut out = BTreeSet::new();
     for item in manifest["deleted"].as_array().into_iter().flatten() {
         let resp = server
