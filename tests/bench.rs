@@ -237,7 +237,7 @@ async fn bulk_member_match() {
         Some(NEW_PAYER),
         &format!("system/*.rs {BULK_MEMBER_MATCH} {DATA_EXPORT}"),
     );
-    // Every tenth member of the set, so the request spreads over the whole store.
+    // Spread evenly over the set, so the request reaches the whole store.
     let all = members();
     let step = (all.len() / count).max(1);
     let bundles: Vec<Value> = all
