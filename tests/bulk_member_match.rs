@@ -12,35 +12,15 @@ mod jobs;
 #[path = "support/profile.rs"]
 mod profile;
 
-use common::{Backend, ClientSpec, TestClient, TestServer, assert_outcome, backends};
+use common::{ClientSpec, TestClient, TestServer, assert_outcome, backends};
 use pdex::auth::{ClientKind, OrgIdentifier};
-use pdex::config::{PdexVersion, ServerConfig};
+use pdex::config::PdexVersion;
 use pdex::ops::bulk_member_match::{OPERATION, OPERATION_V21};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
 const NPI: &str = "http://hl7.org/fhir/sid/us-npi";
 const NEW_PAYER_NPI: &str = "0123456789";
-
-fn demo_dir() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/demo")
-}
-
-fn member(id: &str) -> Value {
-    let all: Vec<Value> =
-        serde_json::from_str(&std::fs::read_to_string(demo_dir().join("members.json")).unwrap())
-            .unwrap();
-    all.into_iter().find(|m| m["patient_id"] == id).unwrap()
-}
-
-async fn server(b: &Backend, configure: impl FnOnce(&mut ServerConfig)) -> TestServer {
-    let s = TestServer::start_with(b, configure).await;
-    let r = pdex::import::import(&s.state.store, &[demo_dir()], Default::default())
-        .await
-        .unwrap();
-    assert!(r.errors.is_empty(), "{:?}", r.errors);
-    s
-}
 
 /// A registered client of `kind` for the organization with NPI `npi`, with `scopes`.
 struct Caller {
@@ -160,7 +140,7 @@ fn entities(g: Option<&Value>) -> Vec<String> {
 #[tokio::test]
 async fn each_member_of_a_mixed_request_lands_in_its_own_bucket() {
     for b in backends() {
-        let s = server(&b, |c| c.exchange.segmentation = false).await;
+        let s = TestServer::start_demo(&b, |c| c.exchange.segmentation = false).await;
         // a second record with m000001's demographics under the same subscriber id
         s.load(&[
             json!({"resourceType": "Patient", "id": "dup1", "name": [{"family": "Nguyen", "given": ["Aisha"]}], "gender": "female", "birthDate": "1960-08-25"}),
@@ -168,25 +148,26 @@ async fn each_member_of_a_mixed_request_lands_in_its_own_bucket() {
                 "beneficiary": {"reference": "Patient/dup1"}, "payor": [{"reference": "Organization/org-payer"}]}),
         ])
         .await;
-        let matched = bundle_for(&member("m000001"), "sent-matched");
-        let mut unknown = bundle_for(&member("m000005"), "sent-unknown");
+        let matched = bundle_for(&common::demo_member("m000001"), "sent-matched");
+        let mut unknown = bundle_for(&common::demo_member("m000005"), "sent-unknown");
         part(&mut unknown, "CoverageToMatch")["identifier"][0]["value"] = json!("NOPE0001");
         part(&mut unknown, "CoverageToMatch")["subscriberId"] = json!("NOPE");
         // subscriber id only: m000001 and dup1 both fit
-        let mut several = bundle_for(&member("m000001"), "sent-several");
+        let mut several = bundle_for(&common::demo_member("m000001"), "sent-several");
         part(&mut several, "CoverageToMatch")
             .as_object_mut()
             .unwrap()
             .remove("identifier");
-        let mut expired = bundle_for(&member("m000003"), "sent-expired");
+        let mut expired = bundle_for(&common::demo_member("m000003"), "sent-expired");
         part(&mut expired, "Consent")["provision"]["period"] =
             json!({"start": "2023-12-01", "end": "2024-03-31"});
         // #regular (the IG example's policy) for a member with sensitive data, no segmentation
-        let sensitive = bundle_for(&member("m000002"), "sent-sensitive");
-        let mut wrong_recipient = bundle_for(&member("m000004"), "sent-wrong-recipient");
+        let sensitive = bundle_for(&common::demo_member("m000002"), "sent-sensitive");
+        let mut wrong_recipient =
+            bundle_for(&common::demo_member("m000004"), "sent-wrong-recipient");
         part(&mut wrong_recipient, "Consent")["provision"]["actor"][1]["reference"]["identifier"]
             ["value"] = json!("5555555555");
-        let mut no_consent = bundle_for(&member("m000007"), "sent-no-consent");
+        let mut no_consent = bundle_for(&common::demo_member("m000007"), "sent-no-consent");
         no_consent["part"]
             .as_array_mut()
             .unwrap()
@@ -247,7 +228,7 @@ async fn each_member_of_a_mixed_request_lands_in_its_own_bucket() {
         assert_eq!(m["characteristic"][0]["period"]["end"], day(80));
         assert_eq!(
             m["member"][0]["entity"]["identifier"]["value"],
-            member("m000001")["umb"]
+            common::demo_member("m000001")["umb"]
         );
         // the 2.1.0 envelope (default --pdex-version 2.1) wraps the same Groups
         let envelope = &file(&files, "Parameters").expect("the envelope file")[0];
@@ -306,7 +287,7 @@ async fn each_member_of_a_mixed_request_lands_in_its_own_bucket() {
 #[tokio::test]
 async fn the_ig_example_request_gets_the_answer_the_ig_describes() {
     for b in backends() {
-        let s = server(&b, |c| c.exchange.pdex_version = PdexVersion::V22).await;
+        let s = TestServer::start_demo(&b, |c| c.exchange.pdex_version = PdexVersion::V22).await;
         let new_payer = payer(&s, NEW_PAYER_NPI).await;
         // as published: the member (Patricia Ann Person, card DH10001235) is ours, but the
         // consent's period ended on 2024-03-31 → ConsentConstrained, the submitted Patient
@@ -355,7 +336,7 @@ async fn the_ig_example_request_gets_the_answer_the_ig_describes() {
 #[tokio::test]
 async fn whole_request_errors_are_4xx_and_queue_nothing() {
     for b in backends() {
-        let s = server(&b, |_| {}).await;
+        let s = TestServer::start_demo(&b, |_| {}).await;
         // §pdex-98: both operations are declared on Group with their canonicals
         let cs: Value = s.get("metadata").await.json().await.unwrap();
         let group = cs["rest"][0]["resource"]
@@ -377,7 +358,7 @@ async fn whole_request_errors_are_4xx_and_queue_nothing() {
             "{defs:?}"
         );
         let send = |body: String, prefer: bool| post(&s, &s.client, body, prefer);
-        let good = request(vec![bundle_for(&member("m000001"), "x")]).to_string();
+        let good = request(vec![bundle_for(&common::demo_member("m000001"), "x")]).to_string();
         assert_outcome(send(good.clone(), false).await, StatusCode::BAD_REQUEST).await;
         assert_outcome(send("{oops".into(), true).await, StatusCode::BAD_REQUEST).await;
         assert_outcome(
@@ -424,12 +405,12 @@ async fn a_resumed_job_records_each_consent_once() {
     use pdex::ops::bulk_match_job::SingleMemberEngine;
     use pdex::ops::bulk_member_match::{MemberEvaluator, MemberOutcome, RequestLimits};
     for b in backends() {
-        let s = server(&b, |_| {}).await;
+        let s = TestServer::start_demo(&b, |_| {}).await;
         let new_payer = OrgIdentifier {
             system: NPI.into(),
             value: NEW_PAYER_NPI.into(),
         };
-        let body = request(vec![bundle_for(&member("m000001"), "sent-1")]).to_string();
+        let body = request(vec![bundle_for(&common::demo_member("m000001"), "sent-1")]).to_string();
         let req =
             pdex::ops::bulk_member_match::parse_request(&body, RequestLimits::default()).unwrap();
         let engine = SingleMemberEngine::new(

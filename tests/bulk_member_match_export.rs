@@ -10,9 +10,9 @@ mod common;
 #[path = "support/jobs.rs"]
 mod jobs;
 
-use common::{Backend, ClientSpec, TestServer, backends};
+use common::{ClientSpec, TestServer, backends};
 use pdex::auth::ClientKind;
-use pdex::config::{PdexVersion, ServerConfig};
+use pdex::config::PdexVersion;
 use pdex::ops::bulk_member_match::OPERATION;
 use pdex::ops::davinci_data_export::{EXPORT_TYPE_PAYER_TO_PAYER, OPERATION as DATA_EXPORT};
 use reqwest::{Client, StatusCode};
@@ -22,26 +22,6 @@ const NEW_PAYER: &str = "http://hl7.org/fhir/sid/us-npi|0123456789";
 const OTHER_PAYER: &str = "http://hl7.org/fhir/sid/us-npi|1111111111";
 const SENSITIVE: &str =
     "http://hl7.org/fhir/us/davinci-hrex/StructureDefinition-hrex-consent.html#sensitive";
-
-fn demo_dir() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/demo")
-}
-
-fn member(id: &str) -> Value {
-    let all: Vec<Value> =
-        serde_json::from_str(&std::fs::read_to_string(demo_dir().join("members.json")).unwrap())
-            .unwrap();
-    all.into_iter().find(|m| m["patient_id"] == id).unwrap()
-}
-
-async fn server(b: &Backend, configure: impl FnOnce(&mut ServerConfig)) -> TestServer {
-    let s = TestServer::start_with(b, configure).await;
-    let r = pdex::import::import(&s.state.store, &[demo_dir()], Default::default())
-        .await
-        .unwrap();
-    assert!(r.errors.is_empty(), "{:?}", r.errors);
-    s
-}
 
 /// A payer client of `organization` with the bulk match and export scopes, and a reqwest
 /// client carrying a fresh token of it.
@@ -98,7 +78,7 @@ fn bundle_for(m: &Value, policy: Option<&str>) -> Value {
 /// `$bulk-member-match` of `ids` (with the IG example's `#regular` consent, or `policy`) by
 /// `http`, over HTTP; returns the Matched Group's id.
 async fn matched_group_with(s: &TestServer, http: &Client, ids: &[(&str, Option<&str>)]) -> String {
-    let body = json!({"resourceType": "Parameters", "parameter": ids.iter().map(|(i, p)| bundle_for(&member(i), *p)).collect::<Vec<_>>()});
+    let body = json!({"resourceType": "Parameters", "parameter": ids.iter().map(|(i, p)| bundle_for(&common::demo_member(i), *p)).collect::<Vec<_>>()});
     let resp = http
         .post(s.url("Group/$bulk-member-match"))
         .header("Prefer", "respond-async")
@@ -209,7 +189,7 @@ fn ids_of<'a>(s: &'a [(String, Vec<String>)], rtype: &str) -> Vec<&'a str> {
 #[tokio::test]
 async fn consent_is_rechecked_per_member_and_the_parameters_apply() {
     for b in backends() {
-        let s = server(&b, |_| {}).await;
+        let s = TestServer::start_demo(&b, |_| {}).await;
         let new_payer = payer(&s, NEW_PAYER).await;
         let group = matched_group(&s, &new_payer, &["m000001", "m000003", "m000007"]).await;
         let p2p = ("exportType", EXPORT_TYPE_PAYER_TO_PAYER);
@@ -293,7 +273,7 @@ async fn consent_is_rechecked_per_member_and_the_parameters_apply() {
 #[tokio::test]
 async fn another_payer_sees_neither_the_group_nor_the_export_nor_the_job() {
     for b in backends() {
-        let s = server(&b, |_| {}).await;
+        let s = TestServer::start_demo(&b, |_| {}).await;
         let new_payer = payer(&s, NEW_PAYER).await;
         let other = payer(&s, OTHER_PAYER).await;
         let group = matched_group(&s, &new_payer, &["m000001"]).await;
@@ -351,7 +331,7 @@ async fn another_payer_sees_neither_the_group_nor_the_export_nor_the_job() {
 #[tokio::test]
 async fn each_members_consent_decides_their_sensitive_data() {
     for b in backends() {
-        let s = server(&b, |_| {}).await;
+        let s = TestServer::start_demo(&b, |_| {}).await;
         let new_payer = payer(&s, NEW_PAYER).await;
         // two members with sensitive data: one consents to all data, one to regular only
         let (all_data, regular_only) = ("m000002", "m000010");
@@ -421,12 +401,12 @@ async fn each_members_consent_decides_their_sensitive_data() {
 async fn the_since_rule_follows_the_pdex_version() {
     for version in [PdexVersion::V21, PdexVersion::V22] {
         for b in backends() {
-            let s = server(&b, |c| c.exchange.pdex_version = version).await;
+            let s = TestServer::start_demo(&b, |c| c.exchange.pdex_version = version).await;
             let new_payer = payer(&s, NEW_PAYER).await;
             let group = matched_group(&s, &new_payer, &["m000001"]).await;
             // one of the member's Coverages was last updated six years ago
             let six_years_ago = chrono::Utc::now().timestamp_millis() - 6 * 366 * 86_400_000;
-            let old = member("m000001")["coverage_id"]
+            let old = common::demo_member("m000001")["coverage_id"]
                 .as_str()
                 .unwrap()
                 .to_string();

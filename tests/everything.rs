@@ -5,23 +5,10 @@
 
 mod common;
 
-use common::{Backend, TestServer, assert_outcome, backends, next_link};
+use common::{TestServer, assert_outcome, backends, next_link};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
-
-fn demo_dir() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/demo")
-}
-
-async fn server(b: &Backend) -> TestServer {
-    let s = TestServer::start(b).await;
-    let r = pdex::import::import(&s.state.store, &[demo_dir()], Default::default())
-        .await
-        .unwrap();
-    assert!(r.errors.is_empty(), "{:?}", r.errors);
-    s
-}
 
 /// Every entry across all pages, as `Type/id`, in order; and the number of pages.
 async fn all_pages(s: &TestServer, first: &str) -> (Vec<String>, usize) {
@@ -87,7 +74,7 @@ async fn expected(s: &TestServer, patient: &str) -> BTreeSet<String> {
 #[tokio::test]
 async fn everything_returns_the_compartment_and_its_references_across_stable_pages() {
     for b in backends() {
-        let s = server(&b).await;
+        let s = TestServer::start_demo(&b, |_| {}).await;
         let want = expected(&s, "m000001").await;
         assert!(
             want.len() > 40,
@@ -130,7 +117,7 @@ async fn everything_returns_the_compartment_and_its_references_across_stable_pag
 #[tokio::test]
 async fn paging_is_stable_while_data_is_added() {
     for b in backends() {
-        let s = server(&b).await;
+        let s = TestServer::start_demo(&b, |_| {}).await;
         let first = s.search("Patient/m000001/$everything?_count=20").await;
         let mut seen = refs(&first);
         // a new record lands between page requests, before the cursor in (type, pk) order
@@ -162,7 +149,7 @@ async fn paging_is_stable_while_data_is_added() {
 #[tokio::test]
 async fn type_dates_since_and_post() {
     for b in backends() {
-        let s = server(&b).await;
+        let s = TestServer::start_demo(&b, |_| {}).await;
         let (got, _) = all_pages(
             &s,
             "Patient/m000001/$everything?_type=Observation,Patient&_count=50",
@@ -226,7 +213,7 @@ async fn type_dates_since_and_post() {
 #[tokio::test]
 async fn bad_requests_are_clear() {
     for b in backends() {
-        let s = server(&b).await;
+        let s = TestServer::start_demo(&b, |_| {}).await;
         for (q, status) in [
             ("Patient/nobody/$everything", StatusCode::NOT_FOUND),
             (

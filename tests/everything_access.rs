@@ -7,24 +7,11 @@
 
 mod common;
 
-use common::{Backend, TestServer, backends};
+use common::{TestServer, backends};
 use pdex::auth::{AccessContext, ClientKind};
 use pdex::search::query;
 use serde_json::Value;
 use std::collections::BTreeSet;
-
-fn demo_dir() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/demo")
-}
-
-async fn server(b: &Backend) -> TestServer {
-    let s = TestServer::start(b).await;
-    let r = pdex::import::import(&s.state.store, &[demo_dir()], Default::default())
-        .await
-        .unwrap();
-    assert!(r.errors.is_empty(), "{:?}", r.errors);
-    s
-}
 
 fn payer_member(patient: &str, allow_sensitive: bool) -> AccessContext {
     let mut ctx = AccessContext::member(patient, allow_sensitive);
@@ -79,7 +66,7 @@ fn key(r: &Value) -> String {
 #[tokio::test]
 async fn regular_consent_hides_sensitive_data_from_everything() {
     for b in backends() {
-        let s = server(&b).await;
+        let s = TestServer::start_demo(&b, |_| {}).await;
         // m000002 has sensitive data (members.json has_sensitive = true)
         let all = everything(&s, &payer_member("m000002", true), "m000002").await;
         let regular = everything(&s, &payer_member("m000002", false), "m000002").await;
@@ -124,7 +111,7 @@ async fn regular_consent_hides_sensitive_data_from_everything() {
 #[tokio::test]
 async fn payers_get_non_financial_claims_rule_bound_prior_auths_and_the_look_back_window() {
     for b in backends() {
-        let s = server(&b).await;
+        let s = TestServer::start_demo(&b, |_| {}).await;
         let operator = everything(&s, &AccessContext::operator(), "m000001").await;
         let payer = everything(&s, &payer_member("m000001", false), "m000001").await;
         let now = chrono::Utc::now().timestamp_millis();
@@ -181,7 +168,7 @@ async fn payers_get_non_financial_claims_rule_bound_prior_auths_and_the_look_bac
 #[tokio::test]
 async fn a_member_scoped_context_cannot_reach_another_member() {
     for b in backends() {
-        let s = server(&b).await;
+        let s = TestServer::start_demo(&b, |_| {}).await;
         let resp = pdex::ops::everything::run(
             s.state.clone(),
             payer_member("m000002", true),
@@ -217,7 +204,7 @@ async fn search(
 #[tokio::test]
 async fn searches_and_includes_hide_sensitive_data_and_stay_in_the_member() {
     for b in backends() {
-        let s = server(&b).await;
+        let s = TestServer::start_demo(&b, |_| {}).await;
         let regular = payer_member("m000002", false);
         let sensitive = payer_member("m000002", true);
         for (rtype, q) in [

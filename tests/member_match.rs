@@ -7,9 +7,9 @@
 
 mod common;
 
-use common::{Backend, TestServer, assert_outcome, backends};
+use common::{TestServer, assert_outcome, backends};
 use pdex::auth::{AccessContext, ClientKind, OrgIdentifier};
-use pdex::config::{MemberMatchProfile, ServerConfig};
+use pdex::config::MemberMatchProfile;
 use pdex::ops::member_match::{Refusal, evaluate};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -17,31 +17,6 @@ use serde_json::{Value, json};
 const NPI: &str = "http://hl7.org/fhir/sid/us-npi";
 const NEW_PAYER_NPI: &str = "0123456789";
 const UMB_SYSTEM: &str = "https://pdex.example.org/fhir/sid/umb";
-
-fn demo_dir() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/demo")
-}
-
-fn members() -> Vec<Value> {
-    serde_json::from_str(&std::fs::read_to_string(demo_dir().join("members.json")).unwrap())
-        .unwrap()
-}
-
-fn member(id: &str) -> Value {
-    members()
-        .into_iter()
-        .find(|m| m["patient_id"] == id)
-        .unwrap()
-}
-
-async fn server(b: &Backend, configure: impl FnOnce(&mut ServerConfig)) -> TestServer {
-    let s = TestServer::start_with(b, configure).await;
-    let r = pdex::import::import(&s.state.store, &[demo_dir()], Default::default())
-        .await
-        .unwrap();
-    assert!(r.errors.is_empty(), "{:?}", r.errors);
-    s
-}
 
 fn hrex_example() -> Value {
     serde_json::from_str(include_str!("fixtures/member-match-in.json")).unwrap()
@@ -116,7 +91,11 @@ async fn matched(s: &TestServer, body: &Value) -> String {
     assert_eq!(params[1]["name"], "MemberId");
     let reference = params[1]["valueReference"]["reference"].as_str().unwrap();
     let id = reference.strip_prefix("Patient/").unwrap().to_owned();
-    assert_eq!(ident["value"], member(&id)["umb"], "the member's own UMB");
+    assert_eq!(
+        ident["value"],
+        common::demo_member(&id)["umb"],
+        "the member's own UMB"
+    );
     id
 }
 
@@ -133,7 +112,7 @@ async fn refused(s: &TestServer, body: &Value, expect: &str) -> String {
 #[tokio::test]
 async fn the_hrex_examples_match_the_example_member() {
     for b in backends() {
-        let s = server(&b, |_| {}).await;
+        let s = TestServer::start_demo(&b, |_| {}).await;
         let mut p = hrex_example();
         remove_param(&mut p, "Consent");
         assert_eq!(matched(&s, &p).await, "m000000");
@@ -142,7 +121,10 @@ async fn the_hrex_examples_match_the_example_member() {
         assert_eq!(matched(&s, &p).await, "m000000");
 
         // mm-3: the returned UMB finds the member, with and without its system
-        let umb = member("m000000")["umb"].as_str().unwrap().to_owned();
+        let umb = common::demo_member("m000000")["umb"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         assert_eq!(
             s.ids(&format!("Patient?identifier={umb}")).await,
             vec!["m000000"]
@@ -159,16 +141,16 @@ async fn the_hrex_examples_match_the_example_member() {
 #[tokio::test]
 async fn synthetic_members_match_uniquely_including_the_hard_cases() {
     for b in backends() {
-        let s = server(&b, |_| {}).await;
+        let s = TestServer::start_demo(&b, |_| {}).await;
         // every member by member id + demographics, consent left out (operator context)
-        for m in members() {
+        for m in common::demo_members() {
             let mut p = request_for(&m);
             remove_param(&mut p, "Consent");
             assert_eq!(matched(&s, &p).await, m["patient_id"], "{m}");
         }
         // dependents and twins under one subscriber id: subscriber id alone, demographics decide
         for id in ["m000001", "m000002", "m000003", "m000004"] {
-            let m = member(id);
+            let m = common::demo_member(id);
             let mut p = request_for(&m);
             remove_param(&mut p, "Consent");
             param(&mut p, "CoverageToMatch")
@@ -184,17 +166,17 @@ async fn synthetic_members_match_uniquely_including_the_hard_cases() {
         }
         // the same name and birth date in two households: the card's ids tell them apart
         for id in ["m000005", "m000006"] {
-            let mut p = request_for(&member(id));
+            let mut p = request_for(&common::demo_member(id));
             remove_param(&mut p, "Consent");
             assert_eq!(matched(&s, &p).await, id);
         }
         // name variants: case, accents, punctuation, suffixes
-        let mut p = request_for(&member("m000007"));
+        let mut p = request_for(&common::demo_member("m000007"));
         remove_param(&mut p, "Consent");
         param(&mut p, "MemberPatient")["name"] =
             json!([{"family": "ANDERSON JR.", "given": ["Jose"]}]);
         assert_eq!(matched(&s, &p).await, "m000007");
-        let mut p = request_for(&member("m000008"));
+        let mut p = request_for(&common::demo_member("m000008"));
         remove_param(&mut p, "Consent");
         param(&mut p, "MemberPatient")["name"] =
             json!([{"family": "Muller Ramirez", "given": ["zoe", "Anne Marie"]}]);
@@ -206,9 +188,9 @@ async fn synthetic_members_match_uniquely_including_the_hard_cases() {
 #[tokio::test]
 async fn no_match_several_matches_and_the_wrong_payor_are_422() {
     for b in backends() {
-        let s = server(&b, |_| {}).await;
+        let s = TestServer::start_demo(&b, |_| {}).await;
         let base = |id: &str| {
-            let mut p = request_for(&member(id));
+            let mut p = request_for(&common::demo_member(id));
             remove_param(&mut p, "Consent");
             p
         };
@@ -263,7 +245,7 @@ type Edit = Box<dyn Fn(&mut Value)>;
 #[tokio::test]
 async fn invalid_requests_are_bad_bundle_format() {
     for b in backends() {
-        let s = server(&b, |_| {}).await;
+        let s = TestServer::start_demo(&b, |_| {}).await;
         let cases: Vec<(Edit, &str)> = vec![
             (
                 Box::new(|p| {
@@ -351,7 +333,7 @@ async fn invalid_requests_are_bad_bundle_format() {
 #[tokio::test]
 async fn hrex_1_0_profile_returns_the_member_identifier_only() {
     for b in backends() {
-        let s = server(&b, |c| {
+        let s = TestServer::start_demo(&b, |c| {
             c.exchange.member_match_profile = MemberMatchProfile::Hrex10
         })
         .await;
@@ -363,7 +345,7 @@ async fn hrex_1_0_profile_returns_the_member_identifier_only() {
         assert_eq!(params[0]["name"], "MemberIdentifier");
         assert_eq!(
             params[0]["valueIdentifier"]["value"],
-            member("m000000")["umb"]
+            common::demo_member("m000000")["umb"]
         );
         s.stop().await;
     }
@@ -372,8 +354,8 @@ async fn hrex_1_0_profile_returns_the_member_identifier_only() {
 #[tokio::test]
 async fn repeated_failures_are_throttled() {
     for b in backends() {
-        let s = server(&b, |c| c.exchange.match_failure_limit = 3).await;
-        let mut p = request_for(&member("m000001"));
+        let s = TestServer::start_demo(&b, |c| c.exchange.match_failure_limit = 3).await;
+        let mut p = request_for(&common::demo_member("m000001"));
         remove_param(&mut p, "Consent");
         for attempt in 0..3 {
             param(&mut p, "CoverageToMatch")["identifier"][0]["value"] =
@@ -440,10 +422,10 @@ fn constraint(result: Result<Value, Refusal>, m: &Value) -> String {
 #[tokio::test]
 async fn the_consent_decision_flow() {
     for b in backends() {
-        let s = server(&b, |_| {}).await;
+        let s = TestServer::start_demo(&b, |_| {}).await;
         let store = &s.state.store;
         let ctx = payer(NEW_PAYER_NPI);
-        let m0 = member("m000000");
+        let m0 = common::demo_member("m000000");
 
         // the HRex example as sent: its consent period (January 2022) is over
         let text = constraint(
@@ -622,17 +604,17 @@ async fn the_consent_decision_flow() {
 #[tokio::test]
 async fn regular_consent_without_segmentation_is_refused_for_members_with_sensitive_data() {
     for b in backends() {
-        let s = server(&b, |c| c.exchange.segmentation = false).await;
+        let s = TestServer::start_demo(&b, |c| c.exchange.segmentation = false).await;
         let ctx = payer(NEW_PAYER_NPI);
         // m000002 has sensitive data; m000001 (same household) has none
-        let sensitive = member("m000002");
+        let sensitive = common::demo_member("m000002");
         assert_eq!(sensitive["has_sensitive"], true);
         let text = constraint(
             evaluate(&s.state, &ctx, &request_for(&sensitive).to_string()).await,
             &sensitive,
         );
         assert!(text.contains("#regular"), "{text}");
-        let plain = member("m000001");
+        let plain = common::demo_member("m000001");
         assert_eq!(plain["has_sensitive"], false);
         let out = evaluate(&s.state, &ctx, &request_for(&plain).to_string())
             .await
@@ -662,8 +644,8 @@ async fn regular_consent_without_segmentation_is_refused_for_members_with_sensit
 #[tokio::test]
 async fn consent_can_be_made_optional() {
     for b in backends() {
-        let s = server(&b, |c| c.exchange.consent_required = false).await;
-        let mut p = request_for(&member("m000001"));
+        let s = TestServer::start_demo(&b, |c| c.exchange.consent_required = false).await;
+        let mut p = request_for(&common::demo_member("m000001"));
         remove_param(&mut p, "Consent");
         let out = evaluate(&s.state, &payer(NEW_PAYER_NPI), &p.to_string())
             .await

@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{Backend, ClientSpec, TestClient, TestServer, assert_outcome, backends, next_link};
+use common::{ClientSpec, TestClient, TestServer, assert_outcome, backends, next_link};
 use pdex::auth::ClientKind;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -21,31 +21,6 @@ use serde_json::{Value, json};
 const MEMBER_MATCH: &str = "http://hl7.org/fhir/us/davinci-hrex/OperationDefinition/member-match";
 const NPI: &str = "http://hl7.org/fhir/sid/us-npi";
 const NEW_PAYER_NPI: &str = "0123456789";
-
-fn demo_dir() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/demo")
-}
-
-fn members() -> Vec<Value> {
-    serde_json::from_str(&std::fs::read_to_string(demo_dir().join("members.json")).unwrap())
-        .unwrap()
-}
-
-fn member(id: &str) -> Value {
-    members()
-        .into_iter()
-        .find(|m| m["patient_id"] == id)
-        .unwrap()
-}
-
-async fn server(b: &Backend) -> TestServer {
-    let s = TestServer::start(b).await;
-    let r = pdex::import::import(&s.state.store, &[demo_dir()], Default::default())
-        .await
-        .unwrap();
-    assert!(r.errors.is_empty(), "{:?}", r.errors);
-    s
-}
 
 async fn payer(s: &TestServer, npi: &str) -> TestClient {
     s.register_client(ClientSpec {
@@ -140,12 +115,12 @@ fn is_sensitive(r: &Value) -> bool {
 #[tokio::test]
 async fn the_single_member_flow_with_real_tokens() {
     for b in backends() {
-        let s = server(&b).await;
+        let s = TestServer::start_demo(&b, |_| {}).await;
         let new_payer = payer(&s, NEW_PAYER_NPI).await;
         let token = match_token(&s, &new_payer).await;
 
         // step 12–15: match with consent → the member
-        let m = member("m000002");
+        let m = common::demo_member("m000002");
         let resp = member_match(&s, &token, &request_for(&m, "regular")).await;
         assert_eq!(resp.status(), StatusCode::OK);
         let out: Value = resp.json().await.unwrap();
@@ -278,8 +253,8 @@ async fn the_single_member_flow_with_real_tokens() {
 #[tokio::test]
 async fn member_match_needs_the_scope_and_a_payer_or_provider() {
     for b in backends() {
-        let s = server(&b).await;
-        let m = member("m000001");
+        let s = TestServer::start_demo(&b, |_| {}).await;
+        let m = common::demo_member("m000001");
         // a payer token without the member-match scope
         let no_scope = s
             .register_client(ClientSpec {

@@ -46,31 +46,61 @@ async fn caller(
     Ok((client.client_id, client.kind))
 }
 
-/// `POST /oauth/introspect` with `token=…`.
-pub async fn introspect(State(auth): State<Arc<AuthServer>>, req: Request) -> Response {
+/// What both endpoints read first: the form, the authenticated caller (client id, kind) and
+/// the `token` they ask about.
+struct TokenRequest {
+    caller_id: String,
+    caller_kind: ClientKind,
+    token: String,
+}
+
+async fn token_request(
+    auth: &AuthServer,
+    req: Request,
+    endpoint_url: String,
+    allow_bearer: bool,
+) -> Result<TokenRequest, OAuthError> {
     let (parts, body) = req.into_parts();
     let cert = parts.extensions.get::<super::ClientCertificate>().cloned();
+    let form = read_form(&parts.headers, body).await?;
+    let (caller_id, caller_kind) = caller(
+        auth,
+        &parts.headers,
+        cert.as_ref(),
+        &form,
+        endpoint_url,
+        allow_bearer,
+    )
+    .await?;
+    let token = form
+        .get("token")
+        .ok_or_else(|| OAuthError::invalid_request("token is required"))?
+        .to_owned();
+    Ok(TokenRequest {
+        caller_id,
+        caller_kind,
+        token,
+    })
+}
+
+impl TokenRequest {
+    /// May the caller learn about (or revoke) a token of `client_id`?
+    fn may_see(&self, client_id: &str) -> bool {
+        self.caller_kind == ClientKind::Admin || self.caller_id == client_id
+    }
+}
+
+/// `POST /oauth/introspect` with `token=…`.
+pub async fn introspect(State(auth): State<Arc<AuthServer>>, req: Request) -> Response {
     let result = async {
-        let form = read_form(&parts.headers, body).await?;
-        let (caller_id, caller_kind) = caller(
-            &auth,
-            &parts.headers,
-            cert.as_ref(),
-            &form,
-            auth.settings.introspection_url(),
-            true,
-        )
-        .await?;
-        let token = form
-            .get("token")
-            .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+        let request = token_request(&auth, req, auth.settings.introspection_url(), true).await?;
         let inactive = json!({"active": false});
-        let claims = match auth.inspect(token).await {
+        let claims = match auth.inspect(&request.token).await {
             Ok(c) => c,
             Err(AuthFailure::Internal) => return Err(OAuthError::server_error()),
             Err(_) => return Ok(inactive),
         };
-        if caller_kind != ClientKind::Admin && caller_id != claims.client_id {
+        if !request.may_see(&claims.client_id) {
             // another client's token: say nothing about it
             return Ok(inactive);
         }
@@ -105,25 +135,11 @@ pub async fn introspect(State(auth): State<Arc<AuthServer>>, req: Request) -> Re
 /// `POST /oauth/revoke` with `token=…` (RFC 7009 §2): the token stops working at once on
 /// every process sharing the database. Answers 200 whether or not the token was valid.
 pub async fn revoke(State(auth): State<Arc<AuthServer>>, req: Request) -> Response {
-    let (parts, body) = req.into_parts();
-    let cert = parts.extensions.get::<super::ClientCertificate>().cloned();
     let result = async {
-        let form = read_form(&parts.headers, body).await?;
-        let (caller_id, caller_kind) = caller(
-            &auth,
-            &parts.headers,
-            cert.as_ref(),
-            &form,
-            auth.settings.revocation_url(),
-            false,
-        )
-        .await?;
-        let token = form
-            .get("token")
-            .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+        let request = token_request(&auth, req, auth.settings.revocation_url(), false).await?;
         // Expired or foreign tokens need nothing (RFC 7009 §2.2: invalid tokens get 200 too).
-        if let Ok(claims) = access_token::verify(&auth, token).await
-            && (caller_kind == ClientKind::Admin || caller_id == claims.client_id)
+        if let Ok(claims) = access_token::verify(&auth, &request.token).await
+            && request.may_see(&claims.client_id)
         {
             let mut tx = auth.store.db.begin().await?;
             tx.execute(

@@ -78,47 +78,62 @@ impl NewConsent<'_> {
 pub async fn insert(store: &Store, c: NewConsent<'_>) -> anyhow::Result<String> {
     let row = c.row();
     let id = row.id.clone();
-    insert_rows(store, std::slice::from_ref(&row)).await?;
+    insert_all(store, std::slice::from_ref(&row)).await?;
     Ok(id)
 }
 
-/// Rows per INSERT statement (12 parameters each).
-const ROWS_PER_STATEMENT: usize = 200;
-
-/// Stores `rows` in one transaction; a row whose `(patient_id, id)` is already stored is left
-/// as it is (so a resumed job's second insert is a no-op and a revoked consent stays revoked).
-pub async fn insert_rows(store: &Store, rows: &[ConsentRow]) -> anyhow::Result<()> {
+/// Stores `rows` in one transaction. A row whose `(patient_id, id)` is already stored is left
+/// as it is, so a resumed job's second pass adds nothing and a consent revoked in between
+/// stays revoked (the lease keeps two workers off one job).
+pub async fn insert_all(store: &Store, rows: &[ConsentRow]) -> anyhow::Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
     let mut tx = store.db.begin().await?;
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let mut sql = String::from(
-            "INSERT INTO member_consents (patient_id, id, requester_system, requester_value, client_id, policy, \
-             period_start, period_end, source_reference, coverage_to_link, consent, status, created) VALUES ",
+    let mut known = std::collections::HashSet::new();
+    for chunk in rows.chunks(1000) {
+        let marks = crate::store::placeholders(chunk.len());
+        let mut params: Vec<SqlValue> =
+            chunk.iter().map(|r| r.patient_id.as_str().into()).collect();
+        params.extend(chunk.iter().map(|r| SqlValue::from(r.id.as_str())));
+        let sql = format!(
+            "SELECT patient_id, id FROM member_consents WHERE patient_id IN ({marks}) AND id IN ({marks})"
         );
-        let mut params: Vec<SqlValue> = Vec::with_capacity(chunk.len() * 12);
-        for (i, r) in chunk.iter().enumerate() {
-            sql.push_str(if i == 0 { "" } else { ", " });
-            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?)");
-            params.extend([
-                r.patient_id.as_str().into(),
-                r.id.as_str().into(),
-                r.requester.system.as_str().into(),
-                r.requester.value.as_str().into(),
-                r.client_id.as_deref().into(),
-                r.policy.as_str().into(),
-                r.period_start.into(),
-                r.period_end.into(),
-                r.source_reference.as_deref().into(),
-                r.coverage_to_link.as_deref().into(),
-                r.consent.as_str().into(),
-                r.created.into(),
-            ]);
+        for row in tx.fetch(&sql, params).await? {
+            let mut it = row.into_iter().filter_map(SqlValue::into_string);
+            if let (Some(p), Some(i)) = (it.next(), it.next()) {
+                known.insert((p, i));
+            }
         }
-        sql.push_str(" ON CONFLICT (patient_id, id) DO NOTHING");
-        tx.execute(&sql, params).await?;
     }
+    let mut values = Vec::new();
+    for r in rows {
+        if !known.insert((r.patient_id.clone(), r.id.clone())) {
+            continue;
+        }
+        values.extend([
+            r.patient_id.as_str().into(),
+            r.id.as_str().into(),
+            r.requester.system.as_str().into(),
+            r.requester.value.as_str().into(),
+            r.client_id.as_deref().into(),
+            r.policy.as_str().into(),
+            r.period_start.into(),
+            r.period_end.into(),
+            r.source_reference.as_deref().into(),
+            r.coverage_to_link.as_deref().into(),
+            r.consent.as_str().into(),
+            "active".into(),
+            r.created.into(),
+        ]);
+    }
+    tx.insert_rows(
+        "member_consents (patient_id, id, requester_system, requester_value, client_id, policy, \
+         period_start, period_end, source_reference, coverage_to_link, consent, status, created)",
+        13,
+        values,
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }

@@ -165,7 +165,7 @@ impl SingleMemberEngine {
     /// Stores the consents of the members matched so far; returns how many.
     pub async fn store_consents(&self) -> anyhow::Result<usize> {
         let rows = std::mem::take(&mut *self.pending.lock().expect("consent list"));
-        stored::insert_rows(&self.store, &rows).await?;
+        stored::insert_all(&self.store, &rows).await?;
         Ok(rows.len())
     }
 }

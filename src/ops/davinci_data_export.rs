@@ -39,15 +39,15 @@ pub use crate::config::PdexVersion;
 use crate::consent::release::ReleaseRules;
 use crate::fhir::FhirError;
 use crate::fhir::datetime::{civil_from_days, days_from_civil, format_instant};
-use crate::server::http::{body_text, prefer, query_pairs};
+use crate::server::http::prefer;
 use crate::server::{Access, SharedState};
 use crate::store::Store;
 use async_trait::async_trait;
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, Path, RawQuery, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method};
 use axum::response::Response;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::sync::Arc;
 
 /// The operation's canonical URL.
@@ -200,33 +200,21 @@ impl Projection for PayerReleaseProjection {
     }
 }
 
-pub async fn get(
+/// `GET|POST [base]/Group/{id}/$davinci-data-export` (parameters as in `$export`).
+#[allow(clippy::too_many_arguments)]
+pub async fn handler(
     State(state): State<SharedState>,
     Access(ctx): Access,
+    method: Method,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
     uri: OriginalUri,
     headers: HeaderMap,
-) -> Result<Response, FhirError> {
-    let raw = request::from_query(query_pairs(q.as_deref()));
-    let url = super::export::request_url(&state.base_url, &uri, false);
-    kickoff(&state, &ctx, &id, raw, false, &headers, &url).await
-}
-
-pub async fn post(
-    State(state): State<SharedState>,
-    Access(ctx): Access,
-    Path(id): Path<String>,
-    uri: OriginalUri,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, FhirError> {
-    let text = body_text(&headers, &body)?;
-    let value: Value = serde_json::from_str(&text)
-        .map_err(|e| FhirError::bad_request(format!("the body is not valid JSON: {e}")))?;
-    let raw = request::from_parameters(&value)?;
-    let url = super::export::request_url(&state.base_url, &uri, true);
-    kickoff(&state, &ctx, &id, raw, true, &headers, &url).await
+    let (raw, post) = super::export::kickoff_params(&method, q.as_deref(), &headers, &body)?;
+    let url = super::export::request_url(&state.base_url, &uri, post);
+    kickoff(&state, &ctx, &id, raw, post, &headers, &url).await
 }
 
 /// The kick-off for `ctx` on `Group/{group_id}` (callable in-process).

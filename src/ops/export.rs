@@ -37,7 +37,7 @@ pub const FHIR_NDJSON: &str = "application/fhir+ndjson";
 
 /// Kick-off parameters and whether they came in a POST `Parameters` body (Bulk STU2: GET
 /// takes them from the query, POST from the body).
-fn kickoff_params(
+pub fn kickoff_params(
     method: &Method,
     query: Option<&str>,
     headers: &HeaderMap,

@@ -177,7 +177,8 @@ pub fn router(state: SharedState) -> Router {
         .route("/{rtype}/_search", post(rest::search_post))
         .route(
             "/Group/{id}/$davinci-data-export",
-            get(crate::ops::davinci_data_export::get).post(crate::ops::davinci_data_export::post),
+            get(crate::ops::davinci_data_export::handler)
+                .post(crate::ops::davinci_data_export::handler),
         )
         .route(
             "/Group/$bulk-member-match",

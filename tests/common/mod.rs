@@ -656,3 +656,37 @@ impl CliClient {
         Client::builder().default_headers(headers).build().unwrap()
     }
 }
+
+/// The bundled demo plan (`fixtures/demo`): its data files and `members.json`.
+pub fn demo_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/demo")
+}
+
+/// The demo plan's member list (`members.json`: ids, identifiers, demographics).
+pub fn demo_members() -> Vec<Value> {
+    serde_json::from_str(&std::fs::read_to_string(demo_dir().join("members.json")).unwrap())
+        .unwrap()
+}
+
+/// One demo member by Patient id.
+pub fn demo_member(id: &str) -> Value {
+    demo_members()
+        .into_iter()
+        .find(|m| m["patient_id"] == id)
+        .unwrap_or_else(|| panic!("no demo member {id}"))
+}
+
+impl TestServer {
+    /// A server (configured by `configure`) holding the demo plan's data.
+    pub async fn start_demo(
+        backend: &Backend,
+        configure: impl FnOnce(&mut ServerConfig),
+    ) -> TestServer {
+        let s = Self::start_with(backend, configure).await;
+        let r = pdex::import::import(&s.state.store, &[demo_dir()], Default::default())
+            .await
+            .unwrap();
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        s
+    }
+}
