@@ -7,7 +7,7 @@
 //! All reads go through `Store::stream_export` with the job owner's rebuilt access context.
 
 use super::Engine;
-use super::job::{Job, JobFile, StoredAccess, now_ms};
+use super::job::{Job, JobFile, JobPayload, StoredAccess, now_ms};
 use super::ndjson::PartWriter;
 use super::request::{ExportParams, Level, parse_type_filter};
 use crate::auth::{AccessContext, DataScope};
@@ -140,15 +140,22 @@ pub struct Run<'a> {
     worker: &'a str,
     ctx: AccessContext,
     params: ExportParams,
+    /// The stored member list and its error outcomes, once resolved.
+    payload: JobPayload,
     lease_ms: i64,
     last_beat: Instant,
     cp: Checkpoint,
 }
 
 impl<'a> Run<'a> {
-    pub fn new(engine: &'a Engine, job: &'a Job, worker: &'a str) -> anyhow::Result<Run<'a>> {
+    pub fn new(
+        engine: &'a Engine,
+        job: &'a Job,
+        worker: &'a str,
+        payload: JobPayload,
+    ) -> anyhow::Result<Run<'a>> {
         let access: StoredAccess = serde_json::from_str(&job.access)?;
-        let params: ExportParams = serde_json::from_str(&job.params)?;
+        let params: ExportParams = serde_json::from_str(&payload.params)?;
         let cp = match &job.checkpoint {
             Some(c) => serde_json::from_str(c)?,
             None => Checkpoint::default(),
@@ -159,6 +166,7 @@ impl<'a> Run<'a> {
             worker,
             ctx: access.rebuild(),
             params,
+            payload,
             lease_ms: engine.config.lease_seconds as i64 * 1000,
             last_beat: Instant::now(),
             cp,
@@ -210,7 +218,7 @@ impl<'a> Run<'a> {
     /// The members a Patient/Group-level job covers (`None`: no member list, every member
     /// the caller may see). Resolved and filtered on the first run, then read back.
     async fn members(&mut self) -> Result<Option<JobMembers>, Stop> {
-        if let Some(m) = &self.job.members {
+        if let Some(m) = &self.payload.members {
             return Ok(serde_json::from_str(m).map_err(anyhow::Error::from)?);
         }
         let filter = match &self.params.member_filter {
@@ -252,6 +260,7 @@ impl<'a> Run<'a> {
         {
             return Err(Stop::Lost);
         }
+        self.payload.errors = Some(errors);
         Ok(admitted)
     }
 
@@ -489,15 +498,7 @@ impl<'a> Run<'a> {
                 }]})
             })
             .collect();
-        let stored = match &self.job.errors {
-            Some(e) => Some(e.clone()),
-            None => self
-                .engine
-                .jobs
-                .get(&self.job.id)
-                .await?
-                .and_then(|j| j.errors),
-        };
+        let stored = self.payload.errors.clone();
         if let Some(e) = stored {
             let list: Vec<Value> = serde_json::from_str(&e).map_err(anyhow::Error::from)?;
             outcomes.extend(list);

@@ -88,24 +88,21 @@ pub struct Job {
     pub owner_client: String,
     pub owner_cert: Option<String>,
     pub request_url: String,
-    pub params: String,
     pub access: String,
     pub state: String,
     pub transaction_time: i64,
     pub created_at: i64,
     pub progress: Option<String>,
     pub checkpoint: Option<String>,
-    pub members: Option<String>,
-    pub errors: Option<String>,
     pub failure: Option<String>,
     pub completed_at: Option<i64>,
     pub expires_at: Option<i64>,
     pub last_polled_at: Option<i64>,
 }
 
-const JOB_COLUMNS: &str = "id, kind, owner_client, owner_cert, request_url, params, access, state, \
-     transaction_time, created_at, progress, checkpoint, members, errors, failure, completed_at, \
-     expires_at, last_polled_at";
+const JOB_COLUMNS: &str = "id, kind, owner_client, owner_cert, request_url, access, state, \
+     transaction_time, created_at, progress, checkpoint, failure, completed_at, expires_at, \
+     last_polled_at";
 
 fn job_from_row(row: Row) -> Job {
     let mut it = row.into_iter();
@@ -116,20 +113,29 @@ fn job_from_row(row: Row) -> Job {
         owner_client: next().into_string().unwrap_or_default(),
         owner_cert: next().into_string(),
         request_url: next().into_string().unwrap_or_default(),
-        params: next().into_string().unwrap_or_default(),
         access: next().into_string().unwrap_or_default(),
         state: next().into_string().unwrap_or_default(),
         transaction_time: next().as_i64().unwrap_or_default(),
         created_at: next().as_i64().unwrap_or_default(),
         progress: next().into_string(),
         checkpoint: next().into_string(),
-        members: next().into_string(),
-        errors: next().into_string(),
         failure: next().into_string(),
         completed_at: next().as_i64(),
         expires_at: next().as_i64(),
         last_polled_at: next().as_i64(),
     }
+}
+
+/// A job's large, write-once parts (table `job_payloads`), read by its runner only: the
+/// status poll, heartbeats and checkpoints never touch them.
+#[derive(Debug, Clone, Default)]
+pub struct JobPayload {
+    /// The validated request, JSON.
+    pub params: String,
+    /// The members of a Patient/Group export, fixed when it first runs.
+    pub members: Option<String>,
+    /// OperationOutcomes for the error file, recorded with `members`.
+    pub errors: Option<String>,
 }
 
 /// A finished file part.
@@ -201,15 +207,14 @@ impl Jobs {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let access = serde_json::to_string(&StoredAccess::of(job.ctx))?;
         tx.execute(
-            "INSERT INTO jobs (id, kind, owner_client, owner_cert, request_url, params, access, state, \
-             transaction_time, created_at, not_before) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
+            "INSERT INTO jobs (id, kind, owner_client, owner_cert, request_url, access, state, \
+             transaction_time, created_at, not_before) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
             vec![
                 SqlValue::from(&id),
                 SqlValue::from(job.kind),
                 SqlValue::from(owner),
                 SqlValue::from(job.ctx.cert_thumbprint.clone()),
                 SqlValue::from(job.request_url),
-                SqlValue::from(job.params),
                 SqlValue::from(access),
                 SqlValue::Int(job.transaction_time),
                 SqlValue::Int(now_ms()),
@@ -217,8 +222,35 @@ impl Jobs {
             ],
         )
         .await?;
+        tx.execute(
+            "INSERT INTO job_payloads (job_id, params) VALUES (?, ?)",
+            vec![SqlValue::from(&id), SqlValue::from(job.params)],
+        )
+        .await?;
         tx.commit().await?;
         Ok(Some(id))
+    }
+
+    /// The job's request and member list, for its runner.
+    pub async fn payload(&self, id: &str) -> anyhow::Result<JobPayload> {
+        let rows = self
+            .db()
+            .fetch(
+                "SELECT params, members, errors FROM job_payloads WHERE job_id = ?",
+                &[SqlValue::from(id)],
+            )
+            .await?;
+        let row = rows
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("job {id} has no stored request"))?;
+        let mut it = row.into_iter();
+        let mut next = || it.next().unwrap_or(SqlValue::Null);
+        Ok(JobPayload {
+            params: next().into_string().unwrap_or_default(),
+            members: next().into_string(),
+            errors: next().into_string(),
+        })
     }
 
     pub async fn get(&self, id: &str) -> anyhow::Result<Option<Job>> {
@@ -366,8 +398,15 @@ impl Jobs {
         errors: &str,
     ) -> anyhow::Result<bool> {
         self.guarded_update(
-            "UPDATE jobs SET members = ?, errors = ? WHERE id = ? AND lease_owner = ? AND state = 'running'",
-            vec![SqlValue::from(members), SqlValue::from(errors), SqlValue::from(id), SqlValue::from(worker)],
+            "UPDATE job_payloads SET members = ?, errors = ? WHERE job_id = ? AND EXISTS \
+             (SELECT 1 FROM jobs WHERE id = ? AND lease_owner = ? AND state = 'running')",
+            vec![
+                SqlValue::from(members),
+                SqlValue::from(errors),
+                SqlValue::from(id),
+                SqlValue::from(id),
+                SqlValue::from(worker),
+            ],
         )
         .await
     }

@@ -56,8 +56,11 @@ async fn run_one(engine: &Engine, worker: &str, job: super::job::Job) {
             Ok(false) => Err(Stop::Lost),
             Err(e) => Err(Stop::Failed(e)),
         },
-        None => match Run::new(engine, &job, worker) {
-            Ok(run) => run.execute().await,
+        None => match engine.jobs.payload(&job.id).await {
+            Ok(payload) => match Run::new(engine, &job, worker, payload) {
+                Ok(run) => run.execute().await,
+                Err(e) => Err(Stop::Failed(e)),
+            },
             Err(e) => Err(Stop::Failed(e)),
         },
     };
