@@ -20,7 +20,7 @@ pub struct IndexEntries {
 /// token and uri parameters. For reference parameters, `Reference.identifier` is also
 /// emitted here under the parameter code suffixed with `:identifier` (for the
 /// `:identifier` modifier).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TokenEntry {
     pub param: String,
     pub system: Option<String>,
@@ -29,7 +29,7 @@ pub struct TokenEntry {
     pub text: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StringEntry {
     pub param: String,
     /// `fhir::text::normalize(value)`: for the default (starts-with) and `:contains` matches.
@@ -39,7 +39,7 @@ pub struct StringEntry {
 }
 
 /// date parameters: the instant range the value covers, epoch milliseconds, both inclusive.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DateEntry {
     pub param: String,
     pub low: i64,
@@ -55,7 +55,7 @@ pub struct QuantityEntry {
     pub code: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ReferenceEntry {
     pub param: String,
     /// `Patient` for `Patient/123`, `http://x/fhir/Patient/123` (last two segments).
@@ -65,12 +65,46 @@ pub struct ReferenceEntry {
     pub url: String,
 }
 
+// Quantities are compared by their bits, so that entries can be deduplicated by hash.
+impl Eq for QuantityEntry {}
+
+impl std::hash::Hash for QuantityEntry {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.param.hash(h);
+        self.value.to_bits().hash(h);
+        self.system.hash(h);
+        self.code.hash(h);
+    }
+}
+
+/// Up to this many entries of one parameter are kept unique as they are pushed; a longer
+/// tail (a Group's thousands of members) is deduplicated once, by hash, when the parameter
+/// ends ([`dedup_tail`]), which keeps the extraction linear.
+const LINEAR_DEDUP: usize = 32;
+
 /// Appends `entry` unless an identical one was already emitted since `start` (entries of
 /// one parameter are contiguous, so only that tail needs checking).
 fn push_unique<T: PartialEq>(v: &mut Vec<T>, start: usize, entry: T) {
-    if !v[start..].contains(&entry) {
+    let tail = &v[start..];
+    if tail.len() >= LINEAR_DEDUP || !tail.contains(&entry) {
         v.push(entry);
     }
+}
+
+/// Removes later duplicates from a tail that grew past [`LINEAR_DEDUP`], keeping order.
+fn dedup_tail<T: Eq + std::hash::Hash>(v: &mut Vec<T>, start: usize) {
+    if v.len() - start <= LINEAR_DEDUP {
+        return;
+    }
+    let tail = v.split_off(start);
+    let mut seen = std::collections::HashSet::with_capacity(tail.len());
+    let keep: Vec<bool> = tail.iter().map(|e| seen.insert(e)).collect();
+    drop(seen);
+    v.extend(
+        tail.into_iter()
+            .zip(keep)
+            .filter_map(|(e, k)| k.then_some(e)),
+    );
 }
 
 /// Index of the first entry of the current parameter in each vector.
@@ -130,6 +164,11 @@ pub fn extract(registry: &Registry, resource_type: &str, resource: &Value) -> In
                 ParamType::Composite | ParamType::Special => {}
             }
         }
+        dedup_tail(&mut out.tokens, starts.tokens);
+        dedup_tail(&mut out.strings, starts.strings);
+        dedup_tail(&mut out.dates, starts.dates);
+        dedup_tail(&mut out.quantities, starts.quantities);
+        dedup_tail(&mut out.references, starts.references);
     }
     out
 }
@@ -468,6 +507,37 @@ mod tests {
 
     fn tokens<'a>(e: &'a IndexEntries, p: &str) -> Vec<&'a TokenEntry> {
         e.tokens.iter().filter(|t| t.param == p).collect()
+    }
+
+    #[test]
+    fn a_large_group_indexes_each_member_once_in_order() {
+        // 3,000 members, every one listed twice: past LINEAR_DEDUP the tail is deduplicated
+        // by hash at the end of the parameter, and the first occurrences keep their order.
+        let members: Vec<Value> = (0..6000)
+            .map(|i| json!({"entity": {"reference": format!("Patient/p{}", i % 3000)}}))
+            .collect();
+        let g =
+            json!({"resourceType": "Group", "type": "person", "actual": true, "member": members});
+        let entries = ex(&g);
+        let refs: Vec<&str> = entries
+            .references
+            .iter()
+            .filter(|r| r.param == "member")
+            .map(|r| r.target_id.as_deref().unwrap())
+            .collect();
+        let want: Vec<String> = (0..3000).map(|i| format!("p{i}")).collect();
+        assert_eq!(refs, want);
+        // and a short tail is still deduplicated as it is pushed
+        let two = json!({"resourceType": "Group", "type": "person", "actual": true,
+            "member": [{"entity": {"reference": "Patient/a"}}, {"entity": {"reference": "Patient/a"}}]});
+        assert_eq!(
+            ex(&two)
+                .references
+                .iter()
+                .filter(|r| r.param == "member")
+                .count(),
+            1
+        );
     }
 
     #[test]
