@@ -173,36 +173,45 @@ pub fn sanitize_submitted(resource: &Value) -> Value {
 #[derive(Default)]
 struct Contained {
     resources: Vec<Value>,
-    /// id → canonical text of the resource contained under it.
-    by_id: HashMap<String, String>,
+    /// Canonical text of a resource with the id it asked for → the local id it got.
+    by_content: HashMap<String, String>,
+    /// Local ids in use.
+    ids: HashSet<String>,
+    /// The last suffix given to each asked-for id, so that many resources asking for the
+    /// same id (every MemberPatient sent as `"id": "1"`) cost one probe each, not a walk.
+    last_suffix: HashMap<String, usize>,
 }
 
 impl Contained {
-    /// Contains `resource` (already sanitized) and returns its local id; an identical resource
-    /// is contained once.
+    /// Contains `resource` (already sanitized) and returns its local id (its own, or
+    /// `fallback_id` when it has none; `-2`, `-3`… appended when that is taken); an identical
+    /// resource is contained once.
     fn add(&mut self, mut resource: Value, fallback_id: String) -> String {
         let wanted = resource["id"]
             .as_str()
             .map(str::to_owned)
             .unwrap_or(fallback_id);
+        resource["id"] = Value::String(wanted.clone());
+        let canonical = resource.to_string();
+        if let Some(id) = self.by_content.get(&canonical) {
+            return id.clone();
+        }
         let mut id = wanted.clone();
-        let mut n = 1;
-        loop {
-            resource["id"] = Value::String(id.clone());
-            let canonical = resource.to_string();
-            match self.by_id.get(&id) {
-                Some(existing) if *existing == canonical => return id,
-                Some(_) => {
-                    n += 1;
-                    id = format!("{wanted}-{n}");
-                }
-                None => {
-                    self.by_id.insert(id.clone(), canonical);
-                    self.resources.push(resource);
-                    return id;
+        if self.ids.contains(&id) {
+            let n = self.last_suffix.entry(wanted.clone()).or_insert(1);
+            loop {
+                *n += 1;
+                id = format!("{wanted}-{n}");
+                if !self.ids.contains(&id) {
+                    break;
                 }
             }
+            resource["id"] = Value::String(id.clone());
         }
+        self.ids.insert(id.clone());
+        self.by_content.insert(canonical, id.clone());
+        self.resources.push(resource);
+        id
     }
 }
 
@@ -442,7 +451,18 @@ mod tests {
             c.add(json!({"resourceType": "Patient"}), "member-7".into()),
             "member-7"
         );
-        assert_eq!(c.resources.len(), 3);
+        // a resource asking for an id already given as a suffix, and a third different "1"
+        let own = json!({"resourceType": "Patient", "id": "1-2", "gender": "other"});
+        assert_eq!(c.add(own, "x".into()), "1-2-2");
+        let third = json!({"resourceType": "Patient", "id": "1", "gender": "unknown"});
+        assert_eq!(c.add(third, "x".into()), "1-3");
+        assert_eq!(c.resources.len(), 5);
+        let ids: HashSet<&str> = c
+            .resources
+            .iter()
+            .filter_map(|r| r["id"].as_str())
+            .collect();
+        assert_eq!(ids.len(), 5);
     }
 
     #[test]
