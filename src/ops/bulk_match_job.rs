@@ -50,21 +50,23 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use std::sync::Arc;
 
 /// The job kind in the jobs table.
 pub const JOB_KIND: &str = "bulk-member-match";
 
-/// Members evaluated at once.
-const CONCURRENCY: usize = 8;
+/// Batches of members evaluated at once (each batch shares its lookups).
+const CONCURRENCY: usize = 4;
 
 const UMB_SYSTEM: &str = "http://hl7.org/fhir/us/davinci-hrex/CodeSystem/hrex-temp";
 
-/// What the job stores: the request as received (validated at kick-off) and the output
-/// choice of the server at that time.
+/// What the job stores: the request as received (validated at kick-off, kept as raw JSON
+/// so that tens of megabytes are neither escaped nor unescaped) and the output choice of the
+/// server at that time.
 #[derive(Debug, Serialize, Deserialize)]
 struct JobParams {
-    body: String,
+    body: Box<RawValue>,
     envelope: bool,
 }
 
@@ -114,11 +116,13 @@ pub async fn kickoff(
         ));
     }
     let params = JobParams {
-        body: body.to_owned(),
+        body: RawValue::from_string(body.to_owned()).map_err(FhirError::internal)?,
         envelope: state.exchange.pdex_version == PdexVersion::V21,
     };
     let params = serde_json::to_string(&params).map_err(FhirError::internal)?;
-    super::export::start_job_with(state, ctx, JOB_KIND, params, request_url).await
+    // No settling delay: the match reads the member store as it is when the job runs, and
+    // its transactionTime is only the match date of the Groups.
+    super::export::start_job_with(state, ctx, JOB_KIND, params, request_url, 0).await
 }
 
 /// The single-member engine for one requesting payer (the `$member-match` matcher and
@@ -170,25 +174,53 @@ impl SingleMemberEngine {
     }
 }
 
-#[async_trait]
-impl MemberEvaluator for SingleMemberEngine {
-    async fn evaluate(&self, member: &MemberBundle) -> anyhow::Result<MemberOutcome> {
-        let mut params = member.as_member_match_parameters();
-        repoint_member_references(&mut params);
-        let req = match validate::read_request(&params) {
-            Ok(r) => r,
-            Err(why) => {
-                return Ok(MemberOutcome::NotEvaluated(format!(
-                    "bad bundle format: {why}"
-                )));
+impl SingleMemberEngine {
+    /// Evaluates `members`, each on its own, with their index and Patient lookups shared
+    /// ([`matcher::find_members`]).
+    async fn evaluate_all(&self, members: &[&MemberBundle]) -> anyhow::Result<Vec<MemberOutcome>> {
+        let mut outcomes: Vec<Option<MemberOutcome>> = members.iter().map(|_| None).collect();
+        let mut reqs: Vec<(usize, validate::MatchRequest)> = Vec::with_capacity(members.len());
+        for (k, member) in members.iter().enumerate() {
+            let mut params = member.as_member_match_parameters();
+            repoint_member_references(&mut params);
+            match validate::read_request(&params) {
+                Err(why) => {
+                    outcomes[k] = Some(MemberOutcome::NotEvaluated(format!(
+                        "bad bundle format: {why}"
+                    )))
+                }
+                Ok(req) if req.consent.is_none() => {
+                    outcomes[k] = Some(MemberOutcome::NotEvaluated(
+                        "Consent is missing (1..1)".into(),
+                    ))
+                }
+                Ok(req) => reqs.push((k, req)),
             }
-        };
+        }
+        let refs: Vec<&validate::MatchRequest> = reqs.iter().map(|(_, r)| r).collect();
+        let found = matcher::find_members(&self.store, &refs, &self.us).await?;
+        for ((k, req), result) in reqs.iter().zip(found) {
+            outcomes[*k] = Some(self.decide(members[*k], req, result).await?);
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.expect("every member decided"))
+            .collect())
+    }
+
+    /// The consent decision for one member the matcher has looked up.
+    async fn decide(
+        &self,
+        member: &MemberBundle,
+        req: &validate::MatchRequest,
+        found: matcher::MatchResult,
+    ) -> anyhow::Result<MemberOutcome> {
         let Some((consent_json, terms)) = &req.consent else {
             return Ok(MemberOutcome::NotEvaluated(
                 "Consent is missing (1..1)".into(),
             ));
         };
-        let (patient_id, patient) = match matcher::find_member(&self.store, &req, &self.us).await? {
+        let (patient_id, patient) = match found {
             matcher::MatchResult::One {
                 patient_id,
                 patient,
@@ -230,6 +262,31 @@ impl MemberEvaluator for SingleMemberEngine {
             consent_id: Some(consent_id),
             consent_end_ms: Some(terms.period_end),
         }))
+    }
+}
+
+#[async_trait]
+impl MemberEvaluator for SingleMemberEngine {
+    async fn evaluate(&self, member: &MemberBundle) -> anyhow::Result<MemberOutcome> {
+        let mut outcomes = self.evaluate_all(&[member]).await?;
+        Ok(outcomes.pop().expect("one member, one outcome"))
+    }
+
+    async fn evaluate_batch(
+        &self,
+        members: &[&MemberBundle],
+    ) -> Vec<anyhow::Result<MemberOutcome>> {
+        match self.evaluate_all(members).await {
+            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+            // a failure on our side (the store) leaves every member of the batch unevaluated
+            Err(e) => {
+                let why = format!("{e:#}");
+                members
+                    .iter()
+                    .map(|_| Err(anyhow::anyhow!("{why}")))
+                    .collect()
+            }
+        }
     }
 }
 
@@ -311,14 +368,14 @@ impl BulkMatchRunner {
 #[async_trait]
 impl JobRunner for BulkMatchRunner {
     async fn run(&self, engine: &Engine, job: &Job, worker: &str) -> anyhow::Result<bool> {
-        let params: JobParams = serde_json::from_str(&job.params)?;
+        let params: JobParams = serde_json::from_str(&engine.jobs.payload(&job.id).await?.params)?;
         let access: StoredAccess = serde_json::from_str(&job.access)?;
         let ctx = access.rebuild();
         let requester = ctx.organization.clone().ok_or_else(|| {
             anyhow::anyhow!("bulk member-match job without a requesting organization")
         })?;
         let req: BulkMatchRequest =
-            bulk_member_match::parse_request(&params.body, RequestLimits::default()).map_err(
+            bulk_member_match::parse_request(params.body.get(), RequestLimits::default()).map_err(
                 |e| anyhow::anyhow!("stored request no longer parses: {}", e.diagnostics),
             )?;
         let lease_ms = engine.config.lease_seconds as i64 * 1000;

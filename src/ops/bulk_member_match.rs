@@ -168,7 +168,24 @@ pub struct MatchedMember {
 #[async_trait]
 pub trait MemberEvaluator: Send + Sync {
     async fn evaluate(&self, member: &MemberBundle) -> anyhow::Result<MemberOutcome>;
+
+    /// Evaluates several members, each on its own: the result at position `k` is that of
+    /// `members[k]` alone. By default one after the other; an engine that can share its
+    /// lookups across members does so here.
+    async fn evaluate_batch(
+        &self,
+        members: &[&MemberBundle],
+    ) -> Vec<anyhow::Result<MemberOutcome>> {
+        let mut out = Vec::with_capacity(members.len());
+        for m in members {
+            out.push(self.evaluate(m).await);
+        }
+        out
+    }
 }
+
+/// Members handed to [`MemberEvaluator::evaluate_batch`] at once.
+const MEMBERS_PER_BATCH: usize = 250;
 
 /// The result of a bulk match: the Groups and the error-file OperationOutcomes.
 #[derive(Debug, Clone)]
@@ -179,8 +196,8 @@ pub struct MatchRun {
     pub counts: (usize, usize, usize),
 }
 
-/// Evaluates every member of `req` independently (at most `concurrency` at once, results kept
-/// in request order) and builds the result Groups. A bundle that is not complete is not
+/// Evaluates every member of `req` independently (in batches, at most `concurrency` batches
+/// at once, results kept in request order) and builds the result Groups. A bundle that is not complete is not
 /// evaluated (NonMatched); a member whose evaluation fails on our side is NonMatched too and
 /// reported in the error file — it never fails the request or moves another member
 /// (§pdex-154).
@@ -191,22 +208,33 @@ pub async fn run_match(
     concurrency: usize,
 ) -> MatchRun {
     let mut errors = req.defect_outcomes();
-    let evaluated: Vec<(usize, anyhow::Result<MemberOutcome>)> =
-        futures::stream::iter(0..req.members.len())
-            .map(|i| async move {
-                let m = &req.members[i];
-                if !m.is_complete() {
-                    return (i, Ok(MemberOutcome::NonMatched));
-                }
-                (i, evaluator.evaluate(m).await)
+    let complete: Vec<usize> = (0..req.members.len())
+        .filter(|&i| req.members[i].is_complete())
+        .collect();
+    let chunks: Vec<Vec<usize>> = complete
+        .chunks(MEMBERS_PER_BATCH)
+        .map(<[usize]>::to_vec)
+        .collect();
+    let batches: Vec<(Vec<usize>, Vec<anyhow::Result<MemberOutcome>>)> =
+        futures::stream::iter(chunks)
+            .map(|chunk| async move {
+                let members: Vec<&MemberBundle> = chunk.iter().map(|&i| &req.members[i]).collect();
+                (chunk, evaluator.evaluate_batch(&members).await)
             })
             .buffered(concurrency.max(1))
             .collect()
             .await;
+    let mut evaluated: Vec<anyhow::Result<MemberOutcome>> = (0..req.members.len())
+        .map(|_| Ok(MemberOutcome::NonMatched))
+        .collect();
+    for (chunk, outcomes) in batches {
+        for (&i, outcome) in chunk.iter().zip(outcomes) {
+            evaluated[i] = outcome;
+        }
+    }
     let mut results: Vec<(&MemberBundle, MemberOutcome)> = Vec::with_capacity(evaluated.len());
     let mut counts = (0, 0, 0);
-    for (i, outcome) in evaluated {
-        let m = &req.members[i];
+    for (m, outcome) in req.members.iter().zip(evaluated) {
         let outcome = outcome.unwrap_or_else(|e| {
             tracing::error!(error = %format!("{e:#}"), member_bundle = m.index + 1,
                 "bulk member-match: evaluating one member failed; listed as NonMatched");

@@ -213,17 +213,19 @@ pub async fn start_job(
     request_url: &str,
 ) -> Result<Response, FhirError> {
     let params = serde_json::to_string(&params).map_err(FhirError::internal)?;
-    start_job_with(state, ctx, kind, params, request_url).await
+    start_job_with(state, ctx, kind, params, request_url, SETTLE_MS).await
 }
 
 /// [`start_job`] for any job kind, with its parameters already serialised (the runner of
-/// `kind` reads them back).
+/// `kind` reads them back), first run no sooner than `settle_ms` after the kick-off (exports
+/// wait [`SETTLE_MS`]; a job that reads nothing "as of" its `transactionTime` need not).
 pub async fn start_job_with(
     state: &SharedState,
     ctx: &AccessContext,
     kind: &str,
     params: String,
     request_url: &str,
+    settle_ms: i64,
 ) -> Result<Response, FhirError> {
     let engine = &state.bulk;
     let now = now_ms();
@@ -236,7 +238,7 @@ pub async fn start_job_with(
                 request_url,
                 params,
                 transaction_time: now,
-                not_before: now + SETTLE_MS,
+                not_before: now + settle_ms,
             },
             engine.config.max_jobs_per_client,
         )
