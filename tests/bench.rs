@@ -16,6 +16,8 @@
 //!   `$davinci-data-export` of the Matched Group.
 
 mod common;
+#[path = "support/jobs.rs"]
+mod jobs;
 
 use common::CliClient;
 use reqwest::Client;
@@ -109,11 +111,9 @@ async fn run_job(client: &CliClient, request: reqwest::RequestBuilder) -> (Value
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
-    let poll = resp.headers()["content-location"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let poll = jobs::accepted(resp).await;
+    // Polled every 250 ms (not as Retry-After says): a completed job's manifest is answered
+    // at once, so the time measured is the server's, not the poll interval's.
     loop {
         let resp = http(client).await.get(&poll).send().await.unwrap();
         match resp.status().as_u16() {
@@ -257,25 +257,13 @@ async fn bulk_member_match() {
     let (manifest, match_seconds) = run_job(&payer, kickoff).await;
 
     // The Matched Group: the Group line whose code is `match`.
-    let client = http(&payer).await;
-    let mut matched = None;
-    for output in manifest["output"].as_array().unwrap() {
-        let text = client
-            .get(output["url"].as_str().unwrap())
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        for line in text.lines() {
-            let g: Value = serde_json::from_str(line).unwrap();
-            if g["resourceType"] == "Group" && g["code"]["coding"][0]["code"] == "match" {
-                matched = Some(g);
-            }
-        }
-    }
-    let matched = matched.expect("a Matched Group in the manifest");
+    let files = jobs::download(&http(&payer).await, &manifest).await;
+    let matched = files
+        .into_iter()
+        .filter(|(section, rtype, _)| section == "output" && rtype == "Group")
+        .flat_map(|(_, _, lines)| lines)
+        .find(|g| g["code"]["coding"][0]["code"] == "match")
+        .expect("a Matched Group in the manifest");
     let group_size = matched["quantity"]
         .as_u64()
         .unwrap_or(matched["member"].as_array().map_or(0, |m| m.len() as u64));

@@ -498,9 +498,8 @@ impl<'a> Run<'a> {
                 }]})
             })
             .collect();
-        let stored = self.payload.errors.clone();
-        if let Some(e) = stored {
-            let list: Vec<Value> = serde_json::from_str(&e).map_err(anyhow::Error::from)?;
+        if let Some(e) = &self.payload.errors {
+            let list: Vec<Value> = serde_json::from_str(e).map_err(anyhow::Error::from)?;
             outcomes.extend(list);
         }
         if outcomes.is_empty() {

@@ -77,23 +77,26 @@ impl std::hash::Hash for QuantityEntry {
     }
 }
 
-/// Up to this many entries of one parameter are kept unique as they are pushed; a longer
-/// tail (a Group's thousands of members) is deduplicated once, by hash, when the parameter
-/// ends ([`dedup_tail`]), which keeps the extraction linear.
+/// Tails up to this long are deduplicated by comparison; longer ones (a Group's thousands of
+/// members) by hash, which keeps the extraction linear.
 const LINEAR_DEDUP: usize = 32;
 
-/// Appends `entry` unless an identical one was already emitted since `start` (entries of
-/// one parameter are contiguous, so only that tail needs checking).
-fn push_unique<T: PartialEq>(v: &mut Vec<T>, start: usize, entry: T) {
-    let tail = &v[start..];
-    if tail.len() >= LINEAR_DEDUP || !tail.contains(&entry) {
-        v.push(entry);
-    }
-}
-
-/// Removes later duplicates from a tail that grew past [`LINEAR_DEDUP`], keeping order.
+/// Removes later duplicates among the entries one parameter emitted (those since `start`:
+/// a parameter's entries are contiguous), keeping the first of each in order.
 fn dedup_tail<T: Eq + std::hash::Hash>(v: &mut Vec<T>, start: usize) {
-    if v.len() - start <= LINEAR_DEDUP {
+    let n = v.len() - start;
+    if n < 2 {
+        return;
+    }
+    if n <= LINEAR_DEDUP {
+        let mut i = start + 1;
+        while i < v.len() {
+            if v[start..i].contains(&v[i]) {
+                v.remove(i);
+            } else {
+                i += 1;
+            }
+        }
         return;
     }
     let tail = v.split_off(start);
@@ -140,27 +143,21 @@ pub fn extract(registry: &Registry, resource_type: &str, resource: &Value) -> In
         for node in fhirpath::evaluate(expr, resource) {
             let ty = node.fhir_type.as_deref();
             match param.kind {
-                ParamType::Token => token(code, node.value, ty, starts, &mut out),
+                ParamType::Token => token(code, node.value, ty, &mut out),
                 ParamType::Uri => {
                     if let Some(s) = node.value.as_str().filter(|s| !s.is_empty()) {
-                        push_unique(
-                            &mut out.tokens,
-                            starts.tokens,
-                            TokenEntry {
-                                param: code.to_string(),
-                                system: None,
-                                code: s.to_string(),
-                                text: None,
-                            },
-                        );
+                        out.tokens.push(TokenEntry {
+                            param: code.to_string(),
+                            system: None,
+                            code: s.to_string(),
+                            text: None,
+                        });
                     }
                 }
-                ParamType::String => string(code, node.value, starts, &mut out),
-                ParamType::Date => date(code, node.value, ty, starts, &mut out),
-                ParamType::Number | ParamType::Quantity => {
-                    quantity(code, node.value, ty, starts, &mut out)
-                }
-                ParamType::Reference => reference(code, node.value, starts, &mut out),
+                ParamType::String => string(code, node.value, &mut out),
+                ParamType::Date => date(code, node.value, ty, &mut out),
+                ParamType::Number | ParamType::Quantity => quantity(code, node.value, ty, &mut out),
+                ParamType::Reference => reference(code, node.value, &mut out),
                 ParamType::Composite | ParamType::Special => {}
             }
         }
@@ -175,7 +172,6 @@ pub fn extract(registry: &Registry, resource_type: &str, resource: &Value) -> In
 
 fn push_token(
     out: &mut IndexEntries,
-    starts: Starts,
     param: &str,
     system: Option<&str>,
     code: &str,
@@ -185,30 +181,19 @@ fn push_token(
     if code.is_empty() && text.is_none() {
         return;
     }
-    push_unique(
-        &mut out.tokens,
-        starts.tokens,
-        TokenEntry {
-            param: param.to_string(),
-            system: system.filter(|s| !s.is_empty()).map(str::to_string),
-            code: code.to_string(),
-            text,
-        },
-    );
+    out.tokens.push(TokenEntry {
+        param: param.to_string(),
+        system: system.filter(|s| !s.is_empty()).map(str::to_string),
+        code: code.to_string(),
+        text,
+    });
 }
 
-fn token(param: &str, v: &Value, ty: Option<&str>, starts: Starts, out: &mut IndexEntries) {
+fn token(param: &str, v: &Value, ty: Option<&str>, out: &mut IndexEntries) {
     match v {
-        Value::String(s) => push_token(out, starts, param, None, s, None),
-        Value::Bool(b) => push_token(
-            out,
-            starts,
-            param,
-            None,
-            if *b { "true" } else { "false" },
-            None,
-        ),
-        Value::Number(n) => push_token(out, starts, param, None, &n.to_string(), None),
+        Value::String(s) => push_token(out, param, None, s, None),
+        Value::Bool(b) => push_token(out, param, None, if *b { "true" } else { "false" }, None),
+        Value::Number(n) => push_token(out, param, None, &n.to_string(), None),
         Value::Object(m) => {
             let is_cc = ty == Some("CodeableConcept")
                 || m.contains_key("coding")
@@ -234,17 +219,17 @@ fn token(param: &str, v: &Value, ty: Option<&str>, starts: Starts, out: &mut Ind
                             (t, d) => t.or(d).map(str::to_owned),
                         };
                         let text = norm_opt(both.as_deref());
-                        push_token(out, starts, param, get_str(c, "system"), code, text);
+                        push_token(out, param, get_str(c, "system"), code, text);
                         any_coding = true;
                     }
                 }
                 if !any_coding && cc_text.is_some() {
-                    push_token(out, starts, param, None, "", norm_opt(cc_text));
+                    push_token(out, param, None, "", norm_opt(cc_text));
                 }
             } else if let Some(code) = get_str(m, "code") {
                 // Coding (also the code of a Quantity).
                 let text = norm_opt(get_str(m, "display"));
-                push_token(out, starts, param, get_str(m, "system"), code, text);
+                push_token(out, param, get_str(m, "system"), code, text);
             } else if let Some(value) = get_str(m, "value") {
                 // Identifier (system is a URI) or ContactPoint (system is phone/email/…).
                 let text = norm_opt(
@@ -252,7 +237,7 @@ fn token(param: &str, v: &Value, ty: Option<&str>, starts: Starts, out: &mut Ind
                         .and_then(|t| t.get("text"))
                         .and_then(Value::as_str),
                 );
-                push_token(out, starts, param, get_str(m, "system"), value, text);
+                push_token(out, param, get_str(m, "system"), value, text);
             }
         }
         _ => {}
@@ -274,31 +259,27 @@ const STRING_PARTS: &[&str] = &[
     "text",
 ];
 
-fn push_string(out: &mut IndexEntries, starts: Starts, param: &str, s: &str) {
+fn push_string(out: &mut IndexEntries, param: &str, s: &str) {
     if s.trim().is_empty() {
         return;
     }
-    push_unique(
-        &mut out.strings,
-        starts.strings,
-        StringEntry {
-            param: param.to_string(),
-            normalized: text::normalize(s),
-            exact: s.to_string(),
-        },
-    );
+    out.strings.push(StringEntry {
+        param: param.to_string(),
+        normalized: text::normalize(s),
+        exact: s.to_string(),
+    });
 }
 
-fn string(param: &str, v: &Value, starts: Starts, out: &mut IndexEntries) {
+fn string(param: &str, v: &Value, out: &mut IndexEntries) {
     match v {
-        Value::String(s) => push_string(out, starts, param, s),
+        Value::String(s) => push_string(out, param, s),
         Value::Object(m) => {
             for key in STRING_PARTS {
                 match m.get(*key) {
-                    Some(Value::String(s)) => push_string(out, starts, param, s),
+                    Some(Value::String(s)) => push_string(out, param, s),
                     Some(Value::Array(items)) => {
                         for s in items.iter().filter_map(Value::as_str) {
-                            push_string(out, starts, param, s);
+                            push_string(out, param, s);
                         }
                     }
                     _ => {}
@@ -309,16 +290,12 @@ fn string(param: &str, v: &Value, starts: Starts, out: &mut IndexEntries) {
     }
 }
 
-fn push_date(out: &mut IndexEntries, starts: Starts, param: &str, low: i64, high: i64) {
-    push_unique(
-        &mut out.dates,
-        starts.dates,
-        DateEntry {
-            param: param.to_string(),
-            low,
-            high,
-        },
-    );
+fn push_date(out: &mut IndexEntries, param: &str, low: i64, high: i64) {
+    out.dates.push(DateEntry {
+        param: param.to_string(),
+        low,
+        high,
+    });
 }
 
 /// A Period as (low, high); open ends are `i64::MIN`/`i64::MAX`. `None` when it has no
@@ -340,11 +317,11 @@ fn period(m: &Map<String, Value>) -> Option<(i64, i64)> {
     Some((low, high))
 }
 
-fn date(param: &str, v: &Value, ty: Option<&str>, starts: Starts, out: &mut IndexEntries) {
+fn date(param: &str, v: &Value, ty: Option<&str>, out: &mut IndexEntries) {
     match v {
         Value::String(s) => {
             if let Some(r) = datetime::parse(s) {
-                push_date(out, starts, param, r.low, r.high);
+                push_date(out, param, r.low, r.high);
             }
         }
         Value::Object(m) => {
@@ -359,7 +336,7 @@ fn date(param: &str, v: &Value, ty: Option<&str>, starts: Starts, out: &mut Inde
                     .filter_map(Value::as_str)
                 {
                     if let Some(r) = datetime::parse(e) {
-                        push_date(out, starts, param, r.low, r.high);
+                        push_date(out, param, r.low, r.high);
                     }
                 }
                 if let Some(bp) = m
@@ -368,10 +345,10 @@ fn date(param: &str, v: &Value, ty: Option<&str>, starts: Starts, out: &mut Inde
                     .and_then(Value::as_object)
                     && let Some((low, high)) = period(bp)
                 {
-                    push_date(out, starts, param, low, high);
+                    push_date(out, param, low, high);
                 }
             } else if let Some((low, high)) = period(m) {
-                push_date(out, starts, param, low, high);
+                push_date(out, param, low, high);
             }
         }
         _ => {}
@@ -380,7 +357,6 @@ fn date(param: &str, v: &Value, ty: Option<&str>, starts: Starts, out: &mut Inde
 
 fn push_quantity(
     out: &mut IndexEntries,
-    starts: Starts,
     param: &str,
     value: f64,
     system: Option<&str>,
@@ -389,27 +365,22 @@ fn push_quantity(
     if !value.is_finite() {
         return;
     }
-    push_unique(
-        &mut out.quantities,
-        starts.quantities,
-        QuantityEntry {
-            param: param.to_string(),
-            value,
-            system: system.map(str::to_string),
-            code: code.map(str::to_string),
-        },
-    );
+    out.quantities.push(QuantityEntry {
+        param: param.to_string(),
+        value,
+        system: system.map(str::to_string),
+        code: code.map(str::to_string),
+    });
 }
 
 /// A Quantity-like object (Quantity, Age, Duration, SimpleQuantity, Distance, Count, Money).
-fn quantity_object(param: &str, m: &Map<String, Value>, starts: Starts, out: &mut IndexEntries) {
+fn quantity_object(param: &str, m: &Map<String, Value>, out: &mut IndexEntries) {
     let Some(value) = m.get("value").and_then(Value::as_f64) else {
         return;
     };
     if let Some(currency) = get_str(m, "currency") {
         push_quantity(
             out,
-            starts,
             param,
             value,
             Some("urn:iso:std:iso:4217"),
@@ -417,68 +388,58 @@ fn quantity_object(param: &str, m: &Map<String, Value>, starts: Starts, out: &mu
         );
     } else {
         let code = get_str(m, "code").or_else(|| get_str(m, "unit"));
-        push_quantity(out, starts, param, value, get_str(m, "system"), code);
+        push_quantity(out, param, value, get_str(m, "system"), code);
     }
 }
 
-fn quantity(param: &str, v: &Value, ty: Option<&str>, starts: Starts, out: &mut IndexEntries) {
+fn quantity(param: &str, v: &Value, ty: Option<&str>, out: &mut IndexEntries) {
     match v {
         Value::Number(n) => {
             if let Some(f) = n.as_f64() {
-                push_quantity(out, starts, param, f, None, None);
+                push_quantity(out, param, f, None, None);
             }
         }
         Value::Object(m) => {
             if ty == Some("Range") || m.contains_key("low") || m.contains_key("high") {
                 for bound in ["low", "high"] {
                     if let Some(q) = m.get(bound).and_then(Value::as_object) {
-                        quantity_object(param, q, starts, out);
+                        quantity_object(param, q, out);
                     }
                 }
             } else {
-                quantity_object(param, m, starts, out);
+                quantity_object(param, m, out);
             }
         }
         _ => {}
     }
 }
 
-fn push_reference(
-    out: &mut IndexEntries,
-    starts: Starts,
-    param: &str,
-    url: &str,
-    target: Option<(&str, &str)>,
-) {
-    push_unique(
-        &mut out.references,
-        starts.references,
-        ReferenceEntry {
-            param: param.to_string(),
-            target_type: target.map(|(t, _)| t.to_string()),
-            target_id: target.map(|(_, id)| id.to_string()),
-            url: url.to_string(),
-        },
-    );
+fn push_reference(out: &mut IndexEntries, param: &str, url: &str, target: Option<(&str, &str)>) {
+    out.references.push(ReferenceEntry {
+        param: param.to_string(),
+        target_type: target.map(|(t, _)| t.to_string()),
+        target_id: target.map(|(_, id)| id.to_string()),
+        url: url.to_string(),
+    });
 }
 
-fn reference(param: &str, v: &Value, starts: Starts, out: &mut IndexEntries) {
+fn reference(param: &str, v: &Value, out: &mut IndexEntries) {
     match v {
         // canonical / uri values of reference parameters.
-        Value::String(s) if !s.is_empty() => push_reference(out, starts, param, s, None),
+        Value::String(s) if !s.is_empty() => push_reference(out, param, s, None),
         Value::Object(m) => {
             if let Some(r) = get_str(m, "reference") {
-                push_reference(out, starts, param, r, reference_parts(r));
+                push_reference(out, param, r, reference_parts(r));
             } else if let (Some(rt), Some(id)) = (get_str(m, "resourceType"), get_str(m, "id")) {
                 // A resource reached directly (`Bundle.entry[0].resource`).
                 let url = format!("{rt}/{id}");
-                push_reference(out, starts, param, &url, Some((rt, id)));
+                push_reference(out, param, &url, Some((rt, id)));
             }
             if let Some(ident) = m.get("identifier").and_then(Value::as_object)
                 && let Some(value) = get_str(ident, "value")
             {
                 let key = format!("{param}:identifier");
-                push_token(out, starts, &key, get_str(ident, "system"), value, None);
+                push_token(out, &key, get_str(ident, "system"), value, None);
             }
         }
         _ => {}
