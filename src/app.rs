@@ -93,7 +93,12 @@ impl Server {
             SensitivityLabels::parse(config.sensitive_labels.iter().map(String::as_str))?
         }
         .with_segmentation(config.exchange.segmentation);
-        let store = Store::open(&config.database_url, labels, config.migrate).await?;
+        let mut store = Store::open(&config.database_url, labels, config.migrate).await?;
+        store.release = crate::store::ReleaseSettings {
+            lookback_years: config.exchange.lookback_years,
+            // PDex 2.2.0 §pdex-176: five years is a floor, not a cap
+            lookback_is_cap: config.exchange.pdex_version == crate::config::PdexVersion::V21,
+        };
         // Fresh planner statistics for SQLite: a file loaded by an older or interrupted
         // import may have none (Postgres has autovacuum for this).
         if store.db.dialect() == crate::store::Dialect::Sqlite {

@@ -9,6 +9,8 @@
 mod common;
 #[path = "support/jobs.rs"]
 mod jobs;
+#[path = "support/release.rs"]
+mod release;
 
 use common::{ClientSpec, TestServer, backends};
 use pdex::auth::ClientKind;
@@ -354,11 +356,15 @@ async fn each_members_consent_decides_their_sensitive_data() {
         let stored = |patient: &'static str, sensitive: bool| {
             let store = &s.state.store;
             async move {
+                // the PDex 2.1 five-year window on care dates (`care_end`, computed at write time)
+                let window =
+                    pdex::store::release::years_before(chrono::Utc::now().timestamp_millis(), 5);
                 let rows = store
                     .db
                     .fetch(
-                        "SELECT rtype, id FROM resources WHERE patient_id = ? AND sensitive = ? AND deleted = 0",
-                        &[patient.into(), sensitive.into()],
+                        "SELECT rtype, id, CASE WHEN care_end IS NULL OR care_end >= ? THEN 1 ELSE 0 END \
+                         FROM resources WHERE patient_id = ? AND sensitive = ? AND deleted = 0",
+                        &[window.into(), patient.into(), sensitive.into()],
                     )
                     .await
                     .unwrap();
@@ -366,8 +372,11 @@ async fn each_members_consent_decides_their_sensitive_data() {
                     .map(|r| {
                         let mut it = r.into_iter();
                         (
-                            it.next().unwrap().into_string().unwrap(),
-                            it.next().unwrap().into_string().unwrap(),
+                            (
+                                it.next().unwrap().into_string().unwrap(),
+                                it.next().unwrap().into_string().unwrap(),
+                            ),
+                            it.next().unwrap().as_i64().unwrap() == 1,
                         )
                     })
                     .collect::<Vec<_>>()
@@ -379,18 +388,22 @@ async fn each_members_consent_decides_their_sensitive_data() {
                 !sensitive.is_empty(),
                 "{patient} has sensitive data in the demo set"
             );
-            for key in &sensitive {
+            for (key, in_window) in &sensitive {
                 assert_eq!(
                     exported.contains(key),
-                    patient == all_data,
+                    patient == all_data && *in_window,
                     "{key:?} of {patient}"
                 );
             }
-            // regular data of both goes out, ExplanationOfBenefit subject to the release rules
+            // regular data of both goes out within the window, ExplanationOfBenefit subject to
+            // the release rules
             let regular = stored(patient, false).await;
-            assert!(!regular.is_empty());
-            for key in regular.iter().filter(|(t, _)| t != "ExplanationOfBenefit") {
-                assert!(exported.contains(key), "{key:?} of {patient}");
+            assert!(regular.iter().any(|(_, w)| *w));
+            for (key, in_window) in regular
+                .iter()
+                .filter(|((t, _), _)| t != "ExplanationOfBenefit")
+            {
+                assert_eq!(exported.contains(key), *in_window, "{key:?} of {patient}");
             }
         }
         s.stop().await;
@@ -446,5 +459,97 @@ async fn the_since_rule_follows_the_pdex_version() {
             }
             s.stop().await;
         }
+    }
+}
+
+/// Issue 14: the export releases exactly what the payer's member-scoped read of the same
+/// resources gives — claims as the non-financial view, a stale prior authorization withheld,
+/// nothing older than the five-year window, sensitive data only under `#sensitive` — because
+/// both read through the store's one `access::View`.
+#[tokio::test]
+async fn the_export_releases_what_the_payers_direct_read_does() {
+    for b in backends() {
+        let s = TestServer::start_demo(&b, |_| {}).await;
+        s.load(&release::fixtures()).await;
+        let client = s
+            .register_client(ClientSpec {
+                name: "payer".into(),
+                kind: ClientKind::Payer,
+                organization: Some(NEW_PAYER.into()),
+                scopes: format!("system/*.rs {OPERATION} {DATA_EXPORT}"),
+                ..ClientSpec::default()
+            })
+            .await;
+        let http = s.http(&client.token(&s).await);
+        let group = matched_group(&s, &http, &[release::MEMBER]).await;
+        let files = export(
+            &s,
+            &http,
+            &group,
+            &[("_type", "ExplanationOfBenefit,Observation")],
+        )
+        .await;
+        let exported: std::collections::BTreeMap<String, Value> = files
+            .iter()
+            .filter(|(section, _, _)| section == "output")
+            .flat_map(|(_, _, lines)| lines)
+            .map(|r| {
+                (
+                    format!(
+                        "{}/{}",
+                        r["resourceType"].as_str().unwrap(),
+                        r["id"].as_str().unwrap()
+                    ),
+                    r.clone(),
+                )
+            })
+            .collect();
+        // the bulk match stored the member's consent: the same payer's member token reads
+        let reader = s.http(
+            &client
+                .member_token(&s, &format!("Patient/{}", release::MEMBER))
+                .await,
+        );
+        for r in release::fixtures() {
+            let k = format!(
+                "{}/{}",
+                r["resourceType"].as_str().unwrap(),
+                r["id"].as_str().unwrap()
+            );
+            let resp = reader.get(s.url(&k)).send().await.unwrap();
+            match resp.status() {
+                StatusCode::OK => {
+                    let read: Value = resp.json().await.unwrap();
+                    assert_eq!(exported.get(&k), Some(&read), "{k}");
+                }
+                StatusCode::NOT_FOUND => assert!(!exported.contains_key(&k), "{k} exported"),
+                other => panic!("{k}: {other}"),
+            }
+        }
+        let claim = &exported["ExplanationOfBenefit/eob-claim"];
+        assert!(
+            claim.get("payment").is_none() && claim.get("total").is_none(),
+            "{claim}"
+        );
+        assert!(exported.contains_key("ExplanationOfBenefit/eob-pa-current"));
+        for gone in [
+            "ExplanationOfBenefit/eob-pa-stale",
+            "Observation/obs-old",
+            "Observation/obs-2015",
+            "Observation/obs-sensitive",
+            "Observation/obs-other",
+        ] {
+            assert!(!exported.contains_key(gone), "{gone} exported");
+        }
+        // nothing of any type older than the window: every exported Observation has a care
+        // date within five years
+        let floor = pdex::store::release::years_before(chrono::Utc::now().timestamp_millis(), 5);
+        for (k, r) in &exported {
+            if let Some(when) = r["effectiveDateTime"].as_str() {
+                let high = pdex::fhir::datetime::parse(when).unwrap().high;
+                assert!(high >= floor, "{k} ({when}) is older than the window");
+            }
+        }
+        s.stop().await;
     }
 }

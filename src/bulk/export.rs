@@ -298,13 +298,6 @@ impl<'a> Run<'a> {
             vec![]
         };
         let elements = self.params.elements_for(&task.rtype);
-        let projection = match &self.params.projection {
-            Some(name) => self
-                .engine
-                .projection(name)
-                .filter(|p| p.applies_to(&task.rtype)),
-            None => None,
-        };
         let everyone = [MemberChunk {
             ids: None,
             ctx: Arc::new(self.ctx.clone()),
@@ -331,13 +324,8 @@ impl<'a> Run<'a> {
                 let row = row?;
                 let line: Cow<'_, str> = match task.section {
                     Section::Output => {
+                        // released by the store (`access::View`: EOB views, PA rule, window)
                         let mut c = Cow::Borrowed(row.content.as_str());
-                        if let Some(p) = &projection {
-                            match p.project(&task.rtype, &c) {
-                                Some(projected) => c = std::borrow::Cow::Owned(projected),
-                                None => continue,
-                            }
-                        }
                         if let Some(el) = &elements {
                             c = Cow::Owned(crate::fhir::json::select_elements(&c, el));
                         }

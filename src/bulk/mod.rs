@@ -7,8 +7,9 @@
 //! handlers live in `ops::export`.
 //!
 //! Operations that reuse the engine (`$davinci-data-export`) plug in per-member checks run
-//! when a job starts ([`MemberFilter`], e.g. consent re-evaluation) and resource projections
-//! ([`Projection`], e.g. non-financial EOB views), registered by name.
+//! when a job starts ([`MemberFilter`], e.g. consent re-evaluation), registered by name.
+//! What of each row a job's owner receives (EOB views, the prior-authorization rule, the
+//! look-back window) is the store's `access::View`, as on every read path.
 //!
 //! Depends on `store` (all reads go through its access-filtered export stream), `search`
 //! (for `_typeFilter`), `auth` (the context type), `fhir`, `config`.
@@ -54,16 +55,6 @@ pub struct Admission {
     pub left_out: Vec<Value>,
 }
 
-/// A rewrite of exported resources of some types (the stored bytes are written as they are
-/// unless a projection or `_elements` applies).
-pub trait Projection: Send + Sync {
-    /// Does it apply to `rtype`?
-    fn applies_to(&self, rtype: &str) -> bool;
-    /// The projected JSON of `content`, or `None` when the resource is withheld (e.g. a
-    /// prior authorization outside the PDex release window).
-    fn project(&self, rtype: &str, content: &str) -> Option<String>;
-}
-
 /// A kind of job other than exports (e.g. `$bulk-member-match`), run by the same workers
 /// under the same leases, its files recorded and served like an export's.
 #[async_trait]
@@ -80,7 +71,6 @@ pub struct Engine {
     pub storage: Arc<dyn storage::FileStorage>,
     pub jobs: job::Jobs,
     member_filters: std::sync::RwLock<HashMap<String, Arc<dyn MemberFilter>>>,
-    projections: std::sync::RwLock<HashMap<String, Arc<dyn Projection>>>,
     runners: std::sync::RwLock<HashMap<String, Arc<dyn JobRunner>>>,
     /// Wakes idle workers when a job is queued in this process.
     pub wake: tokio::sync::Notify,
@@ -97,7 +87,6 @@ impl Engine {
             config,
             storage,
             member_filters: Default::default(),
-            projections: Default::default(),
             runners: Default::default(),
             wake: tokio::sync::Notify::new(),
             instance: uuid::Uuid::new_v4().simple().to_string(),
@@ -109,13 +98,6 @@ impl Engine {
             .write()
             .expect("lock")
             .insert(name.to_owned(), filter);
-    }
-
-    pub fn register_projection(&self, name: &str, projection: Arc<dyn Projection>) {
-        self.projections
-            .write()
-            .expect("lock")
-            .insert(name.to_owned(), projection);
     }
 
     /// Registers the runner of jobs of `kind` (jobs of other kinds are exports).
@@ -132,10 +114,6 @@ impl Engine {
 
     pub fn member_filter(&self, name: &str) -> Option<Arc<dyn MemberFilter>> {
         self.member_filters.read().expect("lock").get(name).cloned()
-    }
-
-    pub fn projection(&self, name: &str) -> Option<Arc<dyn Projection>> {
-        self.projections.read().expect("lock").get(name).cloned()
     }
 
     /// The spool folder of `job` (unfinished parts).

@@ -45,9 +45,6 @@ pub struct ExportParams {
     /// re-checks for `$davinci-data-export`), `None` for plain Bulk exports.
     #[serde(default)]
     pub member_filter: Option<String>,
-    /// Name of a registered resource projection (e.g. non-financial EOB views).
-    #[serde(default)]
-    pub projection: Option<String>,
 }
 
 impl ExportParams {
@@ -379,7 +376,6 @@ pub fn parse(
             patients,
             warnings,
             member_filter: None,
-            projection: None,
         },
         extra,
     })

@@ -7,12 +7,11 @@
 //! - `stored`: the `member_consents` table.
 //!
 //! What a payer or provider may see of an ExplanationOfBenefit is not consent but data
-//! shaping: `fhir::projection`.
+//! shaping: the release rules of `store::release`.
 //!
 //! Depends on `store` and `auth` (types only).
 
 pub mod policy;
-pub mod release;
 pub mod stored;
 
 use crate::auth::OrgIdentifier;

@@ -93,19 +93,30 @@ const MS_PER_YEAR: i64 = 365 * 86_400_000;
 const WHEN_ADJUDICATED: &str =
     "http://hl7.org/fhir/us/davinci-pdex/StructureDefinition/base-ext-when-adjudicated";
 
-/// May this prior authorization be exchanged at `now_ms`? Active — `status` active and
-/// either still pending (`outcome` queued or partial) or approved for a period
-/// (`preAuthRefPeriod`, else `billablePeriod`, else the item's `servicedPeriod`) that has not
-/// ended — or its status changed within the last year (the latest adjudication date
-/// `base-ext-when-adjudicated`, else `created`). Non-PA EOBs are not subject to the rule.
+/// May this prior authorization be exchanged at `now_ms`? Non-PA EOBs are not subject to
+/// the rule. See [`prior_auth_release_until`].
 pub fn prior_auth_releasable(eob: &str, now_ms: i64) -> bool {
+    prior_auth_release_until(eob).is_none_or(|until| now_ms <= until)
+}
+
+/// The last instant (epoch ms) at which this prior authorization may be exchanged, or `None`
+/// when the EOB is not a prior authorization (the rule does not apply). A PA is exchanged
+/// while it is active — `status` active and either still pending (`outcome` queued or
+/// partial: no end) or approved for a period (`preAuthRefPeriod`, else `billablePeriod`, else
+/// the item's `servicedPeriod`) that has not ended (its end; no end: none) — and for a year
+/// after its status last changed (the latest adjudication date `base-ext-when-adjudicated`,
+/// else `created`) (CMS-0057; ig-digest §13.12). Depends on the resource alone, so it is
+/// computed when the resource is written (`store::release`). Text that is not a JSON object
+/// claiming to be a PA is never released: `i64::MIN`.
+pub fn prior_auth_release_until(eob: &str) -> Option<i64> {
     let Ok(v) = serde_json::from_str::<Value>(eob) else {
-        return false;
+        return Some(i64::MIN);
     };
     if v["use"] != "preauthorization" {
-        return true;
+        return None;
     }
     let date = |s: &Value| s.as_str().and_then(super::datetime::parse);
+    let mut until = i64::MIN;
     if v["status"] == "active" {
         let pending = matches!(v["outcome"].as_str(), Some("queued") | Some("partial"));
         let period_end = [
@@ -116,14 +127,12 @@ pub fn prior_auth_releasable(eob: &str, now_ms: i64) -> bool {
         .into_iter()
         .find(|p| p.is_object())
         .map(|p| date(&p["end"]).map(|d| d.high));
-        let in_force = match period_end {
-            Some(Some(end)) => end >= now_ms,
+        match period_end {
+            _ if pending => return Some(i64::MAX),
             // a period without an end has not ended
-            Some(None) => true,
-            None => false,
-        };
-        if pending || in_force {
-            return true;
+            Some(None) => return Some(i64::MAX),
+            Some(Some(end)) => until = end,
+            None => {}
         }
     }
     let mut last_change = date(&v["created"]).map(|d| d.high);
@@ -142,7 +151,10 @@ pub fn prior_auth_releasable(eob: &str, now_ms: i64) -> bool {
     for item in v["item"].as_array().into_iter().flatten() {
         visit(&item["adjudication"]);
     }
-    last_change.is_some_and(|t| t >= now_ms - MS_PER_YEAR)
+    if let Some(t) = last_change {
+        until = until.max(t.saturating_add(MS_PER_YEAR));
+    }
+    Some(until)
 }
 
 fn top_level_string(json: &str, name: &str) -> Option<String> {

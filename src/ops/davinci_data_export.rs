@@ -25,20 +25,19 @@
 //!   sensitive data; the members whose consent is `#sensitive` are then read with sensitive
 //!   data allowed, in queries restricted to them alone (`bulk::export`), so each member's
 //!   consent decides their own allowance.
-//! - ExplanationOfBenefit goes out as the payer-to-payer release rules say
-//!   (`consent::release`: claims as the non-financial view, prior authorizations only while
-//!   active or changed within the last year) ([`PayerReleaseProjection`]).
+//! - What of each row goes out — ExplanationOfBenefit as the non-financial view, prior
+//!   authorizations only while active or changed within the last year, the five-year window
+//!   on care dates — is the store's `access::View` for the payer, as on every read path.
 //! - `Group/{id}/$export` on a payer's Group is the same operation with `exportType` absent.
 //!
 //! Depends on `bulk` (the engine), `consent`, `store`, `server` (handler plumbing), `fhir`.
 
 use crate::auth::{AccessContext, ClientKind, DataScope};
 use crate::bulk::request::{self, Level, ParseOptions};
-use crate::bulk::{Admission, Engine, MemberFilter, Projection};
+use crate::bulk::{Admission, Engine, MemberFilter};
 pub use crate::config::PdexVersion;
-use crate::consent::release::ReleaseRules;
 use crate::fhir::FhirError;
-use crate::fhir::datetime::{civil_from_days, days_from_civil, format_instant};
+use crate::fhir::datetime::format_instant;
 use crate::server::http::prefer;
 use crate::server::{Access, SharedState};
 use crate::store::Store;
@@ -65,9 +64,8 @@ const OTHER_EXPORT_TYPES: [&str; 4] = [
 
 /// The job kind of these exports (an export run by the export engine).
 pub const JOB_KIND: &str = "davinci-data-export";
-/// Registered names of the consent re-check and the EOB release rules.
+/// Registered name of the consent re-check.
 pub const MEMBER_FILTER: &str = "payer-consent";
-pub const PROJECTION: &str = "payer-release";
 
 /// The kinds of `$davinci-data-export` we run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,12 +95,7 @@ pub fn export_type(given: &[String]) -> Result<ExportType, FhirError> {
 
 /// The instant five calendar years before `now_ms` (29 February → 28 February).
 pub fn five_years_before(now_ms: i64) -> i64 {
-    let day_ms = 86_400_000;
-    let days = now_ms.div_euclid(day_ms);
-    let time = now_ms.rem_euclid(day_ms);
-    let (y, m, d) = civil_from_days(days);
-    let d = if m == 2 && d == 29 { 28 } else { d };
-    days_from_civil(y - 5, m, d) * day_ms + time
+    crate::store::release::years_before(now_ms, 5)
 }
 
 /// The effective `_since` of a payer-to-payer export requested at `now_ms`, and a message for
@@ -132,10 +125,9 @@ pub fn since_rule(
     }
 }
 
-/// Registers the consent re-check and the release projection with the engine.
+/// Registers the consent re-check with the engine.
 pub fn register(engine: &Engine) {
     engine.register_member_filter(MEMBER_FILTER, Arc::new(PayerConsentFilter));
-    engine.register_projection(PROJECTION, Arc::new(PayerReleaseProjection));
 }
 
 /// §pdex-167: only members whose consent for the caller's organization is valid now.
@@ -180,23 +172,6 @@ impl MemberFilter for PayerConsentFilter {
             }
         }
         Ok(admission)
-    }
-}
-
-/// The payer-to-payer ExplanationOfBenefit release rules in exports.
-pub struct PayerReleaseProjection;
-
-impl Projection for PayerReleaseProjection {
-    fn applies_to(&self, rtype: &str) -> bool {
-        rtype == "ExplanationOfBenefit"
-    }
-    fn project(&self, rtype: &str, content: &str) -> Option<String> {
-        let rules = ReleaseRules {
-            non_financial_eob: true,
-            prior_auth_rule: true,
-            now_ms: chrono::Utc::now().timestamp_millis(),
-        };
-        rules.apply(rtype, content).map(|c| c.into_owned())
     }
 }
 
@@ -254,7 +229,6 @@ pub async fn kickoff(
     // `patient` outside the Group: ignored, each reported (ATR, §pdex-296)
     super::export::check_patients(state, ctx, &mut params, true).await?;
     params.member_filter = Some(MEMBER_FILTER.into());
-    params.projection = Some(PROJECTION.into());
     // the job reads the Group's members only, without sensitive data unless a member's own
     // consent allows it (module comment)
     let mut job_ctx = ctx.clone();

@@ -3,21 +3,21 @@
 //! its targets' owner at write time), then the shared resources the compartment references
 //! (Practitioner, PractitionerRole, Organization, Location, Medication).
 //!
-//! Everything the caller may not see is filtered where it always is — the access layer
-//! (`store::access`: compartment and sensitivity) in every SQL statement — and the release
-//! rules of `consent::release` shape ExplanationOfBenefits and the look-back window.
+//! Everything the caller may not receive is decided where it always is — the caller's
+//! `store::access::View` (compartment, sensitivity, and the release rules of
+//! `store::release`: ExplanationOfBenefit views, the prior-authorization rule, the look-back
+//! window) — by `Store::stream_everything`.
 //!
 //! Pages are streamed: rows go from the database cursor to the socket one by one through a
 //! small channel, so memory stays flat whatever `_count` is. Paging is a keyset on
 //! (phase, resource type, pk), carried in an opaque `_cursor`: stable when resources are added.
 
 use crate::auth::AccessContext;
-use crate::consent::release::{self, ReleaseRules};
 use crate::fhir::datetime::{self, DateRange};
 use crate::fhir::{FhirError, is_valid_id};
 use crate::server::http::{body_text, query_pairs};
 use crate::server::{Access, SharedState};
-use crate::store::{SqlValue, access, placeholders};
+use crate::store::everything::EverythingPhase;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -201,7 +201,6 @@ pub async fn run(
     if patient.deleted {
         return Err(FhirError::gone(format!("Patient/{id} was deleted")));
     }
-    let now_ms = chrono::Utc::now().timestamp_millis();
     let member_types: Vec<String> = state
         .store
         .compartment
@@ -223,14 +222,9 @@ pub async fn run(
         .filter(|t| wanted(t))
         .map(|t| (*t).to_owned())
         .collect();
-    let lookback = release::lookback_start(&ctx, state.exchange.lookback_years, now_ms);
-    let window_low = match (req.start.map(|s| s.low), lookback) {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        (a, b) => a.or(b),
-    };
-    let window = (window_low.is_some() || req.end.is_some()).then(|| {
+    let window = (req.start.is_some() || req.end.is_some()).then(|| {
         (
-            window_low.unwrap_or(i64::MIN),
+            req.start.map_or(i64::MIN, |s| s.low),
             req.end.map_or(i64::MAX, |e| e.high),
         )
     });
@@ -244,7 +238,6 @@ pub async fn run(
         window,
         count: req.count,
         cursor: req.cursor.clone(),
-        rules: ReleaseRules::for_context(&ctx, now_ms),
         link_base: format!("{}/Patient/{}/$everything", state.base_url, id),
         echo: req.echo,
         base_url: state.base_url.clone(),
@@ -280,11 +273,10 @@ struct Plan {
     phase1: Vec<String>,
     phase2: Vec<String>,
     since: Option<i64>,
-    /// Care-date window [low, high] (start/end and the look-back window).
+    /// Care-date window [low, high] (`start`/`end`; the look-back window is the view's).
     window: Option<(i64, i64)>,
     count: usize,
     cursor: Option<Cursor>,
-    rules: ReleaseRules,
     link_base: String,
     echo: Vec<(String, String)>,
     base_url: String,
@@ -352,13 +344,30 @@ impl Plan {
         let start_phase = self.cursor.as_ref().map_or(1, |c| c.phase);
         for phase in start_phase..=2 {
             let after = self.cursor.clone().filter(|c| c.phase == phase);
-            let (sql, params) = self.phase_sql(ctx, phase, after.as_ref(), remaining + 1);
-            let Some(sql) = sql else { continue };
-            let mut rows = state.store.db.stream(sql, params);
+            let types = if phase == 1 {
+                &self.phase1
+            } else {
+                &self.phase2
+            };
+            if types.is_empty() {
+                continue;
+            }
+            let mut rows = state.store.stream_everything(
+                ctx,
+                EverythingPhase {
+                    patient_id: &self.patient_id,
+                    referenced_shared: phase == 2,
+                    types,
+                    since: self.since,
+                    care_window: self.window,
+                    after: after.as_ref().map(|c| (c.rtype.as_str(), c.pk)),
+                    limit: remaining + 1,
+                },
+            );
             let mut seen = 0usize;
             let mut last: Option<(String, i64)> = None;
             while let Some(row) = rows.next().await {
-                let row = row?;
+                let r = row?;
                 if seen == remaining {
                     // one row beyond the page: there is more
                     if let Some((rtype, pk)) = last.take() {
@@ -367,26 +376,14 @@ impl Plan {
                     break;
                 }
                 seen += 1;
-                let mut it = row.into_iter();
-                let pk = it.next().and_then(|v| v.as_i64()).unwrap_or_default();
-                let rtype = it
-                    .next()
-                    .and_then(SqlValue::into_string)
-                    .unwrap_or_default();
-                let id = it
-                    .next()
-                    .and_then(SqlValue::into_string)
-                    .unwrap_or_default();
-                let content = it
-                    .next()
-                    .and_then(SqlValue::into_string)
-                    .unwrap_or_default();
-                if let Some(released) = self.rules.apply(&rtype, &content) {
-                    let mode = if phase == 1 { "match" } else { "include" };
-                    w.entry(format!("{}/{rtype}/{id}", self.base_url), &released, mode)
-                        .await?;
-                }
-                last = Some((rtype, pk));
+                let mode = if phase == 1 { "match" } else { "include" };
+                w.entry(
+                    format!("{}/{}/{}", self.base_url, r.rtype, r.id),
+                    &r.content,
+                    mode,
+                )
+                .await?;
+                last = Some((r.rtype, r.pk));
             }
             drop(rows);
             if next.is_some() {
@@ -434,75 +431,5 @@ impl Plan {
         } else {
             format!("{}?{q}", self.link_base)
         }
-    }
-
-    /// The SQL of one phase, after `after`, at most `limit` rows, in (rtype, pk) order.
-    fn phase_sql(
-        &self,
-        ctx: &AccessContext,
-        phase: u8,
-        after: Option<&Cursor>,
-        limit: usize,
-    ) -> (Option<String>, Vec<SqlValue>) {
-        let types = if phase == 1 {
-            &self.phase1
-        } else {
-            &self.phase2
-        };
-        if types.is_empty() {
-            return (None, vec![]);
-        }
-        let mut params: Vec<SqlValue> = Vec::new();
-        let mut sql = String::from("SELECT r.pk, r.rtype, r.id, r.content FROM resources r WHERE ");
-        if phase == 1 {
-            sql.push_str("r.patient_id = ? AND r.rtype <> 'Patient' AND ");
-            params.push((&self.patient_id).into());
-        } else {
-            sql.push_str("r.shared = 1 AND ");
-        }
-        sql.push_str(&format!(
-            "r.deleted = 0 AND r.rtype IN ({}) AND ",
-            placeholders(types.len())
-        ));
-        params.extend(types.iter().map(SqlValue::from));
-        let (restrict, p) = access::restriction(ctx, "r");
-        sql.push_str(&restrict);
-        params.extend(p);
-        if phase == 2 {
-            // Shared resources the member's visible records reference (index lookups: the
-            // member's rows, their reference rows by res_pk, targets by (rtype, id)).
-            let (restrict_m, pm) = access::restriction(ctx, "m");
-            sql.push_str(&format!(
-                " AND r.pk IN (SELECT t.pk FROM resources m \
-                 JOIN idx_reference x ON x.res_pk = m.pk \
-                 JOIN resources t ON t.rtype = x.target_type AND t.id = x.target_id \
-                 WHERE m.patient_id = ? AND m.deleted = 0 AND {restrict_m} AND x.target_type IN ({}))",
-                placeholders(types.len())
-            ));
-            params.push((&self.patient_id).into());
-            params.extend(pm);
-            params.extend(types.iter().map(SqlValue::from));
-        }
-        if let Some(since) = self.since {
-            sql.push_str(" AND r.last_updated >= ?");
-            params.push(since.into());
-        }
-        if phase == 1
-            && let Some((low, high)) = self.window
-        {
-            sql.push_str(" AND ");
-            sql.push_str(&release::care_date_condition());
-            params.push(low.into());
-            params.push(high.into());
-        }
-        if let Some(c) = after {
-            sql.push_str(" AND (r.rtype > ? OR (r.rtype = ? AND r.pk > ?))");
-            params.push((&c.rtype).into());
-            params.push((&c.rtype).into());
-            params.push(c.pk.into());
-        }
-        sql.push_str(" ORDER BY r.rtype, r.pk LIMIT ?");
-        params.push((limit as i64).into());
-        (Some(sql), params)
     }
 }

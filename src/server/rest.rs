@@ -10,7 +10,7 @@ use crate::fhir::bundle::{Entry, write_bundle};
 use crate::fhir::datetime::format_instant;
 use crate::fhir::{FhirError, is_valid_id};
 use crate::search::query;
-use crate::store::{IdRule, StoredResource, WriteKind, WriteOp, WriteOutcome};
+use crate::store::{IdRule, WriteKind, WriteOp, WriteOutcome};
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -80,8 +80,6 @@ pub async fn read(
     if r.deleted {
         return Err(FhirError::gone(format!("{rtype}/{id} was deleted")));
     }
-    let r = released(&ctx, r)
-        .ok_or_else(|| FhirError::not_found(format!("{rtype}/{id} is not known")))?;
     Ok(resource_response(
         StatusCode::OK,
         &r,
@@ -89,21 +87,6 @@ pub async fn read(
         Return::Representation,
         false,
     ))
-}
-
-/// The resource as this caller may receive it (`consent::release`: the non-financial EOB
-/// view and the prior-authorization rule for payers and providers), or `None` if withheld.
-fn released(ctx: &crate::auth::AccessContext, mut r: StoredResource) -> Option<StoredResource> {
-    let rules = crate::consent::release::ReleaseRules::for_context(
-        ctx,
-        chrono::Utc::now().timestamp_millis(),
-    );
-    if rules.is_identity() {
-        return Some(r);
-    }
-    let content = rules.apply(&r.rtype, &r.content)?.into_owned();
-    r.content = content;
-    Some(r)
 }
 
 pub async fn vread(
@@ -129,8 +112,6 @@ pub async fn vread(
             "version {version} of {rtype}/{id} is a deletion"
         )));
     }
-    let r = released(&ctx, r)
-        .ok_or_else(|| FhirError::not_found(format!("{rtype}/{id} has no version {version}")))?;
     Ok(resource_response(
         StatusCode::OK,
         &r,
@@ -154,13 +135,8 @@ pub async fn instance_history(
     if versions.is_empty() {
         return Err(FhirError::not_found(format!("{rtype}/{id} is not known")));
     }
-    let rules = crate::consent::release::ReleaseRules::for_context(
-        &ctx,
-        chrono::Utc::now().timestamp_millis(),
-    );
     let entries: Vec<Entry> = versions
         .iter()
-        .filter(|r| r.deleted || rules.apply(&r.rtype, &r.content).is_some())
         .map(|r| {
             let url = format!("{}/{}/{}", state.base_url, r.rtype, r.id);
             let (method, status) = match (r.deleted, r.version) {
@@ -170,9 +146,7 @@ pub async fn instance_history(
             };
             Entry {
                 full_url: Some(url),
-                resource: (!r.deleted)
-                    .then(|| rules.apply(&r.rtype, &r.content).map(|c| c.into_owned()))
-                    .flatten(),
+                resource: (!r.deleted).then(|| r.content.clone()),
                 extra: vec![
                     (
                         "request",
@@ -258,7 +232,7 @@ async fn put_one(
         WriteOutcome::Created => StatusCode::CREATED,
         _ => StatusCode::OK,
     };
-    let r = stored_of(&results[0]);
+    let r = results[0].stored();
     Ok(resource_response(
         status,
         &r,
@@ -311,19 +285,6 @@ pub fn require_write(ctx: &crate::auth::AccessContext) -> Result<(), FhirError> 
         Err(FhirError::forbidden(
             "this access token does not allow writes",
         ))
-    }
-}
-
-/// A [`StoredResource`] view of a write result.
-pub fn stored_of(r: &crate::store::WriteResult) -> StoredResource {
-    StoredResource {
-        pk: 0,
-        rtype: r.rtype.clone(),
-        id: r.id.clone(),
-        version: r.version,
-        last_updated: r.last_updated,
-        deleted: r.outcome == WriteOutcome::Deleted,
-        content: r.content.clone().unwrap_or_default(),
     }
 }
 
@@ -429,27 +390,17 @@ pub async fn run_search(
         c
     };
     let mut entries: Vec<Entry> = Vec::with_capacity(page.matches.len() + page.included.len() + 1);
-    let rules = crate::consent::release::ReleaseRules::for_context(
-        ctx,
-        chrono::Utc::now().timestamp_millis(),
-    );
     for r in &page.matches {
-        let Some(content) = rules.apply(&r.rtype, &r.content) else {
-            continue;
-        };
         entries.push(Entry {
             full_url: Some(format!("{}/{}/{}", state.base_url, r.rtype, r.id)),
-            resource: Some(shape(&content)),
+            resource: Some(shape(&r.content)),
             extra: vec![("search", json!({"mode": "match"}))],
         });
     }
     for r in &page.included {
-        let Some(content) = rules.apply(&r.rtype, &r.content) else {
-            continue;
-        };
         entries.push(Entry {
             full_url: Some(format!("{}/{}/{}", state.base_url, r.rtype, r.id)),
-            resource: Some(content.into_owned()),
+            resource: Some(r.content.clone()),
             extra: vec![("search", json!({"mode": "include"}))],
         });
     }

@@ -1,14 +1,179 @@
-//! The one place that turns an [`AccessContext`] into SQL restrictions on `resources`.
-//! Every read path (read, vread, history, search, includes, exports) appends this.
+//! The one place that decides what a requester receives from the store: *which rows*
+//! ([`restriction`]: compartment, readable types, sensitivity, Group ownership) and *what of
+//! each row* (the release rules of `store::release`: the non-financial EOB view, the
+//! prior-authorization rule, the look-back window). Every read path — read, vread, history,
+//! search pages, includes, counts, `$everything`, exports — reads through a [`View`].
+//!
+//! Architecture invariant: a [`StoredResource`] or an [`ExportRow`] can only be made here
+//! (their `_released` field is private to this module), so stored bytes reach a caller only
+//! after [`View`] released them; the one exception, [`written`], is the writer's own result.
 //!
 //! Group ownership (PDex §pdex-159..164): a payer or provider caller sees a Group only when
 //! `group_owners` records it as theirs ([`owner_keys`]); every other Group is as if absent.
 
-use super::db::SqlValue;
+use super::Store;
+use super::db::{Row, SqlValue};
+use super::release::Release;
 use crate::auth::{AccessContext, ClientKind};
+use std::borrow::Cow;
 
-/// A SQL condition on the `resources` row aliased `alias`, with its parameters.
-pub fn restriction(ctx: &AccessContext, alias: &str) -> (String, Vec<SqlValue>) {
+/// Proof that a row went through the release rules; only this module makes one.
+#[derive(Debug, Clone)]
+pub struct Released(());
+
+/// A resource row as a caller receives it (released by a [`View`]).
+#[derive(Debug, Clone)]
+pub struct StoredResource {
+    pub pk: i64,
+    pub rtype: String,
+    pub id: String,
+    pub version: i64,
+    /// Epoch milliseconds.
+    pub last_updated: i64,
+    pub deleted: bool,
+    /// The JSON we serve, as released to this caller.
+    pub content: String,
+    _released: Released,
+}
+
+/// One exported row, as released.
+#[derive(Debug, Clone)]
+pub struct ExportRow {
+    pub pk: i64,
+    pub last_updated: i64,
+    pub id: String,
+    /// The stored JSON, as released to the job's owner.
+    pub content: String,
+    _released: Released,
+}
+
+/// Columns selected for a [`StoredResource`], in order, for the `resources` alias `r`.
+pub(crate) const RESOURCE_COLUMNS: &str =
+    "r.pk, r.rtype, r.id, r.version, r.last_updated, r.deleted, r.content";
+
+/// A caller's view of the store at one moment.
+pub struct View {
+    ctx: AccessContext,
+    release: Release,
+}
+
+impl Store {
+    /// What `ctx` receives now.
+    pub fn view(&self, ctx: &AccessContext) -> View {
+        let now = chrono::Utc::now().timestamp_millis();
+        View {
+            ctx: ctx.clone(),
+            release: Release::for_context(ctx, &self.release, now),
+        }
+    }
+}
+
+impl View {
+    /// The caller's context.
+    pub fn ctx(&self) -> &AccessContext {
+        &self.ctx
+    }
+
+    /// The SQL condition on the `resources` (or `resource_history`) row aliased `alias`:
+    /// the access restriction and the release rules' row conditions.
+    pub fn restriction(&self, alias: &str) -> (String, Vec<SqlValue>) {
+        let (mut sql, mut params) = restriction(&self.ctx, alias);
+        self.release.conditions(alias, &mut sql, &mut params);
+        (sql, params)
+    }
+
+    /// Stored bytes of a row that met [`View::restriction`], as released.
+    pub fn content<'c>(&self, rtype: &str, content: &'c str) -> Cow<'c, str> {
+        self.release.content(rtype, content)
+    }
+
+    /// A row of [`RESOURCE_COLUMNS`] that met [`View::restriction`], released. A column
+    /// that does not decode is an error, never a default.
+    pub(crate) fn resource(&self, row: Row) -> anyhow::Result<StoredResource> {
+        let [pk, rtype, id, version, last_updated, deleted, content]: [SqlValue; 7] = row
+            .try_into()
+            .map_err(|r: Row| anyhow::anyhow!("a resource row has {} columns, not 7", r.len()))?;
+        let rtype = text(rtype, "rtype")?;
+        let content = text(content, "content")?;
+        let deleted = int(deleted, "deleted")? != 0;
+        let content = if deleted {
+            content
+        } else {
+            self.content(&rtype, &content).into_owned()
+        };
+        Ok(StoredResource {
+            pk: int(pk, "pk")?,
+            rtype,
+            id: text(id, "id")?,
+            version: int(version, "version")?,
+            last_updated: int(last_updated, "last_updated")?,
+            deleted,
+            content,
+            _released: Released(()),
+        })
+    }
+
+    /// An export row (`pk`, `last_updated`, `id`, `content`) of type `rtype` that met
+    /// [`View::restriction`], released (tombstones as they are).
+    pub(crate) fn export_row(
+        &self,
+        rtype: &str,
+        row: Row,
+        deleted: bool,
+    ) -> anyhow::Result<ExportRow> {
+        let [pk, last_updated, id, content]: [SqlValue; 4] = row
+            .try_into()
+            .map_err(|r: Row| anyhow::anyhow!("an export row has {} columns, not 4", r.len()))?;
+        let content = text(content, "content")?;
+        let content = if deleted {
+            content
+        } else {
+            self.content(rtype, &content).into_owned()
+        };
+        Ok(ExportRow {
+            pk: int(pk, "pk")?,
+            last_updated: int(last_updated, "last_updated")?,
+            id: text(id, "id")?,
+            content,
+            _released: Released(()),
+        })
+    }
+}
+
+/// The result of a write, for the writer (who may see what it wrote).
+pub(crate) fn written(
+    rtype: String,
+    id: String,
+    version: i64,
+    last_updated: i64,
+    deleted: bool,
+    content: String,
+) -> StoredResource {
+    StoredResource {
+        pk: 0,
+        rtype,
+        id,
+        version,
+        last_updated,
+        deleted,
+        content,
+        _released: Released(()),
+    }
+}
+
+fn text(v: SqlValue, column: &str) -> anyhow::Result<String> {
+    v.into_string()
+        .ok_or_else(|| anyhow::anyhow!("column {column} is not text"))
+}
+
+fn int(v: SqlValue, column: &str) -> anyhow::Result<i64> {
+    v.as_i64()
+        .ok_or_else(|| anyhow::anyhow!("column {column} is not an integer"))
+}
+
+/// The row restriction alone (no release rules): a SQL condition on the `resources` row
+/// aliased `alias`, with its parameters. Reads go through [`View::restriction`].
+fn restriction(ctx: &AccessContext, alias: &str) -> (String, Vec<SqlValue>) {
     let mut sql = String::from("1=1");
     let mut params = Vec::new();
     if let Some(ids) = ctx.scope.members() {
@@ -86,4 +251,51 @@ pub fn owner_keys(ctx: &AccessContext) -> Vec<String> {
 /// client of that payer then sees it), else the client. `None` for in-process callers.
 pub fn owner_key(ctx: &AccessContext) -> Option<String> {
     owner_keys(ctx).into_iter().next()
+}
+
+#[cfg(test)]
+mod tests {
+    /// Architecture invariant (module comment): stored bytes leave the store only through a
+    /// `View`. Outside `src/store/`, no SQL selects resource content — except the matcher's
+    /// privileged read of candidate Patients, which compares demographics and never hands a
+    /// resource to a caller (to move behind a named store handle, issue 12).
+    #[test]
+    fn no_resource_content_is_read_outside_the_store() {
+        const ALLOWED: &[&str] = &["src/ops/member_match/matcher.rs"];
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut offenders = Vec::new();
+        let mut dirs = vec![root.join("src")];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    if !path.ends_with("store") {
+                        dirs.push(path);
+                    }
+                    continue;
+                }
+                let rel = path
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                if ALLOWED.contains(&rel.as_str()) {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (n, line) in text.lines().enumerate() {
+                    let l = line.to_ascii_lowercase();
+                    if l.contains("content")
+                        && (l.contains("from resources") || l.contains("from resource_history"))
+                    {
+                        offenders.push(format!("{rel}:{}", n + 1));
+                    }
+                }
+            }
+        }
+        assert!(
+            offenders.is_empty(),
+            "resource content read outside src/store/ (go through store::access::View): {offenders:?}"
+        );
+    }
 }

@@ -10,6 +10,9 @@ use futures::stream::BoxStream;
 #[derive(Debug, Clone, PartialEq)]
 pub enum SqlValue {
     Null,
+    /// A NULL bound for an integer column: PostgreSQL types a statement's parameters when
+    /// it first prepares it, so a NULL bound as text would make later integers fail.
+    NullInt,
     Int(i64),
     Real(f64),
     Text(String),
@@ -21,7 +24,7 @@ impl SqlValue {
             SqlValue::Int(v) => Some(*v),
             SqlValue::Real(v) => Some(*v as i64),
             SqlValue::Text(s) => s.parse().ok(),
-            SqlValue::Null => None,
+            SqlValue::Null | SqlValue::NullInt => None,
         }
     }
     pub fn as_str(&self) -> Option<&str> {
@@ -35,8 +38,13 @@ impl SqlValue {
             SqlValue::Text(s) => Some(s),
             SqlValue::Int(v) => Some(v.to_string()),
             SqlValue::Real(v) => Some(v.to_string()),
-            SqlValue::Null => None,
+            SqlValue::Null | SqlValue::NullInt => None,
         }
+    }
+
+    /// An integer, or an integer-typed NULL ([`SqlValue::NullInt`]).
+    pub fn int_or_null(v: Option<i64>) -> SqlValue {
+        v.map_or(SqlValue::NullInt, SqlValue::Int)
     }
 }
 

@@ -4,7 +4,7 @@
 //! conditions planned by `store::search`. Rows are streamed, never collected.
 
 use super::db::SqlValue;
-use super::{Dialect, Store, access, placeholders};
+use super::{Dialect, ExportRow, Store, placeholders};
 use crate::auth::AccessContext;
 use crate::fhir::FhirError;
 use crate::search::query::SearchRequest;
@@ -29,16 +29,6 @@ pub struct ExportSlice<'a> {
     pub after: Option<(i64, i64)>,
     /// Tombstones (for the manifest's `deleted` files) instead of live resources.
     pub deleted: bool,
-}
-
-/// One exported row.
-#[derive(Debug, Clone)]
-pub struct ExportRow {
-    pub pk: i64,
-    pub last_updated: i64,
-    pub id: String,
-    /// The stored JSON, as served.
-    pub content: String,
 }
 
 impl Store {
@@ -89,8 +79,10 @@ impl Store {
         if slice.compartment_only {
             sql.push_str(" AND r.patient_id IS NOT NULL");
         }
-        // The one access layer: every export query carries the caller's restriction.
-        let (restrict, restrict_params) = access::restriction(ctx, "r");
+        // The one access layer: every export query carries the caller's restriction and
+        // release rules, and every row is released through the same view.
+        let view = self.view(ctx);
+        let (restrict, restrict_params) = view.restriction("r");
         sql.push_str(" AND ");
         sql.push_str(&restrict);
         params.extend(restrict_params);
@@ -100,7 +92,7 @@ impl Store {
                 if i > 0 {
                     sql.push_str(" OR ");
                 }
-                let (cond, cond_params) = self.filters_condition(ctx, req, "r")?;
+                let (cond, cond_params) = self.filters_condition(&view, req, "r")?;
                 sql.push('(');
                 sql.push_str(&cond);
                 sql.push(')');
@@ -109,37 +101,29 @@ impl Store {
             sql.push(')');
         }
         sql.push_str(" ORDER BY r.last_updated, r.pk");
+        let rtype = slice.rtype.to_owned();
+        let deleted = slice.deleted;
         Ok(self
             .db
             .stream(sql, params)
-            .map(|row| {
-                let mut it = row?.into_iter();
-                let mut next = || it.next().unwrap_or(SqlValue::Null);
-                Ok(ExportRow {
-                    pk: next().as_i64().unwrap_or_default(),
-                    last_updated: next().as_i64().unwrap_or_default(),
-                    id: next().into_string().unwrap_or_default(),
-                    content: next().into_string().unwrap_or_default(),
-                })
-            })
+            .map(move |row| view.export_row(&rtype, row?, deleted))
             .boxed())
     }
 
     /// Ids of the live Patients visible to `ctx` (member enumeration for Patient-level exports
     /// that filter members one by one), streamed in id order.
     pub fn stream_patient_ids(&self, ctx: &AccessContext) -> BoxStream<'_, anyhow::Result<String>> {
-        let (restrict, params) = access::restriction(ctx, "r");
+        let (restrict, params) = self.view(ctx).restriction("r");
         let sql = format!(
             "SELECT r.id FROM resources r WHERE r.rtype = 'Patient' AND r.deleted = 0 AND {restrict} ORDER BY r.id"
         );
         self.db
             .stream(sql, params)
             .map(|row| {
-                Ok(row?
-                    .into_iter()
+                row?.into_iter()
                     .next()
                     .and_then(SqlValue::into_string)
-                    .unwrap_or_default())
+                    .ok_or_else(|| anyhow::anyhow!("a Patient id is not text"))
             })
             .boxed()
     }

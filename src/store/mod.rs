@@ -7,10 +7,12 @@
 pub mod access;
 pub mod compartment;
 pub mod db;
+pub mod everything;
 pub mod export;
 pub mod postgres;
 pub mod prepare;
 pub mod read;
+pub mod release;
 pub mod search;
 pub mod sensitivity;
 pub mod sqlite;
@@ -19,23 +21,11 @@ pub mod write;
 use crate::search::Registry;
 use std::sync::Arc;
 
+pub use access::{ExportRow, StoredResource, View};
 pub use db::{Database, Dialect, SqlValue};
 pub use prepare::{IdRule, Prepared};
+pub use release::ReleaseSettings;
 pub use write::{WriteKind, WriteOp, WriteOutcome, WriteResult};
-
-/// A resource row as stored.
-#[derive(Debug, Clone)]
-pub struct StoredResource {
-    pub pk: i64,
-    pub rtype: String,
-    pub id: String,
-    pub version: i64,
-    /// Epoch milliseconds.
-    pub last_updated: i64,
-    pub deleted: bool,
-    /// The JSON we serve.
-    pub content: String,
-}
 
 /// The store: a database plus what is needed to index what goes into it.
 #[derive(Clone)]
@@ -44,6 +34,9 @@ pub struct Store {
     pub registry: Arc<Registry>,
     pub compartment: Arc<compartment::Compartment>,
     pub sensitivity: Arc<sensitivity::SensitivityLabels>,
+    /// The release rules' server-wide settings (`store::release`); set by the server from
+    /// its configuration, defaults elsewhere.
+    pub release: ReleaseSettings,
 }
 
 impl Store {
@@ -56,39 +49,16 @@ impl Store {
         let db = db::connect(url).await?;
         if migrate {
             db.migrate().await?;
+            release::backfill(db.as_ref()).await?;
         }
         Ok(Store {
             db,
             registry: Arc::new(Registry::load_builtin()?),
             compartment: Arc::new(compartment::Compartment::load_builtin()?),
             sensitivity: Arc::new(sensitivity),
+            release: ReleaseSettings::default(),
         })
     }
-}
-
-/// Columns selected for a [`StoredResource`], in order, for the `resources` alias `r`.
-pub(crate) const RESOURCE_COLUMNS: &str =
-    "r.pk, r.rtype, r.id, r.version, r.last_updated, r.deleted, r.content";
-
-pub(crate) fn stored_from_row(row: db::Row) -> anyhow::Result<StoredResource> {
-    let mut it = row.into_iter();
-    let mut next = || it.next().unwrap_or(SqlValue::Null);
-    let pk = next().as_i64().unwrap_or_default();
-    let rtype = next().into_string().unwrap_or_default();
-    let id = next().into_string().unwrap_or_default();
-    let version = next().as_i64().unwrap_or_default();
-    let last_updated = next().as_i64().unwrap_or_default();
-    let deleted = next().as_i64().unwrap_or_default() != 0;
-    let content = next().into_string().unwrap_or_default();
-    Ok(StoredResource {
-        pk,
-        rtype,
-        id,
-        version,
-        last_updated,
-        deleted,
-        content,
-    })
 }
 
 /// Longest indexed text value, in bytes. Postgres b-tree entries must stay under ~2.7 kB, so

@@ -67,6 +67,7 @@ fn bind<'q>(
     for p in params {
         q = match p {
             SqlValue::Null => q.bind(None::<String>),
+            SqlValue::NullInt => q.bind(None::<i64>),
             SqlValue::Int(v) => q.bind(v),
             SqlValue::Real(v) => q.bind(v),
             SqlValue::Text(v) => q.bind(v),
@@ -222,7 +223,7 @@ impl Transaction for PostgresTransaction {
 /// escaped.
 fn copy_text(buf: &mut Vec<u8>, v: &SqlValue) {
     match v {
-        SqlValue::Null => buf.extend_from_slice(b"\\N"),
+        SqlValue::Null | SqlValue::NullInt => buf.extend_from_slice(b"\\N"),
         SqlValue::Int(i) => buf.extend_from_slice(i.to_string().as_bytes()),
         SqlValue::Real(f) => buf.extend_from_slice(f.to_string().as_bytes()),
         SqlValue::Text(t) => {

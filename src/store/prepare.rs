@@ -24,6 +24,10 @@ pub struct Prepared {
     /// becomes its owner (US Core Provenance reaches the member only through `target`).
     pub owner_from: Vec<(String, String)>,
     pub sensitive: bool,
+    /// The latest care date (`store::release::care_end`).
+    pub care_end: Option<i64>,
+    /// A prior authorization's last releasable instant (`store::release::release_until`).
+    pub release_until: Option<i64>,
 }
 
 /// Where the logical id comes from.
@@ -115,6 +119,8 @@ impl Store {
                     .all(|(t, _)| !self.compartment.is_member_type(t));
         }
         let sensitive = self.sensitivity.is_sensitive(&value);
+        let care_end = super::release::care_end(&rtype, &index);
+        let release_until = super::release::release_until(&rtype, text);
         let source_hash = format!("{:x}", Sha256::digest(text.as_bytes()));
         Ok(Prepared {
             rtype,
@@ -126,6 +132,8 @@ impl Store {
             shared,
             owner_from,
             sensitive,
+            care_end,
+            release_until,
         })
     }
 }

@@ -1,7 +1,9 @@
-//! Reads by id: read, vread and instance history — each restricted by the caller's access.
+//! Reads by id: read, vread and instance history — each through the caller's `access::View`
+//! (a resource withheld by the release rules reads as absent).
 
+use super::access::RESOURCE_COLUMNS;
 use super::db::SqlValue;
-use super::{RESOURCE_COLUMNS, Store, StoredResource, access, stored_from_row};
+use super::{Store, StoredResource};
 use crate::auth::AccessContext;
 
 impl Store {
@@ -14,7 +16,8 @@ impl Store {
         rtype: &str,
         id: &str,
     ) -> anyhow::Result<Vec<StoredResource>> {
-        let (restrict, params) = access::restriction(ctx, "r");
+        let view = self.view(ctx);
+        let (restrict, params) = view.restriction("r");
         let mut all = vec![SqlValue::from(rtype), SqlValue::from(id)];
         all.extend(params);
         let sql = format!(
@@ -24,7 +27,7 @@ impl Store {
             .fetch(&sql, &all)
             .await?
             .into_iter()
-            .map(stored_from_row)
+            .map(|row| view.resource(row))
             .collect()
     }
 

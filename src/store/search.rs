@@ -2,10 +2,9 @@
 //! (index lookups, never scans of resource JSON), pages with a keyset cursor (stable when
 //! rows are inserted), and resolves `_include` / `_revinclude`.
 
+use super::access::{RESOURCE_COLUMNS, View};
 use super::db::SqlValue;
-use super::{
-    RESOURCE_COLUMNS, Store, StoredResource, access, index_key, placeholders, stored_from_row,
-};
+use super::{Store, StoredResource, index_key, placeholders};
 use crate::auth::AccessContext;
 use crate::fhir::FhirError;
 use crate::fhir::datetime::{DateRange, Prefix};
@@ -50,13 +49,14 @@ const MAX_INCLUDE_DEPTH: usize = 3;
 const ID_CHUNK: usize = 10_000;
 
 impl Store {
-    /// Runs a search for `ctx`.
+    /// Runs a search for `ctx` (rows, counts and includes through its `access::View`).
     pub async fn search(
         &self,
         ctx: &AccessContext,
         req: &SearchRequest,
     ) -> Result<SearchPage, FhirError> {
-        let where_sql = self.where_clause(ctx, req, "r")?;
+        let view = &self.view(ctx);
+        let where_sql = self.where_clause(view, req, "r")?;
         if req.summary_count {
             let total = self.count(&where_sql).await?;
             return Ok(SearchPage {
@@ -112,7 +112,7 @@ impl Store {
             }
             cursor_values = row[7..].to_vec();
             cursor_values.push(row[0].clone());
-            matches.push(stored_from_row(row[..7].to_vec())?);
+            matches.push(view.resource(row[..7].to_vec())?);
         }
         let next_cursor = if has_more && req.count > 0 {
             Some(encode_cursor(&cursor_values))
@@ -127,7 +127,7 @@ impl Store {
         } else {
             None
         };
-        let included = self.includes(ctx, req, &matches).await?;
+        let included = self.includes(view, req, &matches).await?;
         Ok(SearchPage {
             matches,
             included,
@@ -152,22 +152,17 @@ impl Store {
     }
 
     /// The WHERE clause (type, not deleted, access, filters) on alias `a`.
-    fn where_clause(
-        &self,
-        ctx: &AccessContext,
-        req: &SearchRequest,
-        a: &str,
-    ) -> Result<Sql, FhirError> {
+    fn where_clause(&self, view: &View, req: &SearchRequest, a: &str) -> Result<Sql, FhirError> {
         let mut sql = Sql::default();
         sql.push(&format!("{a}.rtype = ? AND {a}.deleted = 0 AND "));
         sql.bind(&req.rtype);
-        let (restrict, params) = access::restriction(ctx, a);
+        let (restrict, params) = view.restriction(a);
         sql.push(&restrict);
         sql.params.extend(params);
         let driver = driving_filter(&req.filters);
         for (i, f) in req.filters.iter().enumerate() {
             sql.push(" AND ");
-            sql.append(self.filter_sql(ctx, &req.rtype, f, a, Some(i) == driver)?);
+            sql.append(self.filter_sql(view, &req.rtype, f, a, Some(i) == driver)?);
         }
         Ok(sql)
     }
@@ -177,7 +172,7 @@ impl Store {
     /// search planner through this.
     pub(crate) fn filters_condition(
         &self,
-        ctx: &AccessContext,
+        view: &View,
         req: &SearchRequest,
         a: &str,
     ) -> Result<(String, Vec<SqlValue>), FhirError> {
@@ -186,7 +181,7 @@ impl Store {
         let driver = driving_filter(&req.filters);
         for (i, f) in req.filters.iter().enumerate() {
             sql.push(" AND ");
-            sql.append(self.filter_sql(ctx, &req.rtype, f, a, Some(i) == driver)?);
+            sql.append(self.filter_sql(view, &req.rtype, f, a, Some(i) == driver)?);
         }
         Ok((sql.text, sql.params))
     }
@@ -197,7 +192,7 @@ impl Store {
     /// (`category=laboratory` alone matches a large share of all Observations).
     fn filter_sql(
         &self,
-        ctx: &AccessContext,
+        view: &View,
         rtype: &str,
         f: &Filter,
         a: &str,
@@ -249,7 +244,7 @@ impl Store {
                 ));
                 sql.bind(target);
                 sql.bind(target);
-                let (restrict, params) = access::restriction(ctx, alias);
+                let (restrict, params) = view.restriction(alias);
                 sql.push(&restrict);
                 sql.params.extend(params);
                 sql.push(" AND ");
@@ -264,7 +259,7 @@ impl Store {
                         inner_rtype_filter.code
                     )));
                 }
-                sql.append(self.filter_sql(ctx, target, inner_rtype_filter, alias, true)?);
+                sql.append(self.filter_sql(view, target, inner_rtype_filter, alias, true)?);
                 sql.push("))");
             }
             sql.push("))");
@@ -327,7 +322,7 @@ impl Store {
     /// bring in), deduplicated and restricted by access like everything else.
     async fn includes(
         &self,
-        ctx: &AccessContext,
+        view: &View,
         req: &SearchRequest,
         matches: &[StoredResource],
     ) -> Result<Vec<StoredResource>, FhirError> {
@@ -343,13 +338,13 @@ impl Store {
                 if depth > 0 && !spec.iterate {
                     continue;
                 }
-                found.extend(self.include_targets(ctx, spec, &frontier).await?);
+                found.extend(self.include_targets(view, spec, &frontier).await?);
             }
             for spec in &req.revinclude {
                 if depth > 0 && !spec.iterate {
                     continue;
                 }
-                found.extend(self.revinclude_sources(ctx, spec, &frontier).await?);
+                found.extend(self.revinclude_sources(view, spec, &frontier).await?);
             }
             let fresh: Vec<StoredResource> =
                 found.into_iter().filter(|r| seen.insert(r.pk)).collect();
@@ -364,7 +359,7 @@ impl Store {
 
     async fn include_targets(
         &self,
-        ctx: &AccessContext,
+        view: &View,
         spec: &IncludeSpec,
         from: &[StoredResource],
     ) -> Result<Vec<StoredResource>, FhirError> {
@@ -420,11 +415,11 @@ impl Store {
             for id in ids {
                 sql.bind(id);
             }
-            let (restrict, params) = access::restriction(ctx, "r");
+            let (restrict, params) = view.restriction("r");
             sql.push(&restrict);
             sql.params.extend(params);
             for row in self.db.fetch(&sql.text, &sql.params).await? {
-                out.push(stored_from_row(row)?);
+                out.push(view.resource(row)?);
             }
         }
         Ok(out)
@@ -432,7 +427,7 @@ impl Store {
 
     async fn revinclude_sources(
         &self,
-        ctx: &AccessContext,
+        view: &View,
         spec: &IncludeSpec,
         to: &[StoredResource],
     ) -> Result<Vec<StoredResource>, FhirError> {
@@ -465,12 +460,12 @@ impl Store {
                 sql.bind(p);
             }
             sql.push(") AND ");
-            let (restrict, params) = access::restriction(ctx, "r");
+            let (restrict, params) = view.restriction("r");
             sql.push(&restrict);
             sql.params.extend(params);
             sql.push(" ORDER BY r.pk");
             for row in self.db.fetch(&sql.text, &sql.params).await? {
-                out.push(stored_from_row(row)?);
+                out.push(view.resource(row)?);
             }
         }
         Ok(out)
@@ -801,7 +796,7 @@ fn encode_cursor(values: &[SqlValue]) -> String {
             SqlValue::Int(i) => CursorValue::I(*i),
             SqlValue::Real(f) => CursorValue::F(*f),
             SqlValue::Text(s) => CursorValue::S(s.clone()),
-            SqlValue::Null => CursorValue::N,
+            SqlValue::Null | SqlValue::NullInt => CursorValue::N,
         })
         .collect();
     base64::engine::general_purpose::URL_SAFE_NO_PAD

@@ -61,6 +61,7 @@ fn bind<'q>(
     for p in params {
         q = match p {
             SqlValue::Null => q.bind(None::<String>),
+            SqlValue::NullInt => q.bind(None::<i64>),
             SqlValue::Int(v) => q.bind(v),
             SqlValue::Real(v) => q.bind(v),
             SqlValue::Text(v) => q.bind(v),

@@ -69,6 +69,20 @@ pub struct WriteResult {
     pub content: Option<String>,
 }
 
+impl WriteResult {
+    /// What was written, as the writer receives it back (its own data: no release rules).
+    pub fn stored(&self) -> super::StoredResource {
+        super::access::written(
+            self.rtype.clone(),
+            self.id.clone(),
+            self.version,
+            self.last_updated,
+            self.outcome == WriteOutcome::Deleted,
+            self.content.clone().unwrap_or_default(),
+        )
+    }
+}
+
 struct Existing {
     pk: i64,
     version: i64,
@@ -188,8 +202,8 @@ impl Store {
             let list = placeholders(chunk.len());
             tx.execute(
                 &format!(
-                    "INSERT INTO resource_history (rtype, id, version, last_updated, deleted, patient_id, shared, sensitive, content) \
-                     SELECT rtype, id, version, last_updated, deleted, patient_id, shared, sensitive, content FROM resources WHERE pk IN ({list})"
+                    "INSERT INTO resource_history (rtype, id, version, last_updated, deleted, patient_id, shared, sensitive, care_end, release_until, content) \
+                     SELECT rtype, id, version, last_updated, deleted, patient_id, shared, sensitive, care_end, release_until, content FROM resources WHERE pk IN ({list})"
                 ),
                 params.clone(),
             )
@@ -223,48 +237,41 @@ impl Store {
         for (pk, mut op) in updates {
             let pos = result_pos[&(op.rtype.clone(), op.id.clone())];
             let version = results[pos].version;
-            let (content, deleted, patient_id, shared, sensitive, hash) = match op.prepared.as_mut()
-            {
-                Some(p) => {
-                    let content = stamp(p, version, now);
-                    results[pos].content = Some(content.clone());
-                    index_rows.add(pk, p);
-                    (
-                        content,
-                        false,
-                        p.patient_id.clone(),
-                        p.shared,
-                        p.sensitive,
-                        Some(p.source_hash.clone()),
-                    )
-                }
-                None => (
-                    tombstone(&op.rtype, &op.id, version, now),
-                    true,
-                    None,
-                    false,
-                    false,
-                    None,
-                ),
-            };
+            let written = op.prepared.as_mut().map(|p| {
+                let content = stamp(p, version, now);
+                results[pos].content = Some(content.clone());
+                index_rows.add(pk, p);
+                (content, &*p)
+            });
+            let deleted = written.is_none();
             // A tombstone keeps its owner so that member-scoped `_since` exports can list it,
-            // and its sensitivity so that a caller without the allowance never learns, from a
-            // 410 or a Bulk `deleted` entry, that a sensitive resource existed.
+            // its sensitivity so that a caller without the allowance never learns, from a
+            // 410 or a Bulk `deleted` entry, that a sensitive resource existed, and its release
+            // inputs (care dates, PA rule) for the same reason.
             let keep_owner = if deleted {
-                "patient_id = patient_id, shared = shared, sensitive = sensitive"
+                "patient_id = patient_id, shared = shared, sensitive = sensitive, \
+                 care_end = care_end, release_until = release_until"
             } else {
-                "patient_id = ?, shared = ?, sensitive = ?"
+                "patient_id = ?, shared = ?, sensitive = ?, care_end = ?, release_until = ?"
             };
             let mut params = vec![
                 SqlValue::Int(version),
                 SqlValue::Int(now),
                 SqlValue::from(deleted),
             ];
-            if !deleted {
-                params.push(patient_id.into());
-                params.push(SqlValue::from(shared));
-                params.push(SqlValue::from(sensitive));
-            }
+            let (content, hash) = match written {
+                Some((content, p)) => {
+                    params.extend([
+                        p.patient_id.clone().into(),
+                        SqlValue::from(p.shared),
+                        SqlValue::from(p.sensitive),
+                        SqlValue::int_or_null(p.care_end),
+                        SqlValue::int_or_null(p.release_until),
+                    ]);
+                    (content, Some(p.source_hash.clone()))
+                }
+                None => (tombstone(&op.rtype, &op.id, version, now), None),
+            };
             params.extend([hash.into(), SqlValue::Text(content), SqlValue::Int(pk)]);
             tx.execute(
                 &format!(
@@ -276,7 +283,7 @@ impl Store {
             .await?;
         }
 
-        const COLS: usize = 9;
+        const COLS: usize = 11;
         for chunk in inserts.chunks_mut(MAX_PARAMS / COLS) {
             let mut params = Vec::with_capacity(chunk.len() * COLS);
             for (pos, op) in chunk.iter_mut() {
@@ -291,15 +298,17 @@ impl Store {
                     p.patient_id.clone().into(),
                     SqlValue::from(p.shared),
                     SqlValue::from(p.sensitive),
+                    SqlValue::int_or_null(p.care_end),
+                    SqlValue::int_or_null(p.release_until),
                     SqlValue::from(&p.source_hash),
                     SqlValue::Text(content),
                 ]);
             }
-            let values = vec!["(?,?,?,?,0,?,?,?,?,?)"; chunk.len()].join(",");
+            let values = vec!["(?,?,?,?,0,?,?,?,?,?,?,?)"; chunk.len()].join(",");
             let rows = tx
                 .fetch(
                     &format!(
-                        "INSERT INTO resources (rtype, id, version, last_updated, deleted, patient_id, shared, sensitive, source_hash, content) \
+                        "INSERT INTO resources (rtype, id, version, last_updated, deleted, patient_id, shared, sensitive, care_end, release_until, source_hash, content) \
                          VALUES {values} ON CONFLICT (rtype, id) DO NOTHING RETURNING pk, rtype, id"
                     ),
                     params,
