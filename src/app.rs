@@ -273,6 +273,7 @@ async fn demo_token(state: &AppState) -> anyhow::Result<String> {
             scopes: client.scopes.clone(),
             patient: None,
             allow_sensitive: true,
+            consent_id: None,
             cnf: None,
             lifetime: 8 * 3600,
         },

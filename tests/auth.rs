@@ -75,6 +75,7 @@ fn grant(client: &TestClient, scopes: &str, patient: Option<&str>) -> Grant {
         scopes: pdex::auth::scopes::split(scopes),
         patient: patient.map(str::to_owned),
         allow_sensitive: false,
+        consent_id: None,
         cnf: None,
         lifetime: 300,
     }

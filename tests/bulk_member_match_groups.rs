@@ -415,6 +415,7 @@ fn payer(org: Option<&str>, client: &str) -> AccessContext {
         allow_sensitive: false,
         can_write: false,
         cert_thumbprint: None,
+        grant: Default::default(),
     }
 }
 

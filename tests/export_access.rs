@@ -240,9 +240,17 @@ async fn only_the_owning_client_may_poll_download_or_cancel() {
     for backend in backends() {
         let server = TestServer::start(&backend).await;
         load(&server).await;
-        // the test client is the operator; this job belongs to a payer client
+        // this job belongs to another registered client (a job's owner must still be a live
+        // client when the job runs: `auth::liveness`)
+        let b = server
+            .register_client(common::ClientSpec {
+                name: "client b".into(),
+                kind: ClientKind::Admin,
+                ..Default::default()
+            })
+            .await;
         let mut other = AccessContext::operator();
-        other.client_id = Some("payer-b".into());
+        other.client_id = Some(b.client_id.clone());
         other.kind = ClientKind::Admin;
         let poll = start_for(&server, &other, Level::System, &[("_type", "Patient")]).await;
         let id = poll.rsplit('/').next().unwrap().to_owned();

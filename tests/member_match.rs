@@ -395,6 +395,7 @@ fn payer(npi: &str) -> AccessContext {
         allow_sensitive: false,
         can_write: false,
         cert_thumbprint: None,
+        grant: Default::default(),
     }
 }
 

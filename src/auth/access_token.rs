@@ -5,7 +5,7 @@
 //! expiry and gives the claims back; [`Claims::context`] turns them into the
 //! [`AccessContext`] the rest of the server works with.
 
-use super::{AccessContext, ClientKind, DataScope, OrgIdentifier, scopes};
+use super::{AccessContext, ClientKind, DataScope, GrantRef, OrgIdentifier, scopes};
 use crate::auth::server::AuthServer;
 use jsonwebtoken::{Header, Validation};
 use serde_json::{Value, json};
@@ -20,6 +20,8 @@ pub struct Grant {
     /// Member-scoped tokens: the member's Patient id.
     pub patient: Option<String>,
     pub allow_sensitive: bool,
+    /// Member-scoped tokens of a payer: the stored consent they stand on.
+    pub consent_id: Option<String>,
     /// `x5t#S256` of the client certificate of the token request's connection.
     pub cnf: Option<String>,
     /// Seconds.
@@ -43,6 +45,8 @@ pub struct Claims {
     pub scopes: Vec<String>,
     pub patient: Option<String>,
     pub allow_sensitive: bool,
+    /// `pdex_consent`: the stored consent a member-scoped token stands on.
+    pub consent_id: Option<String>,
     pub cnf: Option<String>,
     pub jti: String,
     /// Epoch seconds.
@@ -73,6 +77,9 @@ pub async fn mint(auth: &AuthServer, grant: &Grant) -> anyhow::Result<Issued> {
     }
     if let Some(p) = &grant.patient {
         claims["patient"] = json!(p);
+    }
+    if let Some(c) = &grant.consent_id {
+        claims["pdex_consent"] = json!(c);
     }
     if let Some(t) = &grant.cnf {
         // RFC 8705 §3.1
@@ -144,6 +151,7 @@ fn claims_of(raw: Value) -> Result<Claims, String> {
         scopes: scopes::split(&s("scope").unwrap_or_default()),
         patient: s("patient"),
         allow_sensitive: raw["pdex_sensitive"].as_bool().unwrap_or(false),
+        consent_id: s("pdex_consent"),
         cnf: raw["cnf"]["x5t#S256"].as_str().map(str::to_owned),
         jti: s("jti").ok_or_else(bad)?,
         iat: raw["iat"].as_i64().unwrap_or(0),
@@ -180,6 +188,10 @@ impl Claims {
             },
             can_write: admin && self.patient.is_none() && scopes::any_write(&self.scopes),
             cert_thumbprint: self.cnf.clone(),
+            grant: GrantRef {
+                token_id: Some(self.jti.clone()),
+                consent: self.patient.clone().zip(self.consent_id.clone()),
+            },
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod clients;
 pub mod discovery;
 pub mod introspect;
 pub mod keys;
+pub mod liveness;
 pub mod metrics;
 pub mod scopes;
 pub mod server;
@@ -113,6 +114,17 @@ pub enum Interaction {
     Search,
 }
 
+/// What a context's access stands on, re-checked on every request and whenever a job that
+/// runs with it starts or resumes (`auth::liveness`): the token, and for a member-scoped
+/// token the stored consent that authorized it. Empty for in-process contexts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GrantRef {
+    /// The access token's `jti`.
+    pub token_id: Option<String>,
+    /// `(patient_id, consent id)` in `member_consents` (a payer's member-scoped token).
+    pub consent: Option<(String, String)>,
+}
+
 /// What the current caller may read and write. Built once per request; the store turns it
 /// into SQL restrictions in exactly one place (`store::access`).
 #[derive(Debug, Clone)]
@@ -132,6 +144,8 @@ pub struct AccessContext {
     /// SHA-256 thumbprint (base64url, no padding) of the client certificate the token is
     /// bound to, when it was issued over mTLS.
     pub cert_thumbprint: Option<String>,
+    /// What must stay live for this access to last (client, token, consent).
+    pub grant: GrantRef,
 }
 
 impl AccessContext {
@@ -146,6 +160,7 @@ impl AccessContext {
             allow_sensitive: true,
             can_write: true,
             cert_thumbprint: None,
+            grant: GrantRef::default(),
         }
     }
 
@@ -160,6 +175,7 @@ impl AccessContext {
             allow_sensitive,
             can_write: false,
             cert_thumbprint: None,
+            grant: GrantRef::default(),
         }
     }
 

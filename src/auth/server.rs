@@ -7,7 +7,7 @@ use super::client_keys::ClientKeys;
 use super::keys::KeyRing;
 use super::metrics::AuthMetrics;
 use super::{AccessContext, ClientCertificate};
-use crate::store::{SqlValue, Store};
+use crate::store::Store;
 use axum::Router;
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
@@ -105,39 +105,21 @@ impl AuthServer {
         }))
     }
 
-    /// Is a verified token still live: its client exists and is not disabled, and it was not
-    /// revoked? One query, no cache, so `pdex client disable` and revocation apply at once.
+    /// Is a verified token still live: its client exists and is not disabled, it was not
+    /// revoked, and the consent a member-scoped token stands on is still active
+    /// ([`super::liveness`]: one query, no cache, so `pdex client disable`, revocation and
+    /// `pdex consent revoke` apply at once).
     pub async fn check_live(&self, claims: &Claims) -> Result<(), AuthFailure> {
-        let rows = self
-            .store
-            .db
-            .fetch(
-                "SELECT c.disabled, (SELECT COUNT(*) FROM auth_revoked r WHERE r.jti = ?) \
-                 FROM auth_clients c WHERE c.client_id = ?",
-                &[
-                    SqlValue::from(&claims.jti),
-                    SqlValue::from(&claims.client_id),
-                ],
-            )
+        let grant = claims.context().grant;
+        super::liveness::check(&self.store, &claims.client_id, &grant)
             .await
-            .map_err(|e| {
-                tracing::error!(target: "pdex::auth", error = %e, "cannot check a token");
-                AuthFailure::Internal
-            })?;
-        let Some(row) = rows.into_iter().next() else {
-            return Err(AuthFailure::Invalid(
-                "the token's client is not registered".into(),
-            ));
-        };
-        if row.first().and_then(SqlValue::as_i64).unwrap_or(1) != 0 {
-            return Err(AuthFailure::Invalid(
-                "the token's client is disabled".into(),
-            ));
-        }
-        if row.get(1).and_then(SqlValue::as_i64).unwrap_or(1) != 0 {
-            return Err(AuthFailure::Invalid("the token was revoked".into()));
-        }
-        Ok(())
+            .map_err(|dead| match dead {
+                super::liveness::Dead::Refused(why) => AuthFailure::Invalid(why),
+                super::liveness::Dead::Unavailable(e) => {
+                    tracing::error!(target: "pdex::auth", error = %e, "cannot check a token");
+                    AuthFailure::Internal
+                }
+            })
     }
 
     /// Verifies a token completely (signature, audience, expiry, client, revocation).

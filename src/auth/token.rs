@@ -414,6 +414,7 @@ fn client_credentials(
         scopes: granted,
         patient: None,
         allow_sensitive: client.kind == ClientKind::Admin,
+        consent_id: None,
         cnf,
         lifetime: auth.settings.token_lifetime,
     })
@@ -469,6 +470,7 @@ async fn member_grant(
         scopes: granted,
         patient: Some(consent.patient_id),
         allow_sensitive: consent.allow_sensitive,
+        consent_id: Some(consent.consent_id),
         cnf,
         lifetime: auth
             .settings

@@ -15,6 +15,9 @@ pub mod state {
     pub const RUNNING: &str = "running";
     pub const COMPLETED: &str = "completed";
     pub const FAILED: &str = "failed";
+    /// Stopped before it ran because the access it was started with ended (client
+    /// disabled, token revoked, consent revoked: `auth::liveness`).
+    pub const REFUSED: &str = "refused";
     pub const CANCELLED: &str = "cancelled";
     pub const EXPIRED: &str = "expired";
 }
@@ -33,6 +36,12 @@ pub struct StoredAccess {
     pub patient_token: bool,
     pub allow_sensitive: bool,
     pub cert_thumbprint: Option<String>,
+    /// The token that started the job, and the consent a member-scoped token stood on:
+    /// re-checked whenever the job starts or resumes (`auth::liveness`).
+    #[serde(default)]
+    pub token_id: Option<String>,
+    #[serde(default)]
+    pub consent: Option<(String, String)>,
 }
 
 impl StoredAccess {
@@ -49,6 +58,8 @@ impl StoredAccess {
             patient_token: matches!(ctx.scope, DataScope::Patient(_)),
             allow_sensitive: ctx.allow_sensitive,
             cert_thumbprint: ctx.cert_thumbprint.clone(),
+            token_id: ctx.grant.token_id.clone(),
+            consent: ctx.grant.consent.clone(),
         }
     }
 
@@ -71,6 +82,10 @@ impl StoredAccess {
             allow_sensitive: self.allow_sensitive,
             can_write: false,
             cert_thumbprint: self.cert_thumbprint.clone(),
+            grant: crate::auth::GrantRef {
+                token_id: self.token_id.clone(),
+                consent: self.consent.clone(),
+            },
         }
     }
 }
@@ -431,13 +446,24 @@ impl Jobs {
         .await
     }
 
+    /// Marks a running job `refused` with the reason for its owner (see [`state::REFUSED`]).
+    pub async fn refuse(&self, id: &str, worker: &str, why: &str) -> anyhow::Result<bool> {
+        let now = now_ms();
+        self.guarded_update(
+            "UPDATE jobs SET state = 'refused', failure = ?, completed_at = ?, lease_owner = NULL, lease_until = NULL \
+             WHERE id = ? AND lease_owner = ? AND state = 'running'",
+            vec![SqlValue::from(why), SqlValue::Int(now), SqlValue::from(id), SqlValue::from(worker)],
+        )
+        .await
+    }
+
     /// Moves a job to `cancelled` (from any live state) or `expired` (from completed);
     /// `false` if it was already gone.
     pub async fn finish_as(&self, id: &str, new_state: &str) -> anyhow::Result<bool> {
         let from = if new_state == state::EXPIRED {
-            "('completed', 'failed')"
+            "('completed', 'failed', 'refused')"
         } else {
-            "('queued', 'running', 'completed', 'failed')"
+            "('queued', 'running', 'completed', 'failed', 'refused')"
         };
         self.guarded_update(
             &format!(

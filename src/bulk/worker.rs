@@ -50,6 +50,17 @@ fn lease_ms(engine: &Engine) -> i64 {
 async fn run_one(engine: &Engine, worker: &str, job: super::job::Job) {
     let started = std::time::Instant::now();
     tracing::info!(job = %job.id, kind = %job.kind, "export job started");
+    match owner_still_live(engine, &job).await {
+        Ok(true) => {}
+        // the store could not say: leave the job to be claimed again when its lease ends
+        Ok(false) => return,
+        Err(why) => {
+            tracing::info!(job = %job.id, reason = %why, "job refused: its owner's access ended");
+            let _ = engine.jobs.refuse(&job.id, worker, &why).await;
+            let _ = engine.remove_files(&job.id).await;
+            return;
+        }
+    }
     let result = match engine.job_runner(&job.kind) {
         Some(runner) => match runner.run(engine, &job, worker).await {
             Ok(true) => Ok(()),
@@ -90,6 +101,31 @@ async fn run_one(engine: &Engine, worker: &str, job: super::job::Job) {
                 )
                 .await;
             let _ = engine.remove_files(&job.id).await;
+        }
+    }
+}
+
+/// Every run of a job — its first and each resume after a restart or a lost lease — first
+/// checks that the access it was started with is still live (`auth::liveness`: client
+/// enabled, token not revoked, a member token's consent still active; issue 14: a
+/// `Patient/$export` queued before `pdex consent revoke` must not export the member).
+/// In-process jobs (no client) have nothing to check. `Ok(false)`: the store could not answer
+/// (fail closed: this run does not start). `Err` carries the reason for the client.
+async fn owner_still_live(engine: &Engine, job: &super::job::Job) -> Result<bool, String> {
+    let access: super::job::StoredAccess = serde_json::from_str(&job.access)
+        .map_err(|e| format!("the job's stored access cannot be read: {e}"))?;
+    let Some(client) = &access.client_id else {
+        return Ok(true);
+    };
+    let ctx = access.rebuild();
+    match crate::auth::liveness::check(&engine.store, client, &ctx.grant).await {
+        Ok(()) => Ok(true),
+        Err(crate::auth::liveness::Dead::Refused(why)) => Err(format!(
+            "the access this job was started with has ended ({why}); nothing was exported"
+        )),
+        Err(crate::auth::liveness::Dead::Unavailable(e)) => {
+            tracing::warn!(job = %job.id, error = %e, "cannot check the job owner's access now");
+            Ok(false)
         }
     }
 }

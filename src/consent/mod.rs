@@ -26,6 +26,9 @@ pub struct MemberGrant {
     pub patient_id: String,
     /// `#sensitive` policy → true; `#regular` → false.
     pub allow_sensitive: bool,
+    /// The stored consent's id (`member_consents.id`): a token issued on it lives only as
+    /// long as it stays active (`auth::liveness`).
+    pub consent_id: String,
 }
 
 /// The member-scoped-token check (§pdex-222..224): finds the latest active stored consent of
@@ -79,6 +82,7 @@ pub async fn grant_for(
         Ok(allow_sensitive) => Ok(Some(MemberGrant {
             patient_id: consent.patient_id,
             allow_sensitive,
+            consent_id: consent.id,
         })),
         Err(_) => Ok(None),
     }

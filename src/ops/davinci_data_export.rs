@@ -187,6 +187,7 @@ pub async fn handler(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, FhirError> {
+    super::export::refuse_member_token(&ctx)?;
     let (raw, post) = super::export::kickoff_params(&method, q.as_deref(), &headers, &body)?;
     let url = super::export::request_url(&state.base_url, &uri, post);
     kickoff(&state, &ctx, &id, raw, post, &headers, &url).await

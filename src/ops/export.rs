@@ -90,6 +90,7 @@ pub async fn group(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, FhirError> {
+    refuse_member_token(&ctx)?;
     let (raw, post) = kickoff_params(&method, q.as_deref(), &headers, &body)?;
     if ctx.kind == crate::auth::ClientKind::Payer {
         // a payer's Group export follows the payer-to-payer rules (consent, _since, EOBs)
@@ -100,6 +101,18 @@ pub async fn group(
         .await;
     }
     kickoff(&state, &ctx, Level::Group(id), raw, post, &headers, &uri).await
+}
+
+/// A member-scoped token reads one member's data; a Group export is a system-level request
+/// (Bulk STU2 Group export: "system/" scopes), so such a token is refused at kick-off rather
+/// than queued for a job that could never run (issue 14 item 6).
+pub fn refuse_member_token(ctx: &AccessContext) -> Result<(), FhirError> {
+    match ctx.patient() {
+        Some(_) => Err(FhirError::forbidden(
+            "a member-scoped access token cannot export a Group; use Patient/$export or Patient/{id}/$everything",
+        )),
+        None => Ok(()),
+    }
 }
 
 fn post_params(headers: &HeaderMap, body: &Bytes) -> Result<Vec<request::RawParam>, FhirError> {
@@ -352,6 +365,10 @@ pub async fn status(
             }
             Ok(resp)
         }
+        // Bulk STU2: a job that did not complete answers 4XX or 5XX with an OperationOutcome
+        state::REFUSED => Err(FhirError::forbidden(job.failure.unwrap_or_else(|| {
+            "the access this export was started with has ended".to_owned()
+        }))),
         state::FAILED => Err(FhirError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             IssueType::Exception,

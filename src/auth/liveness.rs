@@ -1,0 +1,66 @@
+//! Is an access still live? The one check, shared by the resource server (every request with
+//! a token: [`crate::auth::AuthServer::check_live`]), introspection, and the export engine
+//! (every job when it starts and when it resumes): the client exists and is enabled, the
+//! token was not revoked, and — for a payer's member-scoped token — the stored consent it was
+//! issued on is still active and in its period (PDex §pdex-167: consent "at the time of
+//! execution"; `pdex consent revoke` stops what it granted at once).
+//!
+//! One statement, no cache, so `pdex client disable`, `/oauth/revoke` and a consent
+//! revocation made by any process on the same database take effect on the next request.
+
+use super::GrantRef;
+use crate::store::{SqlValue, Store};
+
+/// Why an access is no longer live (the text is for the client).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dead {
+    Refused(String),
+    /// The store could not answer.
+    Unavailable(String),
+}
+
+/// Checks `client_id` and `grant` now.
+pub async fn check(store: &Store, client_id: &str, grant: &GrantRef) -> Result<(), Dead> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut sql = String::from("SELECT c.disabled");
+    let mut params: Vec<SqlValue> = Vec::new();
+    if let Some(jti) = &grant.token_id {
+        sql.push_str(", (SELECT COUNT(*) FROM auth_revoked r WHERE r.jti = ?)");
+        params.push(jti.into());
+    }
+    if let Some((patient, consent)) = &grant.consent {
+        sql.push_str(
+            ", (SELECT COUNT(*) FROM member_consents mc WHERE mc.patient_id = ? AND mc.id = ? \
+             AND mc.status = 'active' AND mc.period_start <= ? AND mc.period_end >= ?)",
+        );
+        params.extend([patient.into(), consent.into(), now.into(), now.into()]);
+    }
+    sql.push_str(" FROM auth_clients c WHERE c.client_id = ?");
+    params.push(client_id.into());
+    let rows = store
+        .db
+        .fetch(&sql, &params)
+        .await
+        .map_err(|e| Dead::Unavailable(format!("{e:#}")))?;
+    let Some(row) = rows.into_iter().next() else {
+        return Err(Dead::Refused("the token's client is not registered".into()));
+    };
+    let mut cols = row.iter().map(SqlValue::as_i64);
+    let mut next = || {
+        cols.next()
+            .flatten()
+            .ok_or_else(|| Dead::Unavailable("the liveness check read no integer".into()))
+    };
+    if next()? != 0 {
+        return Err(Dead::Refused("the token's client is disabled".into()));
+    }
+    if grant.token_id.is_some() && next()? != 0 {
+        return Err(Dead::Refused("the token was revoked".into()));
+    }
+    if grant.consent.is_some() && next()? == 0 {
+        return Err(Dead::Refused(
+            "the member's consent for your organization was revoked or has expired".into(),
+        ));
+    }
+    Ok(())
+}
