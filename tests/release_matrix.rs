@@ -565,3 +565,39 @@ async fn a_revoked_consent_stops_its_tokens_and_queued_exports_at_once() {
         s.stop().await;
     }
 }
+
+/// The window's settings, driven over HTTP: under PDex 2.2 five years is a floor (nothing is
+/// cut off) and `--lookback-years 0` turns the window off under 2.1; the other release rules
+/// stay.
+#[tokio::test]
+async fn the_window_follows_the_pdex_version_and_the_lookback_setting() {
+    for b in backends() {
+        for (what, configure) in [
+            (
+                "--pdex-version 2.2",
+                (|c: &mut pdex::config::ServerConfig| {
+                    c.exchange.pdex_version = pdex::config::PdexVersion::V22
+                }) as fn(&mut pdex::config::ServerConfig),
+            ),
+            ("--lookback-years 0", |c| c.exchange.lookback_years = 0),
+        ] {
+            let s = TestServer::start_demo(&b, configure).await;
+            let t = setup(&s).await;
+            let http = s.http(&t.regular);
+            for old in ["Observation/obs-old", "Observation/obs-2015"] {
+                assert!(direct(&http, &s, old).await.is_some(), "{what}: {old}");
+            }
+            assert!(
+                direct(&http, &s, "ExplanationOfBenefit/eob-pa-stale")
+                    .await
+                    .is_none(),
+                "{what}"
+            );
+            let claim = direct(&http, &s, "ExplanationOfBenefit/eob-claim")
+                .await
+                .unwrap();
+            assert!(claim.get("payment").is_none(), "{what}: {claim}");
+            s.stop().await;
+        }
+    }
+}
