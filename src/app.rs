@@ -93,7 +93,13 @@ impl Server {
             SensitivityLabels::parse(config.sensitive_labels.iter().map(String::as_str))?
         }
         .with_segmentation(config.exchange.segmentation);
-        let mut store = Store::open(&config.database_url, labels, config.migrate).await?;
+        let db_options = crate::store::DbOptions {
+            acquire_timeout: std::time::Duration::from_secs(
+                config.limits.db_acquire_timeout_seconds.max(1),
+            ),
+        };
+        let mut store =
+            Store::open_with(&config.database_url, labels, config.migrate, db_options).await?;
         store.release = crate::store::ReleaseSettings {
             lookback_years: config.exchange.lookback_years,
             // PDex 2.2.0 §pdex-176: five years is a floor, not a cap
@@ -157,6 +163,7 @@ impl Server {
         state.udap = udap;
         state.mtls_base_url = mtls.as_ref().map(|m| m.base_url.clone());
         state.udap_community = tls.udap_community.clone();
+        state.limits = config.limits;
         let state = Arc::new(state);
         crate::ops::bulk_match_job::BulkMatchRunner::register(
             &state.bulk,

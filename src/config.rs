@@ -57,6 +57,14 @@ pub struct FileConfig {
     pub payer_identifiers: Option<Vec<String>>,
     /// `2.1` (default) or `2.2` (`--pdex-version`).
     pub pdex_version: Option<String>,
+    /// Bounds on waits and costs (`LimitsConfig`; each a top-level key of the same name).
+    pub db_acquire_timeout_seconds: Option<u64>,
+    pub search_max_parameters: Option<usize>,
+    pub search_max_sort_keys: Option<usize>,
+    pub search_timeout_seconds: Option<u64>,
+    pub header_read_timeout_seconds: Option<u64>,
+    pub body_read_timeout_seconds: Option<u64>,
+    pub max_connections: Option<usize>,
     /// Bulk Data export engine settings (`[bulk]` table).
     pub bulk: Option<BulkFileConfig>,
 }
@@ -109,6 +117,67 @@ pub struct ServerConfig {
     pub token_lifetime: u64,
     pub bulk: BulkConfig,
     pub exchange: ExchangeConfig,
+    pub limits: LimitsConfig,
+}
+
+/// Every wait and every cost a client can cause is bounded (issue 15): pooled connections,
+/// search size and time, slow clients, connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Longest wait for a pooled database connection; then 503 (`db_acquire_timeout_seconds`).
+    pub db_acquire_timeout_seconds: u64,
+    /// Query parameters a search may carry; beyond, 400 `too-costly`.
+    pub search_max_parameters: usize,
+    /// `_sort` keys a search may carry; beyond, 400 `too-costly`.
+    pub search_max_sort_keys: usize,
+    /// Longest a search may run; then it is cancelled and answered 503.
+    pub search_timeout_seconds: u64,
+    /// A client must send its request headers within this many seconds.
+    pub header_read_timeout_seconds: u64,
+    /// ... and its request body within this many.
+    pub body_read_timeout_seconds: u64,
+    /// Open connections served at once per listener; more wait to be accepted.
+    pub max_connections: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            db_acquire_timeout_seconds: 5,
+            search_max_parameters: 64,
+            search_max_sort_keys: 8,
+            search_timeout_seconds: 10,
+            header_read_timeout_seconds: 10,
+            body_read_timeout_seconds: 60,
+            max_connections: 10_000,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The file's values over the defaults.
+    pub fn from_file(file: &FileConfig) -> LimitsConfig {
+        let d = LimitsConfig::default();
+        LimitsConfig {
+            db_acquire_timeout_seconds: file
+                .db_acquire_timeout_seconds
+                .unwrap_or(d.db_acquire_timeout_seconds),
+            search_max_parameters: file
+                .search_max_parameters
+                .unwrap_or(d.search_max_parameters),
+            search_max_sort_keys: file.search_max_sort_keys.unwrap_or(d.search_max_sort_keys),
+            search_timeout_seconds: file
+                .search_timeout_seconds
+                .unwrap_or(d.search_timeout_seconds),
+            header_read_timeout_seconds: file
+                .header_read_timeout_seconds
+                .unwrap_or(d.header_read_timeout_seconds),
+            body_read_timeout_seconds: file
+                .body_read_timeout_seconds
+                .unwrap_or(d.body_read_timeout_seconds),
+            max_connections: file.max_connections.unwrap_or(d.max_connections),
+        }
+    }
 }
 
 /// Resolved settings of the Bulk Data export engine (`crate::bulk`).
@@ -264,6 +333,7 @@ impl Default for ServerConfig {
             bulk: BulkConfig::default(),
             exchange: ExchangeConfig::default(),
             token_lifetime: crate::auth::server::DEFAULT_TOKEN_LIFETIME,
+            limits: LimitsConfig::default(),
         }
     }
 }

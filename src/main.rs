@@ -193,6 +193,8 @@ struct ServeArgs {
     bulk: BulkArgs,
     #[command(flatten)]
     tls: TlsArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
 }
 
 /// Bulk Data export settings (each also a `[bulk]` key in the configuration file).
@@ -240,6 +242,58 @@ impl BulkArgs {
                 .unwrap_or(base.poll_interval_seconds),
             lease_seconds: self.export_lease_seconds.unwrap_or(base.lease_seconds),
             storage: self.export_storage.unwrap_or(base.storage),
+        }
+    }
+}
+
+/// Bounds on waits and costs (each also a config key of the same name with `_`, `_seconds`
+/// for the timeouts).
+#[derive(Args)]
+struct LimitArgs {
+    /// Longest wait for a pooled database connection, seconds, then 503 (default 5).
+    #[arg(long, env = "PDEX_DB_ACQUIRE_TIMEOUT")]
+    db_acquire_timeout: Option<u64>,
+    /// Query parameters a search may carry (default 64); beyond, 400 too-costly.
+    #[arg(long, env = "PDEX_SEARCH_MAX_PARAMETERS")]
+    search_max_parameters: Option<usize>,
+    /// `_sort` keys a search may carry (default 8); beyond, 400 too-costly.
+    #[arg(long, env = "PDEX_SEARCH_MAX_SORT_KEYS")]
+    search_max_sort_keys: Option<usize>,
+    /// Longest a search may run, seconds (default 10); then 503.
+    #[arg(long, env = "PDEX_SEARCH_TIMEOUT")]
+    search_timeout: Option<u64>,
+    /// Seconds a client has to send its request headers (default 10).
+    #[arg(long, env = "PDEX_HEADER_READ_TIMEOUT")]
+    header_read_timeout: Option<u64>,
+    /// Seconds a client has to send its request body (default 60).
+    #[arg(long, env = "PDEX_BODY_READ_TIMEOUT")]
+    body_read_timeout: Option<u64>,
+    /// Connections served at once per listener (default 10000).
+    #[arg(long, env = "PDEX_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+}
+
+impl LimitArgs {
+    fn resolve(self, file: &FileConfig) -> config::LimitsConfig {
+        let base = config::LimitsConfig::from_file(file);
+        config::LimitsConfig {
+            db_acquire_timeout_seconds: self
+                .db_acquire_timeout
+                .unwrap_or(base.db_acquire_timeout_seconds),
+            search_max_parameters: self
+                .search_max_parameters
+                .unwrap_or(base.search_max_parameters),
+            search_max_sort_keys: self
+                .search_max_sort_keys
+                .unwrap_or(base.search_max_sort_keys),
+            search_timeout_seconds: self.search_timeout.unwrap_or(base.search_timeout_seconds),
+            header_read_timeout_seconds: self
+                .header_read_timeout
+                .unwrap_or(base.header_read_timeout_seconds),
+            body_read_timeout_seconds: self
+                .body_read_timeout
+                .unwrap_or(base.body_read_timeout_seconds),
+            max_connections: self.max_connections.unwrap_or(base.max_connections),
         }
     }
 }
@@ -382,6 +436,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 }),
                 bulk: args.bulk.resolve(file.bulk.as_ref()),
                 exchange,
+                limits: args.limits.resolve(&file),
             };
             if config.token_lifetime == 0 {
                 anyhow::bail!("--token-lifetime must be at least 1 second");

@@ -6,7 +6,7 @@
 //! [`AccessContext`] the rest of the server works with.
 
 use super::{AccessContext, ClientKind, DataScope, GrantRef, OrgIdentifier, scopes};
-use crate::auth::server::AuthServer;
+use crate::auth::server::{AuthFailure, AuthServer};
 use jsonwebtoken::{Header, Validation};
 use serde_json::{Value, json};
 
@@ -99,20 +99,30 @@ pub async fn mint(auth: &AuthServer, grant: &Grant) -> anyhow::Result<Issued> {
 /// Checks one of our tokens: signature with a current server key, `iss`, `aud` = the FHIR
 /// base, `exp`. Revocation and the client's state are the caller's next step
 /// ([`AuthServer::check_live`]).
-pub async fn verify(auth: &AuthServer, token: &str) -> Result<Claims, String> {
-    let header = jsonwebtoken::decode_header(token).map_err(|_| "not a JWT".to_owned())?;
-    let kid = header.kid.as_deref().ok_or("the token has no kid")?;
+pub async fn verify(auth: &AuthServer, token: &str) -> Result<Claims, AuthFailure> {
+    let invalid = |why: &str| AuthFailure::Invalid(why.to_owned());
+    let header = jsonwebtoken::decode_header(token).map_err(|_| invalid("not a JWT"))?;
+    let kid = header
+        .kid
+        .as_deref()
+        .ok_or_else(|| invalid("the token has no kid"))?;
     let key = auth
         .keys
         .verification_key(kid)
         .await
         .map_err(|e| {
-            tracing::error!(target: "pdex::auth", error = %e, "cannot load signing keys");
-            "the server cannot check tokens right now".to_owned()
+            // the token may be fine: the keys could not be read (503 or 500, never 401)
+            if crate::fhir::is_unavailable(&e) {
+                tracing::warn!(target: "pdex::auth", error = %format!("{e:#}"), "cannot load signing keys: the database is unavailable");
+                AuthFailure::Unavailable
+            } else {
+                tracing::error!(target: "pdex::auth", error = %e, "cannot load signing keys");
+                AuthFailure::Internal
+            }
         })?
-        .ok_or("the token was not signed by a key of this server")?;
+        .ok_or_else(|| invalid("the token was not signed by a key of this server"))?;
     if header.alg != key.alg {
-        return Err("the token's alg does not match the server key".into());
+        return Err(invalid("the token's alg does not match the server key"));
     }
     let mut v = Validation::new(key.alg);
     v.leeway = 5;
@@ -121,15 +131,15 @@ pub async fn verify(auth: &AuthServer, token: &str) -> Result<Claims, String> {
     v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
     let data = jsonwebtoken::decode::<Value>(token, &key.decoding, &v).map_err(|e| {
         use jsonwebtoken::errors::ErrorKind;
-        match e.kind() {
-            ErrorKind::ExpiredSignature => "the token has expired".to_owned(),
-            ErrorKind::InvalidAudience => "the token is for another audience".to_owned(),
-            ErrorKind::InvalidIssuer => "the token is from another issuer".to_owned(),
-            ErrorKind::InvalidSignature => "the token's signature does not verify".to_owned(),
-            _ => "the token is not valid".to_owned(),
-        }
+        invalid(match e.kind() {
+            ErrorKind::ExpiredSignature => "the token has expired",
+            ErrorKind::InvalidAudience => "the token is for another audience",
+            ErrorKind::InvalidIssuer => "the token is from another issuer",
+            ErrorKind::InvalidSignature => "the token's signature does not verify",
+            _ => "the token is not valid",
+        })
     })?;
-    claims_of(data.claims)
+    claims_of(data.claims).map_err(AuthFailure::Invalid)
 }
 
 fn claims_of(raw: Value) -> Result<Claims, String> {

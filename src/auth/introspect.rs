@@ -31,6 +31,7 @@ async fn caller(
         return match auth.authenticate(headers, cert).await {
             Ok(ctx) => Ok((ctx.client_id.unwrap_or_default(), ctx.kind)),
             Err(AuthFailure::Internal) => Err(OAuthError::server_error()),
+            Err(AuthFailure::Unavailable) => Err(OAuthError::temporarily_unavailable()),
             Err(AuthFailure::Missing) => Err(unauthorized("authentication required".into())),
             Err(AuthFailure::Invalid(why)) => Err(unauthorized(format!("caller's token: {why}"))),
         };
@@ -98,6 +99,7 @@ pub async fn introspect(State(auth): State<Arc<AuthServer>>, req: Request) -> Re
         let claims = match auth.inspect(&request.token).await {
             Ok(c) => c,
             Err(AuthFailure::Internal) => return Err(OAuthError::server_error()),
+            Err(AuthFailure::Unavailable) => return Err(OAuthError::temporarily_unavailable()),
             Err(_) => return Ok(inactive),
         };
         if !request.may_see(&claims.client_id) {

@@ -15,8 +15,10 @@ use crate::store::{SqlValue, Store};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dead {
     Refused(String),
-    /// The store could not answer.
+    /// The database is unavailable (fail closed: nothing is served on this access now).
     Unavailable(String),
+    /// The check failed otherwise (fail closed).
+    Internal(String),
 }
 
 /// Checks `client_id` and `grant` now.
@@ -37,11 +39,13 @@ pub async fn check(store: &Store, client_id: &str, grant: &GrantRef) -> Result<(
     }
     sql.push_str(" FROM auth_clients c WHERE c.client_id = ?");
     params.push(client_id.into());
-    let rows = store
-        .db
-        .fetch(&sql, &params)
-        .await
-        .map_err(|e| Dead::Unavailable(format!("{e:#}")))?;
+    let rows = store.db.fetch(&sql, &params).await.map_err(|e| {
+        if crate::fhir::is_unavailable(&e) {
+            Dead::Unavailable(format!("{e:#}"))
+        } else {
+            Dead::Internal(format!("{e:#}"))
+        }
+    })?;
     let Some(row) = rows.into_iter().next() else {
         return Err(Dead::Refused("the token's client is not registered".into()));
     };
@@ -49,7 +53,7 @@ pub async fn check(store: &Store, client_id: &str, grant: &GrantRef) -> Result<(
     let mut next = || {
         cols.next()
             .flatten()
-            .ok_or_else(|| Dead::Unavailable("the liveness check read no integer".into()))
+            .ok_or_else(|| Dead::Internal("the liveness check read no integer".into()))
     };
     if next()? != 0 {
         return Err(Dead::Refused("the token's client is disabled".into()));

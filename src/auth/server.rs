@@ -88,8 +88,10 @@ pub enum AuthFailure {
     Missing,
     /// A token was presented but is not acceptable (`invalid_token`); the text says why.
     Invalid(String),
-    /// The server could not check (store unavailable) → 500.
+    /// The server could not check (an internal fault) → 500.
     Internal,
+    /// The database that would tell is unavailable → 503 with `Retry-After`, never 401.
+    Unavailable,
 }
 
 impl AuthServer {
@@ -116,6 +118,10 @@ impl AuthServer {
             .map_err(|dead| match dead {
                 super::liveness::Dead::Refused(why) => AuthFailure::Invalid(why),
                 super::liveness::Dead::Unavailable(e) => {
+                    tracing::warn!(target: "pdex::auth", error = %e, "cannot check a token: the database is unavailable");
+                    AuthFailure::Unavailable
+                }
+                super::liveness::Dead::Internal(e) => {
                     tracing::error!(target: "pdex::auth", error = %e, "cannot check a token");
                     AuthFailure::Internal
                 }
@@ -124,9 +130,7 @@ impl AuthServer {
 
     /// Verifies a token completely (signature, audience, expiry, client, revocation).
     pub async fn inspect(&self, token: &str) -> Result<Claims, AuthFailure> {
-        let claims = access_token::verify(self, token)
-            .await
-            .map_err(AuthFailure::Invalid)?;
+        let claims = access_token::verify(self, token).await?;
         self.check_live(&claims).await?;
         Ok(claims)
     }

@@ -75,6 +75,18 @@ impl OAuthError {
             "the authorization server failed; try again",
         )
     }
+    /// 503 `temporarily_unavailable` (RFC 6749 §4.1.2.1's code) with `Retry-After`: the
+    /// database is down; the same request may succeed later.
+    pub fn temporarily_unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            format!(
+                "the authorization server's database is unavailable; retry after {} seconds",
+                crate::fhir::error::RETRY_AFTER_SECONDS
+            ),
+        )
+    }
     /// The same error with another status (401 at introspection and revocation).
     pub fn with_status(mut self, status: StatusCode) -> Self {
         self.status = status;
@@ -84,6 +96,10 @@ impl OAuthError {
 
 impl From<anyhow::Error> for OAuthError {
     fn from(e: anyhow::Error) -> Self {
+        if crate::fhir::is_unavailable(&e) {
+            tracing::warn!(target: "pdex::auth", error = %format!("{e:#}"), "database unavailable");
+            return OAuthError::temporarily_unavailable();
+        }
         tracing::error!(target: "pdex::auth", error = %e, "authorization server failure");
         OAuthError::server_error()
     }
@@ -91,10 +107,17 @@ impl From<anyhow::Error> for OAuthError {
 
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
-        oauth_json(
+        let mut resp = oauth_json(
             self.status,
             &json!({"error": self.error, "error_description": self.description}),
-        )
+        );
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(crate::fhir::error::RETRY_AFTER_SECONDS),
+            );
+        }
+        resp
     }
 }
 

@@ -123,7 +123,9 @@ async fn owner_still_live(engine: &Engine, job: &super::job::Job) -> Result<bool
         Err(crate::auth::liveness::Dead::Refused(why)) => Err(format!(
             "the access this job was started with has ended ({why}); nothing was exported"
         )),
-        Err(crate::auth::liveness::Dead::Unavailable(e)) => {
+        Err(
+            crate::auth::liveness::Dead::Unavailable(e) | crate::auth::liveness::Dead::Internal(e),
+        ) => {
             tracing::warn!(job = %job.id, error = %e, "cannot check the job owner's access now");
             Ok(false)
         }

@@ -25,6 +25,8 @@ pub enum IssueType {
     Processing,
     BusinessRule,
     Exception,
+    /// A transient failure: retry later (503).
+    Transient,
     Informational,
 }
 
@@ -47,9 +49,36 @@ impl IssueType {
             IssueType::Processing => "processing",
             IssueType::BusinessRule => "business-rule",
             IssueType::Exception => "exception",
+            IssueType::Transient => "transient",
             IssueType::Informational => "informational",
         }
     }
+}
+
+/// Seconds a client is told to wait (`Retry-After`) when a backing service is unavailable.
+pub const RETRY_AFTER_SECONDS: u64 = 5;
+
+/// Marks an error as "the database is unavailable" (unreachable, restarting, or no pooled
+/// connection within the acquire timeout): clients are answered 503 with `Retry-After`,
+/// never a 500 or — at the token check — a 401 (issue 15). The store wraps such errors.
+#[derive(Debug)]
+pub struct Unavailable(pub Box<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the database is unavailable: {}", self.0)
+    }
+}
+
+impl std::error::Error for Unavailable {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.0.as_ref())
+    }
+}
+
+/// Is `err`, or anything it was caused by, an [`Unavailable`]?
+pub fn is_unavailable(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| c.is::<Unavailable>())
 }
 
 /// A failure to report as an OperationOutcome with an HTTP status.
@@ -96,6 +125,16 @@ impl FhirError {
     pub fn forbidden(msg: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, IssueType::Forbidden, msg)
     }
+    /// 503 with `Retry-After`: a backing service is unavailable; the request may succeed later.
+    pub fn unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            IssueType::Transient,
+            format!(
+                "the database is unavailable right now; retry after {RETRY_AFTER_SECONDS} seconds"
+            ),
+        )
+    }
     /// 500: logs the cause, tells the client only that it was our fault.
     pub fn internal(err: impl std::fmt::Display) -> Self {
         tracing::error!(error = %err, "internal error");
@@ -132,6 +171,10 @@ impl From<anyhow::Error> for FhirError {
     fn from(err: anyhow::Error) -> Self {
         match err.downcast::<FhirError>() {
             Ok(e) => e,
+            Err(err) if is_unavailable(&err) => {
+                tracing::warn!(error = %format!("{err:#}"), "database unavailable");
+                FhirError::unavailable()
+            }
             Err(err) => FhirError::internal(format!("{err:#}")),
         }
     }
@@ -157,6 +200,10 @@ impl IntoResponse for FhirError {
             header::CONTENT_TYPE,
             HeaderValue::from_static(super::FHIR_JSON),
         );
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        }
         resp
     }
 }

@@ -53,6 +53,8 @@ pub struct AppState {
     pub mtls_base_url: Option<String>,
     /// The UDAP trust community URI we answer `?community=` for (`--udap-community`).
     pub udap_community: Option<String>,
+    /// Bounds on waits and costs (search size and time).
+    pub limits: crate::config::LimitsConfig,
 }
 
 impl AppState {
@@ -83,6 +85,7 @@ impl AppState {
             udap: None,
             mtls_base_url: None,
             udap_community: None,
+            limits: Default::default(),
         })
     }
 
@@ -110,6 +113,18 @@ impl FromRequestParts<SharedState> for Access {
     }
 }
 
+/// `GET /health`: 200 `ok` while the database answers, 503 (with `Retry-After`) while it
+/// does not (issue 15: a load balancer must see an outage).
+async fn health(axum::extract::State(state): axum::extract::State<SharedState>) -> Response {
+    match state.store.db.fetch("SELECT 1", &[]).await {
+        Ok(_) => "ok".into_response(),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "health check: the database does not answer");
+            FhirError::unavailable().into_response()
+        }
+    }
+}
+
 /// RFC 6750 §3: 401 with a `WWW-Authenticate: Bearer` challenge (with `invalid_token` when a
 /// token was presented) and an OperationOutcome saying why.
 fn unauthorized(e: AuthFailure) -> Response {
@@ -128,6 +143,8 @@ fn unauthorized(e: AuthFailure) -> Response {
         AuthFailure::Internal => {
             return FhirError::internal("cannot check the access token").into_response();
         }
+        // the token may be fine: the database that would tell is down (503, never 401)
+        AuthFailure::Unavailable => return FhirError::unavailable().into_response(),
     };
     let mut resp = FhirError::new(StatusCode::UNAUTHORIZED, IssueType::Login, text).into_response();
     if let Ok(v) = HeaderValue::from_str(&challenge) {
@@ -208,7 +225,7 @@ pub fn router(state: SharedState) -> Router {
             "/fhir/",
             post(bundle::transaction_or_batch).get(rest::system_search),
         )
-        .route("/health", get(|| async { "ok" }))
+        .route("/health", get(health))
         .fallback(|| async { FhirError::not_found("no such endpoint") })
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -98,6 +98,50 @@ pub enum Dialect {
 /// Postgres 65,535).
 pub const MAX_PARAMS: usize = 30_000;
 
+/// A sqlx error as ours: one that says the database cannot be reached now — no connection
+/// within the acquire timeout, a broken or refused connection, a server shutting down or
+/// starting up (SQLSTATE class 08, 57P01–57P03, 53300 too many connections) — is marked
+/// [`crate::fhir::Unavailable`] (503 with `Retry-After` to clients); anything else stays as it is.
+pub fn classify(e: sqlx::Error) -> anyhow::Error {
+    let unavailable = match &e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
+    };
+    if unavailable {
+        anyhow::Error::new(crate::fhir::Unavailable(Box::new(e)))
+    } else {
+        anyhow::Error::from(e)
+    }
+}
+
+/// How long a request waits for a pooled connection before it is answered 503
+/// (`db_acquire_timeout_seconds`; the server's default).
+pub const DEFAULT_ACQUIRE_TIMEOUT_SECONDS: u64 = 5;
+
+/// Connection settings.
+#[derive(Debug, Clone, Copy)]
+pub struct DbOptions {
+    /// The longest wait for a pooled connection. The server bounds it tightly (a request
+    /// waits at most this long, then gets 503); CLI commands such as `pdex import`, whose own
+    /// batches queue for SQLite's one writer, keep sqlx's 30 s.
+    pub acquire_timeout: std::time::Duration,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        DbOptions {
+            acquire_timeout: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
 /// A connection pool to one database.
 #[async_trait]
 pub trait Database: Send + Sync + 'static {
@@ -154,14 +198,14 @@ pub trait Transaction: Send {
 }
 
 /// Opens the database named by `url` (`sqlite://…` or `postgres://…`).
-pub async fn connect(url: &str) -> anyhow::Result<std::sync::Arc<dyn Database>> {
+pub async fn connect(url: &str, opts: DbOptions) -> anyhow::Result<std::sync::Arc<dyn Database>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(std::sync::Arc::new(
-            super::postgres::PostgresDatabase::connect(url).await?,
+            super::postgres::PostgresDatabase::connect(url, opts).await?,
         ))
     } else if url.starts_with("sqlite:") {
         Ok(std::sync::Arc::new(
-            super::sqlite::SqliteDatabase::connect(url).await?,
+            super::sqlite::SqliteDatabase::connect(url, opts).await?,
         ))
     } else {
         anyhow::bail!(

@@ -22,7 +22,7 @@ use crate::search::Registry;
 use std::sync::Arc;
 
 pub use access::{ExportRow, StoredResource, View};
-pub use db::{Database, Dialect, SqlValue};
+pub use db::{Database, DbOptions, Dialect, SqlValue};
 pub use prepare::{IdRule, Prepared};
 pub use release::ReleaseSettings;
 pub use write::{WriteKind, WriteOp, WriteOutcome, WriteResult};
@@ -46,7 +46,17 @@ impl Store {
         sensitivity: sensitivity::SensitivityLabels,
         migrate: bool,
     ) -> anyhow::Result<Store> {
-        let db = db::connect(url).await?;
+        Self::open_with(url, sensitivity, migrate, db::DbOptions::default()).await
+    }
+
+    /// [`Store::open`] with connection settings (the server's bounded acquire timeout).
+    pub async fn open_with(
+        url: &str,
+        sensitivity: sensitivity::SensitivityLabels,
+        migrate: bool,
+        opts: db::DbOptions,
+    ) -> anyhow::Result<Store> {
+        let db = db::connect(url, opts).await?;
         if migrate {
             db.migrate().await?;
             release::backfill(db.as_ref()).await?;

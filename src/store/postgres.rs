@@ -1,7 +1,7 @@
 //! PostgreSQL implementation of [`Database`]. Portable SQL arrives with `?` placeholders;
 //! they are numbered (`$1`, `$2`, …) here. Our SQL never contains a literal `?`.
 
-use super::db::{Database, Dialect, Row, SqlValue, Transaction};
+use super::db::{Database, DbOptions, Dialect, Row, SqlValue, Transaction, classify};
 use anyhow::Context;
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -17,7 +17,7 @@ pub struct PostgresDatabase {
 }
 
 impl PostgresDatabase {
-    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+    pub async fn connect(url: &str, opts: DbOptions) -> anyhow::Result<Self> {
         // Each connection is a Postgres process: more connections than about two per core
         // only add scheduling (measured: 16 connections on 2 cores gave a p99 of 0.5 s under
         // load, see BENCHMARKS.md); waiting for a pooled connection queues fairly instead.
@@ -35,6 +35,7 @@ impl PostgresDatabase {
             .options([("plan_cache_mode", "force_custom_plan")]);
         let pool = PgPoolOptions::new()
             .max_connections(size)
+            .acquire_timeout(opts.acquire_timeout)
             .connect_with(options)
             .await
             .with_context(|| "cannot connect to PostgreSQL (check PDEX_DATABASE_URL)")?;
@@ -115,7 +116,8 @@ impl Database for PostgresDatabase {
         let sql = number_placeholders(sql);
         let rows = bind(&sql, params.iter().cloned())
             .fetch_all(&self.pool)
-            .await?;
+            .await
+            .map_err(classify)?;
         rows.iter().map(decode).collect()
     }
 
@@ -132,7 +134,7 @@ impl Database for PostgresDatabase {
             let sql = number_placeholders(&sql);
             let mut rows = bind(&sql, params).fetch(&pool);
             while let Some(row) = rows.next().await {
-                let item = row.map_err(anyhow::Error::from).and_then(|r| decode(&r));
+                let item = row.map_err(classify).and_then(|r| decode(&r));
                 if tx.send(item).await.is_err() {
                     break;
                 }
@@ -145,7 +147,7 @@ impl Database for PostgresDatabase {
 
     async fn begin(&self) -> anyhow::Result<Box<dyn Transaction>> {
         Ok(Box::new(PostgresTransaction {
-            tx: self.pool.begin().await?,
+            tx: self.pool.begin().await.map_err(classify)?,
         }))
     }
 
@@ -154,7 +156,8 @@ impl Database for PostgresDatabase {
             "ANALYZE resources, idx_token, idx_string, idx_date, idx_quantity, idx_reference",
         )
         .execute(&self.pool)
-        .await?;
+        .await
+        .map_err(classify)?;
         Ok(())
     }
 
@@ -171,18 +174,22 @@ struct PostgresTransaction {
 impl Transaction for PostgresTransaction {
     async fn fetch(&mut self, sql: &str, params: Vec<SqlValue>) -> anyhow::Result<Vec<Row>> {
         let sql = number_placeholders(sql);
-        let rows = bind(&sql, params).fetch_all(&mut *self.tx).await?;
+        let rows = bind(&sql, params)
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(classify)?;
         rows.iter().map(decode).collect()
     }
     async fn execute(&mut self, sql: &str, params: Vec<SqlValue>) -> anyhow::Result<u64> {
         let sql = number_placeholders(sql);
         Ok(bind(&sql, params)
             .execute(&mut *self.tx)
-            .await?
+            .await
+            .map_err(classify)?
             .rows_affected())
     }
     async fn commit(self: Box<Self>) -> anyhow::Result<()> {
-        Ok(self.tx.commit().await?)
+        self.tx.commit().await.map_err(classify)
     }
 
     async fn insert_rows(
@@ -197,7 +204,8 @@ impl Transaction for PostgresTransaction {
         let mut copy = self
             .tx
             .copy_in_raw(&format!("COPY {target} FROM STDIN"))
-            .await?;
+            .await
+            .map_err(classify)?;
         let mut buf = Vec::with_capacity(1 << 20);
         for (i, v) in values.iter().enumerate() {
             if i % width != 0 {
@@ -208,13 +216,15 @@ impl Transaction for PostgresTransaction {
                 buf.push(b'\n');
             }
             if buf.len() >= 1 << 20 {
-                copy.send(std::mem::take(&mut buf)).await?;
+                copy.send(std::mem::take(&mut buf))
+                    .await
+                    .map_err(classify)?;
             }
         }
         if !buf.is_empty() {
-            copy.send(buf).await?;
+            copy.send(buf).await.map_err(classify)?;
         }
-        copy.finish().await?;
+        copy.finish().await.map_err(classify)?;
         Ok(())
     }
 }

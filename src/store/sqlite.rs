@@ -2,7 +2,7 @@
 //! `pdex import` and `pdex serve` queue rather than fail, one writer connection (SQLite has a
 //! single writer anyway) and a small pool of readers.
 
-use super::db::{Database, Dialect, Row, SqlValue, Transaction};
+use super::db::{Database, DbOptions, Dialect, Row, SqlValue, Transaction, classify};
 use anyhow::Context;
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -23,7 +23,7 @@ pub struct SqliteDatabase {
 }
 
 impl SqliteDatabase {
-    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+    pub async fn connect(url: &str, opts: DbOptions) -> anyhow::Result<Self> {
         let options = SqliteConnectOptions::from_str(url)
             .with_context(|| format!("invalid SQLite URL {url:?}"))?
             .create_if_missing(true)
@@ -42,13 +42,16 @@ impl SqliteDatabase {
         }
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .acquire_timeout(opts.acquire_timeout)
             .connect_with(options.clone())
             .await
             .with_context(|| format!("cannot open SQLite database {url:?}"))?;
         let readers = SqlitePoolOptions::new()
             .max_connections(8)
+            .acquire_timeout(opts.acquire_timeout)
             .connect_with(options.read_only(false))
-            .await?;
+            .await
+            .map_err(classify)?;
         Ok(SqliteDatabase { readers, writer })
     }
 }
@@ -104,7 +107,8 @@ impl Database for SqliteDatabase {
     async fn fetch(&self, sql: &str, params: &[SqlValue]) -> anyhow::Result<Vec<Row>> {
         let rows = bind(sql, params.iter().cloned())
             .fetch_all(&self.readers)
-            .await?;
+            .await
+            .map_err(classify)?;
         rows.iter().map(decode).collect()
     }
 
@@ -121,7 +125,7 @@ impl Database for SqliteDatabase {
             let sql = sql;
             let mut rows = bind(&sql, params).fetch(&pool);
             while let Some(row) = rows.next().await {
-                let item = row.map_err(anyhow::Error::from).and_then(|r| decode(&r));
+                let item = row.map_err(classify).and_then(|r| decode(&r));
                 if tx.send(item).await.is_err() {
                     break;
                 }
@@ -133,14 +137,19 @@ impl Database for SqliteDatabase {
     }
 
     async fn begin(&self) -> anyhow::Result<Box<dyn Transaction>> {
-        let tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(classify)?;
         Ok(Box::new(SqliteTransaction { tx }))
     }
 
     async fn analyze(&self) -> anyhow::Result<()> {
         sqlx::query("PRAGMA optimize=0x10002")
             .execute(&self.writer)
-            .await?;
+            .await
+            .map_err(classify)?;
         Ok(())
     }
 
@@ -157,16 +166,20 @@ struct SqliteTransaction {
 #[async_trait]
 impl Transaction for SqliteTransaction {
     async fn fetch(&mut self, sql: &str, params: Vec<SqlValue>) -> anyhow::Result<Vec<Row>> {
-        let rows = bind(sql, params).fetch_all(&mut *self.tx).await?;
+        let rows = bind(sql, params)
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(classify)?;
         rows.iter().map(decode).collect()
     }
     async fn execute(&mut self, sql: &str, params: Vec<SqlValue>) -> anyhow::Result<u64> {
         Ok(bind(sql, params)
             .execute(&mut *self.tx)
-            .await?
+            .await
+            .map_err(classify)?
             .rows_affected())
     }
     async fn commit(self: Box<Self>) -> anyhow::Result<()> {
-        Ok(self.tx.commit().await?)
+        self.tx.commit().await.map_err(classify)
     }
 }

@@ -111,6 +111,24 @@ impl TestServer {
         configure: impl FnOnce(&mut ServerConfig),
     ) -> TestServer {
         let db = TestDb::new(backend).await;
+        Self::start_on_db(db, configure).await
+    }
+
+    /// A server on a database the test manages itself (e.g. a private PostgreSQL cluster);
+    /// nothing is dropped at [`TestServer::stop`].
+    pub async fn start_on(
+        database_url: &str,
+        configure: impl FnOnce(&mut ServerConfig),
+    ) -> TestServer {
+        let db = TestDb {
+            url: database_url.to_owned(),
+            _dir: None,
+            pg_admin: None,
+        };
+        Self::start_on_db(db, configure).await
+    }
+
+    async fn start_on_db(db: TestDb, configure: impl FnOnce(&mut ServerConfig)) -> TestServer {
         let exports = tempfile::tempdir().expect("tempdir");
         let mut config = ServerConfig {
             database_url: db.url.clone(),
