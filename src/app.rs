@@ -97,6 +97,9 @@ impl Server {
             acquire_timeout: std::time::Duration::from_secs(
                 config.limits.db_acquire_timeout_seconds.max(1),
             ),
+            search_timeout: Some(std::time::Duration::from_secs(
+                config.limits.search_timeout_seconds.max(1),
+            )),
         };
         let mut store =
             Store::open_with(&config.database_url, labels, config.migrate, db_options).await?;
@@ -199,14 +202,14 @@ impl Server {
             kind: ListenerKind::Public,
             base_url: self.state.base_url.clone(),
         }));
-        let public = async {
-            match self.public_tls {
-                Some(tls) => {
-                    tls::serve_tls(self.listener, tls, public_router, shutdown.clone()).await
-                }
-                None => tls::serve_plain(self.listener, public_router, shutdown.clone()).await,
-            }
-        };
+        let limits = tls::ConnectionLimits::of(&self.state.limits);
+        let public = tls::serve(
+            self.listener,
+            self.public_tls,
+            public_router,
+            limits,
+            shutdown.clone(),
+        );
         let mtls = async {
             match self.mtls {
                 Some(m) => {
@@ -214,7 +217,14 @@ impl Server {
                         kind: ListenerKind::Mtls,
                         base_url: m.base_url.clone(),
                     }));
-                    tls::serve_tls(m.listener, m.tls, mtls_router, shutdown.clone()).await
+                    tls::serve(
+                        m.listener,
+                        Some(m.tls),
+                        mtls_router,
+                        limits,
+                        shutdown.clone(),
+                    )
+                    .await
                 }
                 None => Ok(()),
             }

@@ -27,6 +27,8 @@ pub enum IssueType {
     Exception,
     /// A transient failure: retry later (503).
     Transient,
+    /// The client took too long (408).
+    Timeout,
     Informational,
 }
 
@@ -50,6 +52,7 @@ impl IssueType {
             IssueType::BusinessRule => "business-rule",
             IssueType::Exception => "exception",
             IssueType::Transient => "transient",
+            IssueType::Timeout => "timeout",
             IssueType::Informational => "informational",
         }
     }
@@ -75,6 +78,19 @@ impl std::error::Error for Unavailable {
         Some(self.0.as_ref())
     }
 }
+
+/// Marks a query stopped because it ran longer than its bound (`search_timeout_seconds`):
+/// 503 with `Retry-After` (issue 15), never a 500.
+#[derive(Debug)]
+pub struct TimedOut(pub String);
+
+impl std::fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TimedOut {}
 
 /// Is `err`, or anything it was caused by, an [`Unavailable`]?
 pub fn is_unavailable(err: &anyhow::Error) -> bool {
@@ -171,6 +187,16 @@ impl From<anyhow::Error> for FhirError {
     fn from(err: anyhow::Error) -> Self {
         match err.downcast::<FhirError>() {
             Ok(e) => e,
+            Err(err) if err.chain().any(|c| c.is::<TimedOut>()) => {
+                tracing::warn!(error = %format!("{err:#}"), "query cancelled");
+                FhirError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    IssueType::TooCostly,
+                    format!(
+                        "{err}; narrow the search, or retry after {RETRY_AFTER_SECONDS} seconds"
+                    ),
+                )
+            }
             Err(err) if is_unavailable(&err) => {
                 tracing::warn!(error = %format!("{err:#}"), "database unavailable");
                 FhirError::unavailable()

@@ -231,6 +231,7 @@ pub fn router(state: SharedState) -> Router {
             state.clone(),
             count_forbidden,
         ))
+        .layer(middleware::from_fn_with_state(state.clone(), bounded_body))
         .with_state(state)
         // Discovery and FHIR calls from browser apps (SMART 2.2 CORS); no cookies are used,
         // so any origin may read what its bearer token allows.
@@ -272,6 +273,57 @@ pub fn router(state: SharedState) -> Router {
             header::COOKIE,
         ]))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// The whole request body must arrive within `body_read_timeout_seconds` (issue 15 item 4: a
+/// client dribbling its body held a connection for as long as it liked). Bodies are read here,
+/// under the deadline, before any handler runs (every handler reads its body whole anyway);
+/// late ones get 408 and the connection is closed.
+async fn bounded_body(
+    axum::extract::State(state): axum::extract::State<SharedState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let deadline = std::time::Duration::from_secs(state.limits.body_read_timeout_seconds.max(1));
+    match tokio::time::timeout(deadline, axum::body::to_bytes(body, BODY_LIMIT)).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Ok(Err(e)) => {
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            let mut too_large = false;
+            while let Some(c) = cause {
+                too_large |= c.is::<http_body_util::LengthLimitError>();
+                cause = c.source();
+            }
+            if too_large {
+                FhirError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    IssueType::TooCostly,
+                    "the request body is too large",
+                )
+                .into_response()
+            } else {
+                FhirError::bad_request("the request body could not be read").into_response()
+            }
+        }
+        Err(_) => {
+            let mut resp = FhirError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                IssueType::Timeout,
+                format!(
+                    "the request body did not arrive within {} seconds",
+                    deadline.as_secs()
+                ),
+            )
+            .into_response();
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            resp
+        }
+    }
 }
 
 /// Errors produced outside our handlers (unknown method → 405, body too large → 413,

@@ -332,6 +332,41 @@ pub async fn system_search() -> Result<Response, FhirError> {
     ))
 }
 
+/// A search's size is bounded before it is planned (issue 15: repeated filters and sort keys
+/// made one request cost minutes of database time): at most `search_max_parameters` query
+/// parameters and `search_max_sort_keys` `_sort` keys, else 400 `too-costly`.
+fn check_search_cost(
+    limits: &crate::config::LimitsConfig,
+    pairs: &[(String, String)],
+) -> Result<(), FhirError> {
+    let too_costly = |msg: String| {
+        FhirError::new(
+            StatusCode::BAD_REQUEST,
+            crate::fhir::IssueType::TooCostly,
+            msg,
+        )
+    };
+    if pairs.len() > limits.search_max_parameters {
+        return Err(too_costly(format!(
+            "a search may carry at most {} parameters, this one has {}",
+            limits.search_max_parameters,
+            pairs.len()
+        )));
+    }
+    let sort_keys: usize = pairs
+        .iter()
+        .filter(|(k, _)| k == "_sort")
+        .map(|(_, v)| v.split(',').count())
+        .sum();
+    if sort_keys > limits.search_max_sort_keys {
+        return Err(too_costly(format!(
+            "a search may sort by at most {} keys, this one has {sort_keys}",
+            limits.search_max_sort_keys
+        )));
+    }
+    Ok(())
+}
+
 /// Runs a search and renders the searchset Bundle.
 pub async fn run_search(
     state: &SharedState,
@@ -342,6 +377,7 @@ pub async fn run_search(
 ) -> Result<Response, FhirError> {
     check_type(state, rtype)?;
     check_scope(ctx, rtype, Interaction::Search)?;
+    check_search_cost(&state.limits, &pairs)?;
     check_format(headers, &pairs)?;
     let lenient = prefer(headers).lenient;
     let req = query::parse(

@@ -10,13 +10,15 @@
 //! fails a server that accepts 1.0/1.1 or refuses 1.2).
 //!
 //! The handshake runs in the connection's own task with a timeout, so one slow client
-//! cannot stall the accept loop.
+//! cannot stall the accept loop; request headers must arrive within the header read timeout
+//! and the number of connections served at once is capped ([`ConnectionLimits`]). Plain
+//! HTTP and TLS share one serving loop ([`serve`]).
 
 use crate::auth::ClientCertificate;
 use crate::auth::pki::{self, TrustAnchors};
 use axum::Router;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
@@ -185,33 +187,53 @@ async fn wait_for(mut shutdown: Shutdown) {
     }
 }
 
-/// Serves `router` over plain HTTP until `shutdown`, then drains.
-pub async fn serve_plain(
-    listener: TcpListener,
-    router: Router,
-    shutdown: Shutdown,
-) -> anyhow::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(wait_for(shutdown))
-        .await?;
-    Ok(())
+/// Bounds on what one connection may cost (issue 15 item 4: connections dribbling headers or
+/// bodies were held open indefinitely).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// A client must send a request's headers within this (hyper's `header_read_timeout`;
+    /// the connection is closed otherwise).
+    pub header_read_timeout: Duration,
+    /// Connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
 }
 
-/// Serves `router` over TLS until `shutdown`, then drains. When the TLS configuration
-/// verifies client certificates, the leaf of each connection goes into every request's
-/// extensions as a [`ClientCertificate`].
-pub async fn serve_tls(
+impl ConnectionLimits {
+    pub fn of(limits: &crate::config::LimitsConfig) -> ConnectionLimits {
+        ConnectionLimits {
+            header_read_timeout: Duration::from_secs(limits.header_read_timeout_seconds.max(1)),
+            max_connections: limits.max_connections.max(1),
+        }
+    }
+}
+
+/// Serves `router` until `shutdown`, then drains: plain HTTP when `tls` is `None`, else TLS.
+/// When the TLS configuration verifies client certificates, the leaf of each connection goes
+/// into every request's extensions as a [`ClientCertificate`]. At most
+/// `limits.max_connections` connections are served at once (the accept loop waits for a free
+/// slot), and each must deliver request headers within `limits.header_read_timeout`.
+pub async fn serve(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     router: Router,
+    limits: ConnectionLimits,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let stop = wait_for(shutdown);
     tokio::pin!(stop);
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            _ = &mut stop => break,
+        };
         let tcp = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _)) => tcp,
@@ -229,6 +251,19 @@ pub async fn serve_tls(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let _slot = slot;
+            let Some(acceptor) = acceptor else {
+                let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                    router.clone().oneshot(req)
+                });
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+                    .into_owned();
+                if let Err(e) = watcher.watch(conn).await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            };
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
@@ -271,7 +306,7 @@ pub async fn serve_tls(
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(DRAIN_TIMEOUT) => {
-            tracing::warn!("in-flight TLS connections did not finish in time");
+            tracing::warn!("in-flight connections did not finish in time");
         }
     }
     Ok(())

@@ -132,14 +132,25 @@ pub struct DbOptions {
     /// waits at most this long, then gets 503); CLI commands such as `pdex import`, whose own
     /// batches queue for SQLite's one writer, keep sqlx's 30 s.
     pub acquire_timeout: std::time::Duration,
+    /// The longest a search query may run ([`Database::fetch_search`]); `None`: unbounded.
+    pub search_timeout: Option<std::time::Duration>,
 }
 
 impl Default for DbOptions {
     fn default() -> Self {
         DbOptions {
             acquire_timeout: std::time::Duration::from_secs(30),
+            search_timeout: None,
         }
     }
+}
+
+/// The error of a search query stopped at its bound.
+pub fn search_timed_out(bound: std::time::Duration) -> anyhow::Error {
+    anyhow::Error::new(crate::fhir::TimedOut(format!(
+        "the search ran longer than {} seconds and was cancelled",
+        bound.as_secs()
+    )))
 }
 
 /// A connection pool to one database.
@@ -149,6 +160,10 @@ pub trait Database: Send + Sync + 'static {
     /// Applies the embedded migrations for this engine.
     async fn migrate(&self) -> anyhow::Result<()>;
     async fn fetch(&self, sql: &str, params: &[SqlValue]) -> anyhow::Result<Vec<Row>>;
+    /// A search query: bounded by the search timeout (stopped in the database, then
+    /// [`crate::fhir::TimedOut`]), and on connections of its own, so that expensive searches
+    /// can never take the connections that token checks, writes and exports need.
+    async fn fetch_search(&self, sql: &str, params: &[SqlValue]) -> anyhow::Result<Vec<Row>>;
     /// Streams rows without buffering the whole result (exports).
     fn stream<'a>(
         &'a self,

@@ -14,6 +14,10 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres")
 
 pub struct PostgresDatabase {
     pool: PgPool,
+    /// Connections for searches only, with the search statement timeout set on each
+    /// (`statement_timeout`: the database itself stops a query at its bound).
+    search_pool: PgPool,
+    search_timeout: Option<std::time::Duration>,
 }
 
 impl PostgresDatabase {
@@ -36,10 +40,21 @@ impl PostgresDatabase {
         let pool = PgPoolOptions::new()
             .max_connections(size)
             .acquire_timeout(opts.acquire_timeout)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .with_context(|| "cannot connect to PostgreSQL (check PDEX_DATABASE_URL)")?;
-        Ok(PostgresDatabase { pool })
+        let timeout_ms = opts.search_timeout.map_or(0, |t| t.as_millis().max(1));
+        let search_pool = PgPoolOptions::new()
+            .max_connections(size)
+            .acquire_timeout(opts.acquire_timeout)
+            .connect_lazy_with(
+                options.options([("statement_timeout", timeout_ms.to_string().as_str())]),
+            );
+        Ok(PostgresDatabase {
+            pool,
+            search_pool,
+            search_timeout: opts.search_timeout,
+        })
     }
 }
 
@@ -118,6 +133,23 @@ impl Database for PostgresDatabase {
             .fetch_all(&self.pool)
             .await
             .map_err(classify)?;
+        rows.iter().map(decode).collect()
+    }
+
+    async fn fetch_search(&self, sql: &str, params: &[SqlValue]) -> anyhow::Result<Vec<Row>> {
+        let sql = number_placeholders(sql);
+        let rows = bind(&sql, params.iter().cloned())
+            .fetch_all(&self.search_pool)
+            .await
+            .map_err(|e| match (&e, self.search_timeout) {
+                // 57014 query_canceled: the statement timeout stopped it
+                (sqlx::Error::Database(db), Some(bound))
+                    if db.code().as_deref() == Some("57014") =>
+                {
+                    super::db::search_timed_out(bound)
+                }
+                _ => classify(e),
+            })?;
         rows.iter().map(decode).collect()
     }
 

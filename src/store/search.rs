@@ -102,7 +102,7 @@ impl Store {
         });
         sql.bind(req.count as i64 + 1);
 
-        let rows = self.db.fetch(&sql.text, &sql.params).await?;
+        let rows = self.db.fetch_search(&sql.text, &sql.params).await?;
         let has_more = rows.len() > req.count;
         let mut matches = Vec::with_capacity(rows.len());
         let mut cursor_values = Vec::new();
@@ -139,7 +139,7 @@ impl Store {
     async fn count(&self, where_sql: &Sql) -> Result<i64, FhirError> {
         let rows = self
             .db
-            .fetch(
+            .fetch_search(
                 &format!("SELECT COUNT(*) FROM resources r WHERE {}", where_sql.text),
                 &where_sql.params,
             )
@@ -390,7 +390,7 @@ impl Store {
                 sql.push(" AND x.target_type = ?");
                 sql.bind(t);
             }
-            for row in self.db.fetch(&sql.text, &sql.params).await? {
+            for row in self.db.fetch_search(&sql.text, &sql.params).await? {
                 let mut it = row.into_iter();
                 if let (Some(t), Some(id)) = (
                     it.next().and_then(SqlValue::into_string),
@@ -418,7 +418,7 @@ impl Store {
             let (restrict, params) = view.restriction("r");
             sql.push(&restrict);
             sql.params.extend(params);
-            for row in self.db.fetch(&sql.text, &sql.params).await? {
+            for row in self.db.fetch_search(&sql.text, &sql.params).await? {
                 out.push(view.resource(row)?);
             }
         }
@@ -464,7 +464,7 @@ impl Store {
             sql.push(&restrict);
             sql.params.extend(params);
             sql.push(" ORDER BY r.pk");
-            for row in self.db.fetch(&sql.text, &sql.params).await? {
+            for row in self.db.fetch_search(&sql.text, &sql.params).await? {
                 out.push(view.resource(row)?);
             }
         }

@@ -20,6 +20,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 pub struct SqliteDatabase {
     readers: SqlitePool,
     writer: SqlitePool,
+    search_timeout: Option<Duration>,
 }
 
 impl SqliteDatabase {
@@ -52,7 +53,11 @@ impl SqliteDatabase {
             .connect_with(options.read_only(false))
             .await
             .map_err(classify)?;
-        Ok(SqliteDatabase { readers, writer })
+        Ok(SqliteDatabase {
+            readers,
+            writer,
+            search_timeout: opts.search_timeout,
+        })
     }
 }
 
@@ -110,6 +115,17 @@ impl Database for SqliteDatabase {
             .await
             .map_err(classify)?;
         rows.iter().map(decode).collect()
+    }
+
+    /// SQLite cannot stop a statement from outside, so the bound is the caller's wait: the
+    /// client is answered at the bound, the reader finishes on its own thread.
+    async fn fetch_search(&self, sql: &str, params: &[SqlValue]) -> anyhow::Result<Vec<Row>> {
+        match self.search_timeout {
+            None => self.fetch(sql, params).await,
+            Some(bound) => tokio::time::timeout(bound, self.fetch(sql, params))
+                .await
+                .map_err(|_| super::db::search_timed_out(bound))?,
+        }
     }
 
     fn stream<'a>(

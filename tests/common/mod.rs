@@ -16,6 +16,12 @@ pub enum Backend {
     Postgres(String),
 }
 
+impl Backend {
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Backend::Postgres(_))
+    }
+}
+
 /// SQLite always; Postgres too when `PDEX_TEST_POSTGRES_URL` is set.
 pub fn backends() -> Vec<Backend> {
     let mut out = vec![Backend::Sqlite];
