@@ -82,6 +82,9 @@ pub async fn read(
     }
     let r = released(&ctx, r)
         .ok_or_else(|| FhirError::not_found(format!("{rtype}/{id} is not known")))?;
+    if super::http::if_none_match(&headers, r.version) {
+        return Ok(super::http::not_modified(&r));
+    }
     Ok(resource_response(
         StatusCode::OK,
         &r,
