@@ -4,45 +4,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use common::start_serve;
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// Starts `pdex serve` and waits for its "serving" line: returns the child, the FHIR base
-/// URL, the stderr lines printed before it, and a receiver for the later ones.
-fn start_serve(
-    cmd: &mut Command,
-) -> (
-    std::process::Child,
-    String,
-    Vec<String>,
-    std::sync::mpsc::Receiver<String>,
-) {
-    let mut child = cmd
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut lines = Vec::new();
-    loop {
-        let Ok(line) = rx.recv_timeout(Duration::from_secs(120)) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("server did not start: {lines:?}");
-        };
-        if let Some(url) = line.strip_prefix("pdex serving FHIR R4 at ") {
-            return (child, url.to_owned(), lines, rx);
-        }
-        lines.push(line);
-    }
-}
 
 #[tokio::test]
 async fn serve_with_config_file_concurrent_import_and_sigterm() {

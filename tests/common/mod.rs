@@ -8,6 +8,7 @@ use pdex::auth::ClientKind;
 use pdex::config::ServerConfig;
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
+use std::io::BufRead;
 
 /// Which database a test run uses.
 #[derive(Debug, Clone)]
@@ -688,5 +689,44 @@ impl TestServer {
             .unwrap();
         assert!(r.errors.is_empty(), "{:?}", r.errors);
         s
+    }
+}
+
+/// Starts `pdex serve` and waits for its "serving" line: returns the child, the FHIR base
+/// URL, the stderr lines printed before it, and a receiver for the later ones.
+pub fn start_serve(
+    cmd: &mut std::process::Command,
+) -> (
+    std::process::Child,
+    String,
+    Vec<String>,
+    std::sync::mpsc::Receiver<String>,
+) {
+    let mut child = cmd
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    loop {
+        let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(120)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("server did not start: {lines:?}");
+        };
+        if let Some(url) = line.strip_prefix("pdex serving FHIR R4 at ") {
+            return (child, url.to_owned(), lines, rx);
+        }
+        lines.push(line);
     }
 }
