@@ -1335,6 +1335,18 @@ async fn secret_clients_authenticate_with_client_secret_basic() {
         let token = body["access_token"].as_str().unwrap();
         let resp = get(&s.http(token), &s.url("Patient/alice")).await;
         assert_eq!(resp.status(), StatusCode::OK);
+        // the same authentication at introspection (RFC 7662 §2.1)
+        let resp = http
+            .post(s.state.auth.settings.introspection_url())
+            .basic_auth(id, Some(secret))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let said: Value = resp.json().await.unwrap();
+        assert_eq!(said["active"], true, "{said}");
+        assert_eq!(said["client_id"], id);
 
         for (user, password) in [
             (id, Some("wrong")),
