@@ -18,8 +18,8 @@ SERVER=""
 trap 'kill $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 
-cargo build --release --locked -q
-PDEX=target/release/pdex
+cargo build --release --locked -q --bin pdex
+PDEX=${CARGO_TARGET_DIR:-target}/release/pdex
 
 echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr)"
 echo "== synth $MEMBERS members"
