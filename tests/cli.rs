@@ -175,7 +175,7 @@ async fn serve_with_config_file_concurrent_import_and_sigterm() {
 }
 
 /// `serve --demo` from a copy of the binary in a folder of its own (the demo set is embedded:
-/// no source checkout needed): the banner's read commands find data with its token, its
+/// no source checkout needed), logging to a pipe (no colour codes): the banner's read commands find data with its token, its
 /// `pdex token` commands get each demo client a token with the key the demo wrote out, and
 /// its payer-to-payer block, run by bash as printed, matches the member with the shipped
 /// example and reads their `$everything` with a member token.
@@ -200,6 +200,12 @@ async fn demo_mode_loads_the_bundled_data_and_its_banner_commands_work() {
             ])
             .env_remove("PDEX_CONFIG")
             .env_remove("PDEX_EXPORT_DIR"),
+    );
+    // stderr is a pipe here, not a terminal: text logs without ANSI colour codes
+    assert!(
+        seen.iter().any(|l| l.contains("pdex serving"))
+            && !seen.iter().any(|l| l.contains('\u{1b}')),
+        "plain text logs: {seen:?}"
     );
     let lines: Vec<&str> = seen.iter().map(|l| l.trim()).collect();
     let section = |from: &str, to: &str| -> Vec<&str> {
