@@ -288,6 +288,11 @@ async fn demo_mode_loads_the_bundled_data_and_its_banner_commands_work() {
     // the payer-to-payer block, as printed, in bash with this pdex on the PATH
     let block = section("Payer to payer", "\u{0}");
     assert_eq!(block.len(), 4, "banner: {seen:?}");
+    if !common::have_tools(&["bash", "curl", "jq"]) {
+        let _ = Command::new("kill").arg(child.id().to_string()).status();
+        let _ = child.wait();
+        return;
+    }
     let script = format!(
         "set -euo pipefail\ncurl() {{ command curl --fail-with-body \"$@\"; echo; }}\n{}\n",
         block.join("\n")

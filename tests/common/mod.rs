@@ -730,3 +730,24 @@ pub fn start_serve(
         lines.push(line);
     }
 }
+
+/// Are these programs on the PATH? Tests that run the README's or the banner's shell commands
+/// need `bash`, `curl` and `jq`; `.ci/run` installs them, and on a machine without them (where
+/// `cargo test` must still pass with nothing but Rust) those parts are skipped with a note.
+pub fn have_tools(tools: &[&str]) -> bool {
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|t| {
+            !std::process::Command::new("sh")
+                .args(["-c", &format!("command -v {t}")])
+                .stdout(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .collect();
+    if !missing.is_empty() {
+        eprintln!("skipped: needs {missing:?} on the PATH (.ci/run installs them)");
+    }
+    missing.is_empty()
+}
