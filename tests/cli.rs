@@ -23,6 +23,7 @@ async fn serve_with_config_file_concurrent_import_and_sigterm() {
         Command::new(env!("CARGO_BIN_EXE_pdex"))
             .args(["serve", "--config", config.to_str().unwrap()])
             .env("PDEX_LISTEN", "127.0.0.1:0")
+            .env("PDEX_EXPORT_DIR", dir.path().join("exports"))
             .env_remove("PDEX_DATABASE_URL"),
     );
     assert!(
