@@ -7,6 +7,7 @@ pub mod bulk;
 pub mod certs;
 pub mod config;
 pub mod consent;
+pub mod demo;
 pub mod fhir;
 pub mod import;
 pub mod ops;

@@ -45,6 +45,9 @@ enum Command {
     /// Register, list and disable OAuth clients.
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Get an access token as a registered client: signs a private_key_jwt assertion with
+    /// its key, asks the token endpoint and prints the token response JSON.
+    Token(TokenArgs),
     /// The server's token-signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -98,6 +101,31 @@ struct ClientAddArgs {
     /// SAN URI the client's certificate must carry (tls_client_auth, certificate binding).
     #[arg(long)]
     cert_san_uri: Option<String>,
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// The client id.
+    #[arg(long)]
+    client: String,
+    /// The client's private key: PEM, PKCS#8 EC P-384 (ES384) or P-256 (ES256), or RSA (RS384).
+    #[arg(long)]
+    key: PathBuf,
+    /// Space-separated scopes to ask for (default: every registered scope).
+    #[arg(long)]
+    scope: Option<String>,
+    /// The token endpoint (default: that of the configured base URL,
+    /// http://127.0.0.1:8080/oauth/token without configuration).
+    #[arg(long)]
+    token_url: Option<String>,
+    /// The key's `kid` in the client's registered JWK Set (default: the key's RFC 7638
+    /// thumbprint, which the demo clients' JWK Sets use).
+    #[arg(long)]
+    kid: Option<String>,
+    /// A member-scoped token (RFC 7523 JWT-bearer grant) for this member, `Patient/ID` or the
+    /// member's UMB; a payer client whose organization the member's consent names.
+    #[arg(long)]
+    member: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -383,8 +411,12 @@ struct SynthArgs {
 fn init_logging(format: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("PDEX_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // ANSI colour only when stderr is a terminal: logs sent to a file or a collector stay
+    // plain text.
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
@@ -444,7 +476,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let tls = args.tls.resolve(&file);
             let server = pdex::app::Server::bind_tls(&config, &tls).await?;
             if config.demo {
-                pdex::app::load_demo(&server.state).await?;
+                pdex::demo::load(&server.state).await?;
             }
             tracing::info!(
                 listen = %server.local_addr,
@@ -545,6 +577,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             store.db.close().await;
             return result;
         }
+        Command::Token(args) => return token_command(args, &file).await,
         Command::Keys(cmd) => {
             let store = pdex::store::Store::open(&database_url, Default::default(), true).await?;
             let mut out = std::io::stdout().lock();
@@ -651,6 +684,51 @@ async fn client_command(
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `pdex token`: one token request over HTTP; the response JSON goes to stdout either way,
+/// and a refusal is exit code 1.
+async fn token_command(
+    args: TokenArgs,
+    file: &FileConfig,
+) -> anyhow::Result<std::process::ExitCode> {
+    let token_url = match args.token_url {
+        Some(u) => u,
+        None => {
+            let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+            let listen = pick(env("PDEX_LISTEN"), file.listen.clone(), || {
+                config::DEFAULT_LISTEN.into()
+            });
+            let base = pick(env("PDEX_BASE_URL"), file.base_url.clone(), || {
+                config::default_base_url(&listen)
+            });
+            pdex::auth::AuthSettings::new(&base, 0).token_url()
+        }
+    };
+    let key = pdex::auth::assertion::SigningKey::from_file(&args.key, args.kid.as_deref())?;
+    let form = pdex::auth::assertion::token_form(
+        &key,
+        &args.client,
+        &token_url,
+        args.scope.as_deref(),
+        args.member.as_deref(),
+    )?;
+    let resp = reqwest::Client::new()
+        .post(&token_url)
+        .header("Accept", "application/json")
+        .form(&form)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the token endpoint {token_url}: {e}"))?;
+    let status = resp.status();
+    let body = resp.text().await?;
+    let _ = writeln!(std::io::stdout(), "{}", body.trim_end());
+    if status.is_success() {
+        Ok(std::process::ExitCode::SUCCESS)
+    } else {
+        eprintln!("pdex: the token endpoint {token_url} answered {status}");
+        Ok(std::process::ExitCode::FAILURE)
+    }
 }
 
 /// Payer-to-payer settings from flags, environment and the file.

@@ -2,7 +2,8 @@
 //! keys and signed JWTs: SMART Backend Services `client_credentials` with `private_key_jwt`
 //! (RS256, RS384, ES256, ES384), the negative matrix of assertion rules, scope negotiation,
 //! bearer-token enforcement on FHIR routes (401 / 403), patient-scoped tokens, the member
-//! token's consent gate, introspection, revocation, key rotation and `jwks_uri` clients.
+//! token's consent gate, introspection, revocation, key rotation, `jwks_uri` clients and
+//! `client_secret_basic` for clients registered with `pdex client add --secret`.
 
 mod common;
 
@@ -129,12 +130,13 @@ async fn discovery_and_metadata_are_public_with_cors() {
         }
         let pkce = conf["code_challenge_methods_supported"].as_array().unwrap();
         assert!(pkce.contains(&json!("S256")) && !pkce.contains(&json!("plain")));
-        assert!(
-            conf["token_endpoint_auth_methods_supported"]
-                .as_array()
-                .unwrap()
-                .contains(&json!("private_key_jwt"))
-        );
+        let methods = conf["token_endpoint_auth_methods_supported"]
+            .as_array()
+            .unwrap();
+        assert!(methods.contains(&json!("private_key_jwt")));
+        assert!(methods.contains(&json!("client_secret_basic")));
+        // no authorization endpoint, so no response type to advertise
+        assert!(conf.get("response_types_supported").is_none(), "{conf}");
         let algs = conf["token_endpoint_auth_signing_alg_values_supported"]
             .as_array()
             .unwrap();
@@ -1289,5 +1291,102 @@ async fn bundle_entries_obey_scopes() {
         common::assert_outcome(resp, StatusCode::FORBIDDEN).await;
         common::assert_outcome(server.get("Patient/carol").await, StatusCode::NOT_FOUND).await;
         server.stop().await;
+    }
+}
+
+/// `pdex client add --secret` on the server's database, then RFC 6749 §2.3.1
+/// `client_secret_basic` at the token endpoint: the secret in an `Authorization: Basic`
+/// header gets a token that reads; a wrong secret, an unknown client or a header that is not
+/// Basic credentials is 401 `invalid_client` with a `WWW-Authenticate: Basic` challenge; two
+/// authentication methods at once are refused.
+#[tokio::test]
+async fn secret_clients_authenticate_with_client_secret_basic() {
+    for b in backends() {
+        let s = TestServer::start(&b).await;
+        load(&s).await;
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pdex"))
+            .args(["client", "add", "--database-url", &s.db.url])
+            .args(["--name", "back office job", "--kind", "admin", "--secret"])
+            .args(["--scope", "system/Patient.rs"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let added: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let id = added["client_id"].as_str().unwrap();
+        let secret = added["client_secret"].as_str().unwrap();
+        assert_eq!(
+            added["token_endpoint_auth_methods"],
+            json!(["client_secret_basic"])
+        );
+        let http = reqwest::Client::new();
+        let ask = |user: &str, password: Option<&str>| {
+            http.post(s.token_url())
+                .basic_auth(user, password)
+                .form(&[("grant_type", "client_credentials")])
+                .send()
+        };
+        let resp = ask(id, Some(secret)).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["scope"], "system/Patient.rs");
+        let token = body["access_token"].as_str().unwrap();
+        let resp = get(&s.http(token), &s.url("Patient/alice")).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        // the same authentication at introspection (RFC 7662 §2.1)
+        let resp = http
+            .post(s.state.auth.settings.introspection_url())
+            .basic_auth(id, Some(secret))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let said: Value = resp.json().await.unwrap();
+        assert_eq!(said["active"], true, "{said}");
+        assert_eq!(said["client_id"], id);
+
+        for (user, password) in [
+            (id, Some("wrong")),
+            ("no-such-client", Some(secret)),
+            (id, None),
+        ] {
+            let resp = ask(user, password).await.unwrap();
+            assert_eq!(
+                resp.headers()["www-authenticate"].to_str().unwrap(),
+                "Basic realm=\"pdex\""
+            );
+            assert_oauth_error(resp, StatusCode::UNAUTHORIZED, "invalid_client").await;
+        }
+        let resp = http
+            .post(s.token_url())
+            .header("Authorization", "Basic !!!")
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap();
+        assert_oauth_error(resp, StatusCode::UNAUTHORIZED, "invalid_client").await;
+        // a key client has no secret to send
+        let keyed = s.register_client(ClientSpec::default()).await;
+        let resp = ask(&keyed.client_id, Some("guess")).await.unwrap();
+        assert_oauth_error(resp, StatusCode::UNAUTHORIZED, "invalid_client").await;
+        // Basic and an assertion together: one method per request (RFC 6749 §2.3)
+        let assertion = keyed.assertion(&s);
+        let resp = http
+            .post(s.token_url())
+            .basic_auth(id, Some(secret))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_assertion_type", ASSERTION_TYPE),
+                ("client_assertion", assertion.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_oauth_error(resp, StatusCode::BAD_REQUEST, "invalid_request").await;
+        s.stop().await;
     }
 }

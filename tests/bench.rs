@@ -208,7 +208,8 @@ async fn member_match() {
         pct(0.9),
         pct(0.99),
         pct(1.0)
-    );
+    ); // a figure that counts refusals is no figure: any non-200 answer fails the run
+    assert_eq!(failed, 0, "{failed} $member-match answers were not 200");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

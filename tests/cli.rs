@@ -4,45 +4,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use common::start_serve;
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// Starts `pdex serve` and waits for its "serving" line: returns the child, the FHIR base
-/// URL, the stderr lines printed before it, and a receiver for the later ones.
-fn start_serve(
-    cmd: &mut Command,
-) -> (
-    std::process::Child,
-    String,
-    Vec<String>,
-    std::sync::mpsc::Receiver<String>,
-) {
-    let mut child = cmd
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut lines = Vec::new();
-    loop {
-        let Ok(line) = rx.recv_timeout(Duration::from_secs(120)) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("server did not start: {lines:?}");
-        };
-        if let Some(url) = line.strip_prefix("pdex serving FHIR R4 at ") {
-            return (child, url.to_owned(), lines, rx);
-        }
-        lines.push(line);
-    }
-}
 
 #[tokio::test]
 async fn serve_with_config_file_concurrent_import_and_sigterm() {
@@ -59,6 +23,7 @@ async fn serve_with_config_file_concurrent_import_and_sigterm() {
         Command::new(env!("CARGO_BIN_EXE_pdex"))
             .args(["serve", "--config", config.to_str().unwrap()])
             .env("PDEX_LISTEN", "127.0.0.1:0")
+            .env("PDEX_EXPORT_DIR", dir.path().join("exports"))
             .env_remove("PDEX_DATABASE_URL"),
     );
     assert!(
@@ -210,12 +175,22 @@ async fn serve_with_config_file_concurrent_import_and_sigterm() {
     );
 }
 
+/// `serve --demo` from a copy of the binary in a folder of its own (the demo set is embedded:
+/// no source checkout needed), logging to a pipe (no colour codes): the banner's read commands find data with its token, its
+/// `pdex token` commands get each demo client a token with the key the demo wrote out, and
+/// its payer-to-payer block, run by bash as printed, matches the member with the shipped
+/// example and reads their `$everything` with a member token.
 #[tokio::test]
 async fn demo_mode_loads_the_bundled_data_and_its_banner_commands_work() {
     let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let pdex = bin.join("pdex");
+    std::fs::copy(env!("CARGO_BIN_EXE_pdex"), &pdex).unwrap();
     let db = format!("sqlite://{}/demo.db", dir.path().display());
     let (mut child, base, seen, _rx) = start_serve(
-        Command::new(env!("CARGO_BIN_EXE_pdex"))
+        Command::new(&pdex)
+            .current_dir(dir.path())
             .args([
                 "serve",
                 "--demo",
@@ -224,11 +199,28 @@ async fn demo_mode_loads_the_bundled_data_and_its_banner_commands_work() {
                 "--database-url",
                 &db,
             ])
-            .env_remove("PDEX_CONFIG"),
+            .env_remove("PDEX_CONFIG")
+            .env_remove("PDEX_EXPORT_DIR"),
     );
-    let banner_urls: Vec<String> = seen
+    // stderr is a pipe here, not a terminal: text logs without ANSI colour codes
+    assert!(
+        seen.iter().any(|l| l.contains("pdex serving"))
+            && !seen.iter().any(|l| l.contains('\u{1b}')),
+        "plain text logs: {seen:?}"
+    );
+    let lines: Vec<&str> = seen.iter().map(|l| l.trim()).collect();
+    let section = |from: &str, to: &str| -> Vec<&str> {
+        lines
+            .iter()
+            .skip_while(|l| !l.starts_with(from))
+            .skip(1)
+            .take_while(|l| !l.starts_with(to) && !l.is_empty())
+            .copied()
+            .collect()
+    };
+    let banner_urls: Vec<String> = section("Try:", "Demo clients")
         .iter()
-        .filter_map(|l| l.trim().strip_prefix("curl -s "))
+        .filter_map(|l| l.strip_prefix("curl -s "))
         .map(|c| {
             let c = c.split(" | ").next().unwrap();
             c.split_whitespace()
@@ -239,9 +231,9 @@ async fn demo_mode_loads_the_bundled_data_and_its_banner_commands_work() {
         })
         .collect();
     assert!(banner_urls.len() >= 5, "banner: {seen:?}");
-    let token = seen
+    let token = lines
         .iter()
-        .find_map(|l| l.trim().strip_prefix("export TOKEN="))
+        .find_map(|l| l.strip_prefix("export TOKEN="))
         .expect("the banner prints a token")
         .to_owned();
     let client = reqwest::Client::new();
@@ -257,6 +249,85 @@ async fn demo_mode_loads_the_bundled_data_and_its_banner_commands_work() {
             );
         }
     }
+
+    // one `pdex token` command per demo client, each answered with a token
+    let token_commands: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("pdex token --client demo-") && !l.contains("--member"))
+        .copied()
+        .collect();
+    assert_eq!(token_commands.len(), 3, "banner: {seen:?}");
+    for command in &token_commands {
+        let args: Vec<&str> = command.split_whitespace().skip(1).collect();
+        let out = Command::new(&pdex).args(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{command}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(body["token_type"], "Bearer", "{command}");
+        let resp = client
+            .get(format!("{base}/Organization?_count=1"))
+            .bearer_auth(body["access_token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{command}");
+    }
+    // the wrong key for a client: refused, the OAuth error printed, exit code 1
+    let wrong: Vec<String> = token_commands[0]
+        .split_whitespace()
+        .skip(1)
+        .map(|a| a.replace("payer.pem", "admin.pem"))
+        .collect();
+    let out = Command::new(&pdex).args(&wrong).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(body["error"], "invalid_client");
+
+    // the payer-to-payer block, as printed, in bash with this pdex on the PATH
+    let block = section("Payer to payer", "\u{0}");
+    assert_eq!(block.len(), 4, "banner: {seen:?}");
+    if !common::have_tools(&["bash", "curl", "jq"]) {
+        let _ = Command::new("kill").arg(child.id().to_string()).status();
+        let _ = child.wait();
+        return;
+    }
+    let script = format!(
+        "set -euo pipefail\ncurl() {{ command curl --fail-with-body \"$@\"; echo; }}\n{}\n",
+        block.join("\n")
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .env(
+            "PATH",
+            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{script}\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answers: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        answers[0]["parameter"][1]["valueReference"]["reference"],
+        "Patient/m000000"
+    );
+    assert_eq!(answers[1]["resourceType"], "Bundle");
+    assert!(
+        answers[1]["entry"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty())
+    );
     let _ = Command::new("kill").arg(child.id().to_string()).status();
     let _ = child.wait();
 }

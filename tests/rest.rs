@@ -524,3 +524,37 @@ async fn bodies_up_to_the_limit_are_read_and_larger_ones_get_413() {
     })
     .await;
 }
+
+/// A read with `If-None-Match` naming the current version is 304 without a body (weak or
+/// strong form, in a list, or `*`), with the ETag; an older version or another tag gets the
+/// resource.
+#[tokio::test]
+async fn if_none_match_with_the_current_etag_is_304() {
+    for b in backends() {
+        let s = TestServer::start(&b).await;
+        let p = json!({"resourceType": "Patient", "id": "cached", "name": [{"family": "Cache"}]});
+        s.load(std::slice::from_ref(&p)).await;
+        let mut changed = p.clone();
+        changed["name"][0]["family"] = json!("Changed");
+        s.load(&[changed]).await;
+        let read = |tag: &'static str| {
+            s.client
+                .get(s.url("Patient/cached"))
+                .header("If-None-Match", tag)
+                .send()
+        };
+        for tag in ["W/\"2\"", "\"2\"", "W/\"1\", W/\"2\"", "*"] {
+            let resp = read(tag).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::NOT_MODIFIED, "{tag}");
+            assert_eq!(resp.headers()["etag"], "W/\"2\"");
+            assert!(resp.text().await.unwrap().is_empty());
+        }
+        for tag in ["W/\"1\"", "W/\"x\""] {
+            let resp = read(tag).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK, "{tag}");
+            let body: Value = resp.json().await.unwrap();
+            assert_eq!(body["name"][0]["family"], "Changed");
+        }
+        s.stop().await;
+    }
+}

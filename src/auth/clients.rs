@@ -87,6 +87,9 @@ impl Client {
 /// What a registrar supplies to create a client.
 #[derive(Debug, Clone, Default)]
 pub struct NewClient {
+    /// A fixed client id (the demo clients, whose ids the banner and README name); by
+    /// default a random one.
+    pub client_id: Option<String>,
     pub name: String,
     pub kind: Option<ClientKind>,
     pub jwks: Option<Value>,
@@ -285,7 +288,9 @@ pub async fn create(store: &Store, new: NewClient) -> Result<Created, ClientErro
     };
     let now = now_ms();
     let client = Client {
-        client_id: uuid::Uuid::new_v4().simple().to_string(),
+        client_id: new
+            .client_id
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
         name,
         kind,
         jwks: new.jwks,

@@ -3,9 +3,10 @@
 //! `grant_types_supported`, `code_challenge_methods_supported` with S256 and without plain)
 //! and the server's JWK Set at `jwks_uri`. CORS comes from the router.
 //!
-//! Only what works is advertised: no `authorization_endpoint` and no `authorization_code`
-//! grant until member login (Patient Access) lands; the registration endpoint is added by the
-//! mTLS registration work.
+//! Only what works is advertised: no `authorization_endpoint`, no `authorization_code`
+//! grant and no `response_types_supported` (RECOMMENDED, but no authorization endpoint means
+//! no response type) until member login (Patient Access) lands; the registration endpoint is
+//! added by the mTLS registration work.
 
 use super::client_keys::ALGORITHMS;
 use super::scopes;
@@ -24,7 +25,7 @@ pub fn smart_configuration_json(s: &AuthSettings) -> Value {
         "issuer": s.issuer(),
         "jwks_uri": s.jwks_url(),
         "token_endpoint": s.token_url(),
-        "token_endpoint_auth_methods_supported": ["private_key_jwt", "tls_client_auth"],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt", "tls_client_auth", "client_secret_basic"],
         "token_endpoint_auth_signing_alg_values_supported": algs,
         "grant_types_supported": ["client_credentials", JWT_BEARER_GRANT],
         "scopes_supported": [
@@ -32,7 +33,6 @@ pub fn smart_configuration_json(s: &AuthSettings) -> Value {
             scopes::MEMBER_MATCH, scopes::BULK_MEMBER_MATCH, scopes::BULK_MEMBER_MATCH_2_1,
             scopes::GROUP_EXPORT
         ],
-        "response_types_supported": ["token"],
         "capabilities": ["client-confidential-asymmetric", "permission-v1", "permission-v2"],
         "code_challenge_methods_supported": ["S256"],
         "introspection_endpoint": s.introspection_url(),

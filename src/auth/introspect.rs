@@ -27,7 +27,10 @@ async fn caller(
 ) -> Result<(String, ClientKind), OAuthError> {
     let unauthorized =
         |d: String| OAuthError::invalid_client(d).with_status(StatusCode::UNAUTHORIZED);
-    if allow_bearer && headers.contains_key(axum::http::header::AUTHORIZATION) {
+    if allow_bearer
+        && headers.contains_key(axum::http::header::AUTHORIZATION)
+        && super::token::basic_credentials(headers).is_none()
+    {
         return match auth.authenticate(headers, cert).await {
             Ok(ctx) => Ok((ctx.client_id.unwrap_or_default(), ctx.kind)),
             Err(AuthFailure::Internal) => Err(OAuthError::server_error()),
@@ -38,7 +41,7 @@ async fn caller(
     }
     let mut audiences = auth.settings.token_audiences();
     audiences.push(endpoint_url);
-    let client = authenticate_client(auth, form, cert, &audiences)
+    let client = authenticate_client(auth, headers, form, cert, &audiences)
         .await
         .map_err(|e| match e.status {
             StatusCode::INTERNAL_SERVER_ERROR => e,

@@ -11,12 +11,14 @@
 //! grammar, negotiation, evaluation), `token` (the token endpoint and its grants),
 //! `access_token` (minting and verifying our JWT access tokens into an [`AccessContext`]),
 //! `introspect` (RFC 7662 / RFC 7009), `discovery` (SMART configuration, JWKS), `metrics`
-//! (request and failure counters), `server` (the shared [`server::AuthServer`] and its routes).
+//! (request and failure counters), `server` (the shared [`server::AuthServer`] and its routes);
+//! `assertion` is the client side (signing `private_key_jwt` assertions for `pdex token`).
 //!
 //! Depends on `store` and `consent` (the member-scoped token's consent check); never on
 //! `server` (the HTTP router depends on this module, not the other way round).
 
 pub mod access_token;
+pub mod assertion;
 pub mod client_keys;
 pub mod clients;
 pub mod discovery;

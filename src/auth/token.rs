@@ -8,9 +8,12 @@
 //!   `consent::member_grant` finds a consent for the client's organization (§pdex-223);
 //! - UDAP B2B (`udap=1`): [`udap_client`] is the hook the UDAP module fills in.
 //!
-//! Errors are RFC 6749 §5.2 JSON with status 400 (`invalid_client` included: clients here
-//! authenticate in the body, never with an Authorization header); every response carries
-//! `Cache-Control: no-store` and `Pragma: no-cache` (§5.1).
+//! Client authentication: `private_key_jwt`, `tls_client_auth`, or the secret of a client
+//! registered with `--secret` sent as RFC 6749 §2.3.1 `client_secret_basic`.
+//!
+//! Errors are RFC 6749 §5.2 JSON with status 400, except a failed `Authorization: Basic`
+//! client authentication: 401 with `WWW-Authenticate: Basic` (§5.2 `invalid_client`); every
+//! response carries `Cache-Control: no-store` and `Pragma: no-cache` (§5.1).
 
 use super::access_token::{self, Grant};
 use super::client_keys::Subject;
@@ -40,6 +43,8 @@ pub struct OAuthError {
     pub status: StatusCode,
     pub error: &'static str,
     pub description: String,
+    /// A `WWW-Authenticate` challenge to send (RFC 6749 §5.2: the scheme the client used).
+    pub challenge: Option<&'static str>,
 }
 
 impl OAuthError {
@@ -48,6 +53,7 @@ impl OAuthError {
             status,
             error,
             description: description.into(),
+            challenge: None,
         }
     }
     pub fn invalid_request(d: impl Into<String>) -> Self {
@@ -113,9 +119,13 @@ impl IntoResponse for OAuthError {
         );
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from(crate::fhir::error::RETRY_AFTER_SECONDS),
+                header::RETRY_AFTER,
+                HeaderValue::from(crate::fhir::error::RETRY_AFTER_SECONDS),
             );
+        }
+        if let Some(c) = self.challenge {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
         }
         resp
     }
@@ -202,7 +212,7 @@ async fn issue(auth: &AuthServer, req: Request) -> Result<Response, OAuthError> 
     let client = if form.get("udap") == Some("1") {
         udap_client(auth, &form, cert.as_ref()).await?
     } else {
-        authenticate_client(auth, &form, cert.as_ref(), &audiences).await?
+        authenticate_client(auth, &parts.headers, &form, cert.as_ref(), &audiences).await?
     };
     let cnf = cert.as_ref().map(|c| c.thumbprint.clone());
     let grant = if grant_type == JWT_BEARER_GRANT {
@@ -319,16 +329,44 @@ async fn active_client(auth: &AuthServer, client_id: &str) -> Result<Client, OAu
 
 /// Client authentication at the token, introspection and revocation endpoints:
 /// `private_key_jwt` (SMART §2.3: `client_assertion_type` jwt-bearer and a signed
-/// `client_assertion` whose `aud` is one of `audiences`) or RFC 8705 `tls_client_auth`
-/// (`client_id` plus the connection's client certificate carrying the registered SAN URI).
-/// A client registered with a certificate must present it either way.
+/// `client_assertion` whose `aud` is one of `audiences`), RFC 8705 `tls_client_auth`
+/// (`client_id` plus the connection's client certificate carrying the registered SAN URI) or
+/// RFC 6749 §2.3.1 `client_secret_basic` (an `Authorization: Basic` header). A client
+/// registered with a certificate must present it either way.
 pub async fn authenticate_client(
     auth: &AuthServer,
+    headers: &HeaderMap,
     form: &Form,
     cert: Option<&ClientCertificate>,
     audiences: &[String],
 ) -> Result<Client, OAuthError> {
     let form_client_id = form.get("client_id");
+    if let Some(basic) = basic_credentials(headers) {
+        // RFC 6749 §2.3: "The client MUST NOT use more than one authentication method in
+        // each request."
+        if form.get("client_assertion").is_some() || form.get("client_secret").is_some() {
+            return Err(OAuthError::invalid_request(
+                "use one client authentication method: an Authorization header or a client assertion, not both",
+            ));
+        }
+        let (id, secret) = basic?;
+        if form_client_id.is_some_and(|f| f != id) {
+            return Err(basic_failure(
+                "client_id does not match the Authorization header",
+            ));
+        }
+        let client = active_client(auth, &id).await.map_err(|e| match e.status {
+            StatusCode::INTERNAL_SERVER_ERROR => e,
+            _ => basic_failure(e.description),
+        })?;
+        if !clients::secret_matches(&client, &secret) {
+            return Err(basic_failure(
+                "the client secret is wrong, or this client has none",
+            ));
+        }
+        check_certificate(&client, cert)?;
+        return Ok(client);
+    }
     if let Some(kind) = form.get("client_assertion_type") {
         if kind != JWT_BEARER_ASSERTION {
             return Err(OAuthError::invalid_client(format!(
@@ -369,8 +407,48 @@ pub async fn authenticate_client(
         return Ok(client);
     }
     Err(OAuthError::invalid_client(
-        "client authentication is required: private_key_jwt (client_assertion_type and client_assertion) or tls_client_auth over mTLS",
+        "client authentication is required: private_key_jwt (client_assertion_type and client_assertion), client_secret_basic (Authorization: Basic) or tls_client_auth over mTLS",
     ))
+}
+
+/// RFC 6749 §5.2: a client that authenticated with the Authorization header and failed gets
+/// 401 with a challenge for the scheme it used.
+fn basic_failure(description: impl Into<String>) -> OAuthError {
+    let mut e = OAuthError::invalid_client(description).with_status(StatusCode::UNAUTHORIZED);
+    e.challenge = Some("Basic realm=\"pdex\"");
+    e
+}
+
+/// The client id and secret of an `Authorization: Basic` header (RFC 6749 §2.3.1: each
+/// form-urlencoded, then joined by `:` and base64-encoded as RFC 7617 says); `None` without
+/// such a header, an error when it cannot be read.
+pub fn basic_credentials(headers: &HeaderMap) -> Option<Result<(String, String), OAuthError>> {
+    use base64::Engine;
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok());
+    let Some((id, secret)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
+        return Some(Err(basic_failure(
+            "the Authorization header is not Basic base64(client_id:client_secret)",
+        )));
+    };
+    let unescape = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8()
+            .map(|c| c.into_owned())
+    };
+    match (unescape(id), unescape(secret)) {
+        (Ok(id), Ok(secret)) if !id.is_empty() => Some(Ok((id, secret))),
+        _ => Some(Err(basic_failure(
+            "the Authorization header's client id or secret is not valid form-urlencoded UTF-8",
+        ))),
+    }
 }
 
 /// A certificate-bound client (HRex: tokens "SHALL be tied to the client system's

@@ -68,6 +68,9 @@ struct Batch {
 pub struct InputFile {
     pub path: PathBuf,
     pub found_in_folder: bool,
+    /// The file's bytes when they are in memory (the demo set embedded in the binary);
+    /// `None` reads `path`.
+    pub contents: Option<&'static [u8]>,
 }
 
 /// Lists the files under `paths` (folders recursively, `.ndjson` and `.json`), sorted.
@@ -81,11 +84,13 @@ pub fn list_files(paths: &[PathBuf]) -> anyhow::Result<Vec<InputFile>> {
             out.extend(found.into_iter().map(|path| InputFile {
                 path,
                 found_in_folder: true,
+                contents: None,
             }));
         } else if p.is_file() {
             out.push(InputFile {
                 path: p.clone(),
                 found_in_folder: false,
+                contents: None,
             });
         } else {
             anyhow::bail!("{} does not exist", p.display());
@@ -115,7 +120,15 @@ pub async fn import(
     paths: &[PathBuf],
     opts: ImportOptions,
 ) -> anyhow::Result<ImportSummary> {
-    let files = list_files(paths)?;
+    import_files(store, list_files(paths)?, opts).await
+}
+
+/// Imports `files` (from disk or memory) into `store`, in their order.
+pub async fn import_files(
+    store: &Store,
+    files: Vec<InputFile>,
+    opts: ImportOptions,
+) -> anyhow::Result<ImportSummary> {
     let started = Instant::now();
     let mut summary = ImportSummary {
         files: files.len(),
@@ -272,10 +285,13 @@ fn read_file(
             .map_err(|_| anyhow::anyhow!("import stopped"))
     };
     if is_ndjson {
-        let reader = std::io::BufReader::with_capacity(
-            1 << 20,
-            std::fs::File::open(file).with_context(|| format!("cannot open {name}"))?,
-        );
+        let reader: Box<dyn BufRead> = match input.contents {
+            Some(bytes) => Box::new(bytes),
+            None => Box::new(std::io::BufReader::with_capacity(
+                1 << 20,
+                std::fs::File::open(file).with_context(|| format!("cannot open {name}"))?,
+            )),
+        };
         let mut batch = Batch {
             ops: Vec::with_capacity(BATCH),
             errors: vec![],
@@ -306,7 +322,12 @@ fn read_file(
         }
         return Ok(());
     }
-    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {name}"))?;
+    let text = match input.contents {
+        Some(bytes) => {
+            String::from_utf8(bytes.to_vec()).with_context(|| format!("{name} is not UTF-8"))?
+        }
+        None => std::fs::read_to_string(file).with_context(|| format!("cannot read {name}"))?,
+    };
     if input.found_in_folder && !looks_like_fhir(&text) {
         tracing::info!(file = %name, "skipped: not a FHIR resource or Bundle");
         return Ok(());

@@ -1,5 +1,5 @@
 //! HTTP details of the FHIR REST API: media types and `_format`, the `Prefer` header,
-//! `If-Match`, resource responses with `ETag` / `Last-Modified` / `Location`.
+//! `If-Match`, `If-None-Match` (304 on read), resource responses with `ETag` / `Last-Modified` / `Location`.
 
 use crate::fhir::datetime::format_instant;
 use crate::fhir::{FHIR_JSON, FhirError};
@@ -125,6 +125,29 @@ pub fn if_match(headers: &HeaderMap) -> Result<Option<i64>, FhirError> {
             "If-Match {text:?} is not a version ETag like W/\"3\""
         ))
     })
+}
+
+/// Does `If-None-Match` name the current version (RFC 9110 §13.1.2: weak comparison, a
+/// comma-separated list, or `*` for any current representation)? Then a read answers 304.
+pub fn if_none_match(headers: &HeaderMap, version: i64) -> bool {
+    let current = version.to_string();
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag).trim_matches('"') == current)
+}
+
+/// 304 Not Modified for a read whose `If-None-Match` holds the current version, with the
+/// `ETag` and `Last-Modified` a 200 would carry (RFC 9110 §15.4.5).
+pub fn not_modified(r: &StoredResource) -> Response {
+    let mut resp = StatusCode::NOT_MODIFIED.into_response();
+    let h = resp.headers_mut();
+    h.insert(header::ETAG, etag(r.version));
+    h.insert(header::LAST_MODIFIED, http_date(r.last_updated));
+    resp
 }
 
 /// `W/"3"`.

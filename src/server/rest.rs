@@ -80,6 +80,9 @@ pub async fn read(
     if r.deleted {
         return Err(FhirError::gone(format!("{rtype}/{id} was deleted")));
     }
+    if super::http::if_none_match(&headers, r.version) {
+        return Ok(super::http::not_modified(&r));
+    }
     Ok(resource_response(
         StatusCode::OK,
         &r,

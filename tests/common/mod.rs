@@ -8,6 +8,7 @@ use pdex::auth::ClientKind;
 use pdex::config::ServerConfig;
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
+use std::io::BufRead;
 
 /// Which database a test run uses.
 #[derive(Debug, Clone)]
@@ -713,4 +714,64 @@ impl TestServer {
         assert!(r.errors.is_empty(), "{:?}", r.errors);
         s
     }
+}
+
+/// Starts `pdex serve` and waits for its "serving" line: returns the child, the FHIR base
+/// URL, the stderr lines printed before it, and a receiver for the later ones.
+pub fn start_serve(
+    cmd: &mut std::process::Command,
+) -> (
+    std::process::Child,
+    String,
+    Vec<String>,
+    std::sync::mpsc::Receiver<String>,
+) {
+    let mut child = cmd
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    loop {
+        let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(120)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("server did not start: {lines:?}");
+        };
+        if let Some(url) = line.strip_prefix("pdex serving FHIR R4 at ") {
+            return (child, url.to_owned(), lines, rx);
+        }
+        lines.push(line);
+    }
+}
+
+/// Are these programs on the PATH? Tests that run the README's or the banner's shell commands
+/// need `bash`, `curl` and `jq`; `.ci/run` installs them, and on a machine without them (where
+/// `cargo test` must still pass with nothing but Rust) those parts are skipped with a note.
+pub fn have_tools(tools: &[&str]) -> bool {
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|t| {
+            !std::process::Command::new("sh")
+                .args(["-c", &format!("command -v {t}")])
+                .stdout(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .collect();
+    if !missing.is_empty() {
+        eprintln!("skipped: needs {missing:?} on the PATH (.ci/run installs them)");
+    }
+    missing.is_empty()
 }
