@@ -1,0 +1,109 @@
+//! HTTP and FHIR semantics that clients and Inferno-style kits rely on (issue 17), over real
+//! HTTP on every configured store: hostile values are 400s, LIKE patterns are literal,
+//! conditional create, If-Match, Range, content negotiation, counts, paging links,
+//! discovery of profiles.
+
+mod common;
+
+use base64::Engine;
+use common::{TestServer, assert_outcome, backends, match_ids, next_link, sorted};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+fn patient(id: &str, family: &str, birth: &str) -> Value {
+    json!({"resourceType": "Patient", "id": id, "birthDate": birth,
+        "name": [{"family": family}],
+        "identifier": [{"system": "http://plan.example/mb", "value": format!("MB-{id}")}]})
+}
+
+fn link(bundle: &Value, relation: &str) -> Option<String> {
+    bundle["link"]
+        .as_array()?
+        .iter()
+        .find(|l| l["relation"] == relation)
+        .and_then(|l| l["url"].as_str())
+        .map(str::to_owned)
+}
+
+fn b64(v: &Value) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+}
+
+// ---- 5: overflowing Range headers on export downloads --------------------------------------
+
+/// Runs a system export of Patients and returns the URL of its first file.
+async fn exported_file(s: &TestServer) -> String {
+    let resp = s
+        .client
+        .get(s.url("$export?_type=Patient"))
+        .header("Accept", "application/fhir+json")
+        .header("Prefer", "respond-async")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let poll = resp.headers()["content-location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for _ in 0..120 {
+        let resp = s.client.get(&poll).send().await.unwrap();
+        match resp.status() {
+            // too early polls get 429; either way wait as Retry-After says (1 s in tests)
+            StatusCode::ACCEPTED | StatusCode::TOO_MANY_REQUESTS => {
+                tokio::time::sleep(Duration::from_secs(1)).await
+            }
+            StatusCode::OK => {
+                let manifest: Value = resp.json().await.unwrap();
+                return manifest["output"][0]["url"].as_str().unwrap().to_owned();
+            }
+            other => panic!("poll: {other}"),
+        }
+    }
+    panic!("the export did not finish");
+}
+
+#[tokio::test]
+async fn overflowing_ranges_get_416_or_the_clamped_range() {
+    for b in backends() {
+        let s = TestServer::start(&b).await;
+        s.load(&[patient("p1", "Smith", "1970-01-01")]).await;
+        let url = exported_file(&s).await;
+        let whole = s.client.get(&url).send().await.unwrap();
+        assert_eq!(whole.status(), StatusCode::OK);
+        let size = whole.bytes().await.unwrap().len();
+        let range = |r: &'static str| s.client.get(&url).header("Range", r).send();
+        // a first position beyond u64 is beyond the file: 416 with the size (RFC 7233 §4.4)
+        for r in [
+            "bytes=99999999999999999999999-",
+            "bytes=18446744073709551616-18446744073709551617",
+        ] {
+            let resp = range(r).await.unwrap();
+            assert_eq!(
+                resp.headers()
+                    .get("content-range")
+                    .and_then(|v| v.to_str().ok()),
+                Some(format!("bytes */{size}").as_str()),
+                "{r}"
+            );
+            assert_outcome(resp, StatusCode::RANGE_NOT_SATISFIABLE).await;
+        }
+        // a last position past the end means "to the end" (RFC 7233 §2.1), however large
+        for r in [
+            "bytes=0-18446744073709551615",
+            "bytes=0-99999999999999999999999",
+            "bytes=-99999999999999999999999",
+        ] {
+            let resp = range(r).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT, "{r}");
+            assert_eq!(
+                resp.headers()["content-range"].to_str().unwrap(),
+                format!("bytes 0-{}/{size}", size - 1),
+                "{r}"
+            );
+            assert_eq!(resp.bytes().await.unwrap().len(), size, "{r}");
+        }
+        s.stop().await;
+    }
+}
