@@ -30,6 +30,54 @@ fn b64(v: &Value) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
 }
 
+// ---- 4: a malformed If-Match is 400 -----------------------------------------------------------
+
+#[tokio::test]
+async fn malformed_if_match_is_400() {
+    for b in backends() {
+        let s = TestServer::start(&b).await;
+        s.load(&[patient("p1", "Smith", "1970-01-01")]).await;
+        for bad in [r#"W/"1"#, r#""1"#, "1", r#"W/"one""#, r#"W/"""#] {
+            let resp = s
+                .client
+                .put(s.url("Patient/p1"))
+                .header("Content-Type", "application/fhir+json")
+                .header("If-Match", bad)
+                .body(patient("p1", "Smyth", "1970-01-01").to_string())
+                .send()
+                .await
+                .unwrap();
+            assert_outcome(resp, StatusCode::BAD_REQUEST).await;
+            let resp = s
+                .client
+                .delete(s.url("Patient/p1"))
+                .header("If-Match", bad)
+                .send()
+                .await
+                .unwrap();
+            assert_outcome(resp, StatusCode::BAD_REQUEST).await;
+            let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+                {"resource": patient("p1", "Smyth", "1970-01-01"),
+                 "request": {"method": "PUT", "url": "Patient/p1", "ifMatch": bad}}]});
+            assert_outcome(s.post("", &bundle).await, StatusCode::BAD_REQUEST).await;
+        }
+        // still version 1, and a well-formed If-Match works
+        let resp = s.get("Patient/p1").await;
+        assert_eq!(resp.headers()["etag"], r#"W/"1""#);
+        let resp = s
+            .client
+            .put(s.url("Patient/p1"))
+            .header("Content-Type", "application/fhir+json")
+            .header("If-Match", r#"W/"1""#)
+            .body(patient("p1", "Smyth", "1970-01-01").to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        s.stop().await;
+    }
+}
+
 // ---- 5: overflowing Range headers on export downloads --------------------------------------
 
 /// Runs a system export of Patients and returns the URL of its first file.

@@ -89,17 +89,9 @@ fn parse_url(url: &str) -> (String, Option<String>, Option<String>) {
 fn parse_if_match(v: &Option<String>) -> Result<Option<i64>, FhirError> {
     match v {
         None => Ok(None),
-        Some(t) => {
-            let inner = t
-                .trim()
-                .strip_prefix("W/")
-                .unwrap_or(t.trim())
-                .trim_matches('"');
-            inner
-                .parse()
-                .map(Some)
-                .map_err(|_| FhirError::bad_request(format!("ifMatch {t:?} is not a version ETag")))
-        }
+        Some(t) => super::http::version_etag(t)
+            .map(Some)
+            .ok_or_else(|| FhirError::bad_request(format!("ifMatch {t:?} is not a version ETag"))),
     }
 }
 

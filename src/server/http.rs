@@ -119,12 +119,23 @@ pub fn if_match(headers: &HeaderMap) -> Result<Option<i64>, FhirError> {
         return Ok(None);
     };
     let text = v.to_str().unwrap_or_default().trim();
-    let inner = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
-    inner.parse().map(Some).map_err(|_| {
+    version_etag(text).map(Some).ok_or_else(|| {
         FhirError::bad_request(format!(
             "If-Match {text:?} is not a version ETag like W/\"3\""
         ))
     })
+}
+
+/// The version of an entity tag `W/"3"` or `"3"` (RFC 7232 §2.3: `[W/] DQUOTE *etagc
+/// DQUOTE`, both quotes required); `None` for anything else, `W/"1` included.
+pub fn version_etag(text: &str) -> Option<i64> {
+    let tag = text.trim();
+    let tag = tag.strip_prefix("W/").unwrap_or(tag);
+    let inner = tag.strip_prefix('"')?.strip_suffix('"')?;
+    if inner.is_empty() || !inner.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    inner.parse().ok()
 }
 
 /// `W/"3"`.
@@ -186,4 +197,19 @@ pub fn resource_response(
         }
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version_etag;
+
+    #[test]
+    fn version_etags() {
+        assert_eq!(version_etag(r#"W/"3""#), Some(3));
+        assert_eq!(version_etag(r#""12""#), Some(12));
+        assert_eq!(version_etag(r#"W/"1"#), None);
+        assert_eq!(version_etag("1"), None);
+        assert_eq!(version_etag(r#"W/"""#), None);
+        assert_eq!(version_etag(r#""-1""#), None);
+    }
 }
