@@ -155,3 +155,67 @@ async fn overflowing_ranges_get_416_or_the_clamped_range() {
         s.stop().await;
     }
 }
+
+// ---- 6: content negotiation -----------------------------------------------------------------
+
+#[tokio::test]
+async fn xml_and_other_fhir_versions_get_406_and_a_raw_plus_in_format_works() {
+    for b in backends() {
+        let s = TestServer::start(&b).await;
+        let send = |method: reqwest::Method, path: &str, accept: &str| {
+            let mut req = s
+                .client
+                .request(method.clone(), s.url(path))
+                .header("Accept", accept);
+            if method == reqwest::Method::POST {
+                req = req
+                    .header("Content-Type", "application/fhir+json")
+                    .body(patient("x", "Xml", "1970-01-01").to_string());
+            }
+            req.send()
+        };
+        use reqwest::Method;
+        for (method, path, accept) in [
+            (Method::POST, "Patient", "application/fhir+xml"),
+            (Method::GET, "metadata", "application/fhir+xml"),
+            (Method::GET, "metadata?_format=xml", "application/fhir+json"),
+            (Method::POST, "Patient?_format=xml", "application/fhir+json"),
+            (
+                Method::GET,
+                "Patient",
+                "application/fhir+json; fhirVersion=3.0",
+            ),
+            (
+                Method::GET,
+                "metadata",
+                "application/fhir+json; fhirVersion=3.0",
+            ),
+            (Method::GET, "Patient", "application/fhir+json;q=0"),
+        ] {
+            let resp = send(method.clone(), path, accept).await.unwrap();
+            assert_outcome(resp, StatusCode::NOT_ACCEPTABLE).await;
+        }
+        // nothing was created by the refused POSTs
+        assert!(s.ids("Patient").await.is_empty());
+        for (path, accept) in [
+            (
+                "Patient?_format=application/fhir+json",
+                "application/fhir+json",
+            ),
+            (
+                "Patient?_format=application/fhir%2Bjson",
+                "application/fhir+json",
+            ),
+            ("metadata?_format=application/fhir+json", "*/*"),
+            ("Patient", "application/fhir+json; fhirVersion=4.0"),
+            (
+                "Patient",
+                "application/fhir+xml;q=1, application/fhir+json;q=0.5",
+            ),
+        ] {
+            let resp = send(Method::GET, path, accept).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK, "{path} {accept}");
+        }
+        s.stop().await;
+    }
+}

@@ -58,6 +58,7 @@ pub async fn transaction_or_batch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, FhirError> {
+    super::http::check_format(&headers, &[])?;
     let text = body_text(&headers, &body)?;
     let bundle: BundleIn = serde_json::from_str(&text)
         .map_err(|e| FhirError::bad_request(format!("not a Bundle: {e}")))?;

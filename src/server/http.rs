@@ -18,43 +18,58 @@ pub fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
     .unwrap_or_default()
 }
 
-/// Refuses formats other than JSON, from `_format` or `Accept`.
+/// Refuses formats other than FHIR R4 JSON, from `_format` or `Accept` (R4 http §3.1.0.1.6
+/// content types: 406 when the server cannot produce what the client accepts; §3.1.0.1.8 the
+/// `fhirVersion` MIME parameter: only 4.0 is served). A raw `+` in `_format` arrives as a
+/// space (form decoding), so `_format=application/fhir+json` works unescaped.
 pub fn check_format(headers: &HeaderMap, pairs: &[(String, String)]) -> Result<(), FhirError> {
+    let refuse = |text: String| {
+        FhirError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            crate::fhir::IssueType::NotSupported,
+            text,
+        )
+    };
     if let Some((_, f)) = pairs.iter().find(|(k, _)| k == "_format") {
-        let f = f.trim();
-        if !matches!(
-            f,
-            "json" | "application/json" | "application/fhir+json" | "application/json+fhir"
-        ) && !f.starts_with("application/fhir+json")
-        {
-            return Err(FhirError::new(
-                StatusCode::NOT_ACCEPTABLE,
-                crate::fhir::IssueType::NotSupported,
-                format!("_format={f} is not supported; this server speaks JSON only"),
-            ));
+        let f = f.trim().replace(' ', "+");
+        let ok = matches!(f.as_str(), "json") || media_range_is_ours(&f, false);
+        if !ok {
+            return Err(refuse(format!(
+                "_format={f} is not supported; this server speaks FHIR R4 JSON only"
+            )));
         }
     }
-    if let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) {
-        let acceptable = accept.split(',').any(|part| {
-            let media = part.split(';').next().unwrap_or_default().trim();
-            matches!(
-                media,
-                "" | "*/*"
-                    | "application/*"
-                    | "application/json"
-                    | "application/fhir+json"
-                    | "application/json+fhir"
-            )
-        });
-        if !acceptable {
-            return Err(FhirError::new(
-                StatusCode::NOT_ACCEPTABLE,
-                crate::fhir::IssueType::NotSupported,
-                format!("cannot produce {accept}; this server speaks application/fhir+json"),
-            ));
-        }
+    if let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok())
+        && !accept
+            .split(',')
+            .any(|part| media_range_is_ours(part, true))
+    {
+        return Err(refuse(format!(
+            "cannot produce {accept}; this server speaks application/fhir+json (FHIR 4.0)"
+        )));
     }
     Ok(())
+}
+
+/// Whether one media range (`type/subtype; param=value…`) admits our FHIR R4 JSON; wildcards
+/// count only in `Accept`. A `q=0` range refuses.
+fn media_range_is_ours(range: &str, wildcards: bool) -> bool {
+    let mut parts = range.split(';');
+    let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+    let media_ok = matches!(
+        media.as_str(),
+        "application/json" | "application/fhir+json" | "application/json+fhir"
+    ) || (wildcards && matches!(media.as_str(), "" | "*/*" | "application/*"));
+    media_ok
+        && parts.all(|p| {
+            let (name, value) = p.split_once('=').unwrap_or((p, ""));
+            let value = value.trim().trim_matches('"');
+            match name.trim().to_ascii_lowercase().as_str() {
+                "fhirversion" => value == "4.0" || value.starts_with("4.0."),
+                "q" => value.parse::<f32>().map_or(true, |q| q > 0.0),
+                _ => true,
+            }
+        })
 }
 
 /// Checks the request's Content-Type and returns the body as text.
@@ -201,7 +216,27 @@ pub fn resource_response(
 
 #[cfg(test)]
 mod tests {
-    use super::version_etag;
+    use super::{check_format, version_etag};
+    use axum::http::{HeaderMap, HeaderValue, header};
+
+    fn accept(value: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_static(value));
+        h
+    }
+
+    #[test]
+    fn formats() {
+        let format = |f: &str| check_format(&HeaderMap::new(), &[("_format".into(), f.into())]);
+        assert!(format("json").is_ok());
+        assert!(format("application/fhir json").is_ok());
+        assert!(format("xml").is_err());
+        assert!(format("application/fhir+xml").is_err());
+        assert!(check_format(&accept("application/fhir+xml"), &[]).is_err());
+        assert!(check_format(&accept("application/fhir+json; fhirVersion=3.0"), &[]).is_err());
+        assert!(check_format(&accept("application/fhir+json; fhirVersion=4.0"), &[]).is_ok());
+        assert!(check_format(&accept("application/fhir+xml, */*;q=0.1"), &[]).is_ok());
+    }
 
     #[test]
     fn version_etags() {

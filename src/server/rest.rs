@@ -194,11 +194,13 @@ pub async fn create(
     State(state): State<SharedState>,
     Access(ctx): Access,
     Path(rtype): Path<String>,
+    RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, FhirError> {
     check_type(&state, &rtype)?;
     check_scope(&ctx, &rtype, Interaction::Create)?;
+    check_format(&headers, &query_pairs(q.as_deref()))?;
     put_one(
         &state,
         &ctx,
@@ -215,11 +217,13 @@ pub async fn update(
     State(state): State<SharedState>,
     Access(ctx): Access,
     Path((rtype, id)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, FhirError> {
     check_type(&state, &rtype)?;
     check_scope(&ctx, &rtype, Interaction::Update)?;
+    check_format(&headers, &query_pairs(q.as_deref()))?;
     check_id(&id)?;
     let kind = WriteKind::Update {
         if_match: if_match(&headers)?,
@@ -276,6 +280,7 @@ pub async fn delete(
 ) -> Result<Response, FhirError> {
     check_type(&state, &rtype)?;
     check_scope(&ctx, &rtype, Interaction::Delete)?;
+    check_format(&headers, &[])?;
     check_id(&id)?;
     require_write(&ctx)?;
     let if_match = if_match(&headers)?;
