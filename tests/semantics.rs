@@ -219,3 +219,32 @@ async fn xml_and_other_fhir_versions_get_406_and_a_raw_plus_in_format_works() {
         s.stop().await;
     }
 }
+
+// ---- 7: `_count=0` and `_totalMethod` ------------------------------------------------------
+
+#[tokio::test]
+async fn count_zero_gives_the_true_total_and_total_method_is_accepted() {
+    for b in backends() {
+        let s = TestServer::start(&b).await;
+        s.load(&[
+            patient("a", "Smith", "1970-01-01"),
+            patient("b", "Smith", "1971-01-01"),
+            patient("c", "Jones", "1972-01-01"),
+        ])
+        .await;
+        for (q, total) in [
+            ("Patient?_count=0", 3),
+            ("Patient?family=Smith&_count=0", 2),
+            ("Patient?_count=0&_totalMethod=count", 3),
+            ("Patient?_summary=count&_totalMethod=count", 3),
+        ] {
+            let bundle = s.search(q).await;
+            assert_eq!(bundle["total"], total, "{q}");
+            assert!(match_ids(&bundle).is_empty(), "{q}");
+            assert!(next_link(&bundle).is_none(), "{q}");
+        }
+        let bundle = s.search("Patient?_totalMethod=count").await;
+        assert_eq!(match_ids(&bundle).len(), 3);
+        s.stop().await;
+    }
+}

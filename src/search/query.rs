@@ -197,6 +197,8 @@ fn parse_pair(
                 "_summary={other} is not supported (supported: count, data, false)"
             )),
         },
+        // fhirpy's `.count()` sends `_totalMethod`; it asks nothing of us beyond a total.
+        "_totalMethod" => Ok(()),
         "_total" => match value {
             "accurate" => {
                 req.total_accurate = true;

@@ -57,7 +57,8 @@ impl Store {
         req: &SearchRequest,
     ) -> Result<SearchPage, FhirError> {
         let where_sql = self.where_clause(ctx, req, "r")?;
-        if req.summary_count {
+        // `_count=0` asks for the count only (R4 search §3.1.1.5.6.1), like `_summary=count`.
+        if req.summary_count || req.count == 0 {
             let total = self.count(&where_sql).await?;
             return Ok(SearchPage {
                 matches: vec![],
