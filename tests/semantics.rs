@@ -30,6 +30,46 @@ fn b64(v: &Value) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
 }
 
+// ---- 2: `%` and `_` are literal in string, uri and token searches -------------------------
+
+#[tokio::test]
+async fn like_wildcards_in_search_values_match_literally() {
+    for b in backends() {
+        let s = TestServer::start(&b).await;
+        s.load(&[
+            patient("smith", "Smith", "1970-01-01"),
+            patient("pct", "Percent%Sign", "1971-01-01"),
+            patient("under", "_Under", "1972-01-01"),
+            json!({"resourceType": "Questionnaire", "id": "q1", "status": "active",
+                "url": "http://example.org/q_1"}),
+            json!({"resourceType": "Questionnaire", "id": "q2", "status": "active",
+                "url": "http://example.org/qX1"}),
+        ])
+        .await;
+        let cases: &[(&str, &[&str])] = &[
+            ("Patient?name:contains=%25", &["pct"]),
+            ("Patient?name:contains=_", &["under"]),
+            ("Patient?family=_", &["under"]),
+            ("Patient?family=%25", &[]),
+            ("Patient?family=%25%25", &[]),
+            ("Patient?family:exact=_Under", &["under"]),
+            ("Patient?family:exact=%25", &[]),
+            ("Patient?family=Sm", &["smith"]),
+            ("Patient?name:contains=cent", &["pct"]),
+            ("Patient?identifier=%25", &[]),
+            ("Patient?identifier=_", &[]),
+            ("Questionnaire?url:below=http://example.org/q_", &["q1"]),
+            ("Questionnaire?url:below=http://example.org/q%25", &[]),
+            ("Questionnaire?url=http://example.org/q_1", &["q1"]),
+            ("Questionnaire?url=http://example.org/q%251", &[]),
+        ];
+        for (q, want) in cases {
+            assert_eq!(s.ids(q).await, sorted(want.to_vec()), "{q}");
+        }
+        s.stop().await;
+    }
+}
+
 // ---- 4: a malformed If-Match is 400 -----------------------------------------------------------
 
 #[tokio::test]

@@ -500,17 +500,33 @@ fn value_condition(f: &Filter, v: &FilterValue, t: &str) -> Result<Sql, FhirErro
             }
             sql.push(&format!("({})", parts.join(" AND ")));
         }
+        // A value of punctuation only normalises to nothing; it must not match everything.
+        // Token text holds normalised text only, so it can match nothing.
+        (FilterValue::String { normalized, .. }, Some(Modifier::Text)) if normalized.is_empty() => {
+            sql.push("1=0");
+        }
         (FilterValue::String { normalized, .. }, Some(Modifier::Text)) => {
-            sql.push(&format!("{t}.text LIKE ?"));
-            sql.bind(format!("%{normalized}%"));
+            sql.push(&format!("{t}.text LIKE ? ESCAPE '\\'"));
+            sql.bind(format!("%{}%", like_literal(normalized)));
         }
         (FilterValue::String { raw, .. }, Some(Modifier::Exact)) => {
             sql.push(&format!("{t}.exact = ?"));
             sql.bind(raw);
         }
+        // Punctuation-only values are compared literally with the value as written.
+        (FilterValue::String { normalized, raw }, Some(Modifier::Contains))
+            if normalized.is_empty() =>
+        {
+            sql.push(&format!("{t}.exact LIKE ? ESCAPE '\\'"));
+            sql.bind(format!("%{}%", like_literal(raw)));
+        }
+        (FilterValue::String { normalized, raw }, None) if normalized.is_empty() => {
+            sql.push(&format!("{t}.exact LIKE ? ESCAPE '\\'"));
+            sql.bind(format!("{}%", like_literal(raw)));
+        }
         (FilterValue::String { normalized, .. }, Some(Modifier::Contains)) => {
-            sql.push(&format!("{t}.normalized LIKE ?"));
-            sql.bind(format!("%{normalized}%"));
+            sql.push(&format!("{t}.normalized LIKE ? ESCAPE '\\'"));
+            sql.bind(format!("%{}%", like_literal(normalized)));
         }
         (FilterValue::String { normalized, .. }, _) => {
             // starts-with as an index range: [prefix, prefix + U+10FFFF)
@@ -521,8 +537,8 @@ fn value_condition(f: &Filter, v: &FilterValue, t: &str) -> Result<Sql, FhirErro
             sql.bind(upper);
         }
         (FilterValue::Exact(value), Some(Modifier::Below)) => {
-            sql.push(&format!("{t}.code LIKE ?"));
-            sql.bind(format!("{}%", value.replace('%', "")));
+            sql.push(&format!("{t}.code LIKE ? ESCAPE '\\'"));
+            sql.bind(format!("{}%", like_literal(&index_key(value))));
         }
         (FilterValue::Exact(value), _) => {
             sql.push(&format!("{t}.code = ?"));
@@ -623,6 +639,19 @@ fn value_condition(f: &Filter, v: &FilterValue, t: &str) -> Result<Sql, FhirErro
         },
     }
     Ok(sql)
+}
+
+/// `value` as a LIKE pattern that matches it literally: `%`, `_` and the escape character
+/// `\` escaped (used with `ESCAPE '\'`, which both engines take as standard SQL).
+fn like_literal(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The filter to drive the search from: a reference to a given resource (in practice the
