@@ -30,6 +30,102 @@ fn b64(v: &Value) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
 }
 
+// ---- 1: NUL bytes and forged cursors are 400 OperationOutcomes, never 500 ------------------
+
+#[tokio::test]
+async fn nul_bytes_and_wrong_typed_cursors_are_400_operation_outcomes() {
+    for b in backends() {
+        let s = TestServer::start(&b).await;
+        s.load(&[patient("p1", "Smith", "1970-01-01")]).await;
+        // a NUL in every parameter type, in _typeFilter and in a POST _search form
+        for q in [
+            "Patient?identifier=%00",
+            "Patient?identifier=http://plan.example/mb|%00",
+            "Patient?name=%00",
+            "Patient?family:exact=a%00",
+            "Patient?name:contains=%00",
+            "Patient?_id=%00",
+            "Patient?birthdate=%00",
+            "Observation?subject=Patient/%00",
+            "Observation?value-quantity=5|%00|mg",
+            "Patient?gender:text=%00",
+            "Patient?ident%00ifier=x",
+            "Patient?_sort=family&_cursor=%00",
+        ] {
+            assert_outcome(s.get(q).await, StatusCode::BAD_REQUEST).await;
+        }
+        let resp = s
+            .client
+            .post(s.url("Patient/_search"))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body("identifier=%00")
+            .send()
+            .await
+            .unwrap();
+        assert_outcome(resp, StatusCode::BAD_REQUEST).await;
+        let resp = s
+            .client
+            .get(s.url("$export?_type=Patient&_typeFilter=Patient%3Fidentifier%3D%2500"))
+            .header("Accept", "application/fhir+json")
+            .header("Prefer", "respond-async")
+            .send()
+            .await
+            .unwrap();
+        assert_outcome(resp, StatusCode::BAD_REQUEST).await;
+
+        // cursors whose values have the wrong types: the old array shape, a text pk, a
+        // number where the sort key is text
+        for cursor in [
+            json!([{"S": "x"}]),
+            json!({"b": false, "v": [{"S": "x"}]}),
+            json!({"b": false, "v": [{"I": 1}, {"I": 1}]}),
+            json!({"b": true, "v": [{"F": 1.5}]}),
+        ] {
+            let q = format!("Patient?_sort=family&_cursor={}", b64(&cursor));
+            assert_outcome(s.get(&q).await, StatusCode::BAD_REQUEST).await;
+            let q = format!("Patient?_cursor={}", b64(&cursor));
+            assert_outcome(s.get(&q).await, StatusCode::BAD_REQUEST).await;
+        }
+
+        // a NUL in a $member-match identifier (the operation's Parameters body)
+        let mut mm: Value =
+            serde_json::from_str(include_str!("fixtures/member-match-in.json")).unwrap();
+        for p in mm["parameter"].as_array_mut().unwrap() {
+            if p["name"] == "MemberPatient" {
+                p["resource"]["identifier"] =
+                    json!([{"system": "http://plan.example/mb", "value": "MB\u{0}1"}]);
+            }
+        }
+        let resp = s.post("Patient/$member-match", &mm).await;
+        assert_outcome(resp, StatusCode::BAD_REQUEST).await;
+
+        // a NUL in a resource, in text.div (XHTML cannot hold it) or elsewhere
+        let mut with_div = patient("p2", "Jones", "1980-01-01");
+        with_div["text"] = json!({"status": "generated",
+            "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">a\u{0}b</div>"});
+        assert_outcome(s.post("Patient", &with_div).await, StatusCode::BAD_REQUEST).await;
+        assert_outcome(
+            s.put("Patient/p2", &with_div).await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+        let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": with_div, "request": {"method": "POST", "url": "Patient"}}]});
+        assert_outcome(s.post("", &bundle).await, StatusCode::BAD_REQUEST).await;
+        // other control characters in the div are refused too (422, like other strings)
+        with_div["text"]["div"] =
+            json!("<div xmlns=\"http://www.w3.org/1999/xhtml\">a\u{1}b</div>");
+        assert_outcome(
+            s.post("Patient", &with_div).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        // nothing was stored
+        assert_eq!(s.ids("Patient").await, sorted(vec!["p1"]));
+        s.stop().await;
+    }
+}
+
 // ---- 2: `%` and `_` are literal in string, uri and token searches -------------------------
 
 #[tokio::test]
@@ -285,6 +381,68 @@ async fn count_zero_gives_the_true_total_and_total_method_is_accepted() {
         }
         let bundle = s.search("Patient?_totalMethod=count").await;
         assert_eq!(match_ids(&bundle).len(), 3);
+        s.stop().await;
+    }
+}
+
+// ---- 9: previous and first links ----------------------------------------------------------
+
+#[tokio::test]
+async fn later_pages_link_to_the_previous_and_first_pages() {
+    for b in backends() {
+        let s = TestServer::start(&b).await;
+        let ps: Vec<Value> = (0..7)
+            .map(|i| {
+                patient(
+                    &format!("p{i}"),
+                    "Smith",
+                    &format!("19{}0-01-01", 7 - i % 3),
+                )
+            })
+            .collect();
+        s.load(&ps).await;
+        for q in [
+            "Patient?_count=2",
+            "Patient?_count=2&_sort=-birthdate",
+            "Patient?_count=3&family=Smith&_sort=birthdate,-_id",
+        ] {
+            // walk forward, remembering each page
+            let mut pages: Vec<(Vec<String>, Value)> = Vec::new();
+            let mut url = s.url(q);
+            loop {
+                let bundle = s.search(&url).await;
+                let next = next_link(&bundle);
+                pages.push((match_ids(&bundle), bundle));
+                match next {
+                    Some(n) => url = n,
+                    None => break,
+                }
+            }
+            assert!(pages.len() >= 3, "{q}");
+            let all: Vec<String> = pages.iter().flat_map(|(ids, _)| ids.clone()).collect();
+            assert_eq!(all.len(), 7, "{q}");
+            assert!(link(&pages[0].1, "previous").is_none(), "{q}");
+            for i in 1..pages.len() {
+                let bundle = &pages[i].1;
+                let prev = link(bundle, "previous").expect("previous link");
+                let first = link(bundle, "first").expect("first link");
+                assert!(prev.starts_with("http://") && first.starts_with("http://"));
+                // previous gives exactly the page before, and links on from there
+                let back = s.search(&prev).await;
+                assert_eq!(match_ids(&back), pages[i - 1].0, "{q} page {i}");
+                assert_eq!(
+                    link(&back, "previous").is_some(),
+                    i > 1,
+                    "{q}: the page before page {i}"
+                );
+                let fwd = s
+                    .search(&next_link(&back).expect("next from previous"))
+                    .await;
+                assert_eq!(match_ids(&fwd), pages[i].0, "{q} page {i} again");
+                let first_page = s.search(&first).await;
+                assert_eq!(match_ids(&first_page), pages[0].0, "{q}");
+            }
+        }
         s.stop().await;
     }
 }

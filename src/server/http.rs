@@ -89,8 +89,38 @@ pub fn body_text(headers: &HeaderMap, body: &Bytes) -> Result<String, FhirError>
             format!("Content-Type {ct:?} is not supported; send application/fhir+json"),
         ));
     }
-    String::from_utf8(body.to_vec())
-        .map_err(|_| FhirError::bad_request("the body is not valid UTF-8"))
+    let text = String::from_utf8(body.to_vec())
+        .map_err(|_| FhirError::bad_request("the body is not valid UTF-8"))?;
+    if has_nul(&text) {
+        // FHIR strings exclude control characters (R4 §2.24.0.1) and Postgres text cannot
+        // hold NUL: refuse it here, for every resource and operation body alike.
+        return Err(FhirError::bad_request(
+            "the body contains a NUL character (\\u0000), which no FHIR value may hold",
+        ));
+    }
+    Ok(text)
+}
+
+/// Whether JSON text holds a NUL: a raw NUL byte or a `\u0000` escape (an escaped backslash
+/// followed by `u0000` is not one).
+fn has_nul(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            0 => return true,
+            b'\\' => {
+                if bytes.get(i + 1) == Some(&b'u') && bytes.get(i + 2..i + 6) == Some(&b"0000"[..])
+                {
+                    return true;
+                }
+                // skip the escaped character, so that `\\` never starts an escape
+                i += 2;
+            }
+            _ => i += 1,
+        }
+    }
+    false
 }
 
 /// `Prefer: return=…`.
@@ -216,7 +246,7 @@ pub fn resource_response(
 
 #[cfg(test)]
 mod tests {
-    use super::{check_format, version_etag};
+    use super::{check_format, has_nul, version_etag};
     use axum::http::{HeaderMap, HeaderValue, header};
 
     fn accept(value: &'static str) -> HeaderMap {
@@ -246,5 +276,14 @@ mod tests {
         assert_eq!(version_etag("1"), None);
         assert_eq!(version_etag(r#"W/"""#), None);
         assert_eq!(version_etag(r#""-1""#), None);
+    }
+
+    #[test]
+    fn nul_escapes() {
+        assert!(has_nul(r#"{"a":"x\u0000"}"#));
+        assert!(has_nul("{\"a\":\"\0\"}"));
+        assert!(!has_nul(r#"{"a":"\\u0000"}"#));
+        assert!(has_nul(r#"{"a":"\\\u0000"}"#));
+        assert!(!has_nul(r#"{"a":"\u0041"}"#));
     }
 }

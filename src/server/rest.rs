@@ -414,6 +414,14 @@ pub async fn run_search(
         }
     };
     let mut links = vec![json!({"relation": "self", "url": link_to(req.cursor.as_deref())})];
+    // Pages after the first link back to the one before and to the first (R4 http
+    // §3.1.0.6.1 paging links; the cursor carries the direction).
+    if req.cursor.is_some() {
+        links.push(json!({"relation": "first", "url": link_to(None)}));
+    }
+    if let Some(prev) = &page.prev_cursor {
+        links.push(json!({"relation": "previous", "url": link_to(Some(prev))}));
+    }
     if let Some(next) = &page.next_cursor {
         links.push(json!({"relation": "next", "url": link_to(Some(next))}));
     }
