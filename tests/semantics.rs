@@ -446,3 +446,82 @@ async fn later_pages_link_to_the_previous_and_first_pages() {
         s.stop().await;
     }
 }
+
+// ---- 12: a retired key lives as long as the longest-lived token it signed -----------------
+
+/// Runs one statement on the test's database.
+async fn sql(s: &TestServer, text: &str, params: Vec<pdex::store::db::SqlValue>) {
+    let mut tx = s.state.store.db.begin().await.unwrap();
+    tx.execute(text, params).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+async fn jwks_kids(s: &TestServer) -> Vec<String> {
+    let url = s.base.trim_end_matches("/fhir").to_owned() + "/oauth/jwks";
+    let jwks: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+    jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_rotated_key_keeps_verifying_the_longest_lived_token_it_signed() {
+    for b in backends() {
+        // this process issues 60-second tokens; the demo's 8-hour token is signed too
+        let s = TestServer::start_with(&b, |c| c.token_lifetime = 60).await;
+        let issued = pdex::auth::access_token::mint(
+            &s.state.auth,
+            &pdex::auth::access_token::Grant {
+                client_id: s.admin.client_id.clone(),
+                kind: pdex::auth::ClientKind::Admin,
+                organization: None,
+                scopes: pdex::auth::scopes::split(common::ADMIN_SCOPES),
+                patient: None,
+                allow_sensitive: true,
+                cnf: None,
+                lifetime: 8 * 3600,
+            },
+        )
+        .await
+        .unwrap();
+        let old_kid = jwks_kids(&s).await.remove(0);
+        let new_kid = pdex::auth::keys::rotate(&s.state.store).await.unwrap();
+        // the rotation was ten minutes ago: far past this process's token lifetime + skew,
+        // well within the 8-hour token's life
+        sql(
+            &s,
+            "UPDATE auth_signing_keys SET retired_at = retired_at - 600000 WHERE kid = ?",
+            vec![old_kid.as_str().into()],
+        )
+        .await;
+        // (reading the JWKS also refreshes the verifier's copy of the key table)
+        let kids = jwks_kids(&s).await;
+        assert!(
+            kids.contains(&old_kid) && kids.contains(&new_kid),
+            "{kids:?}"
+        );
+        let long = s.http(&issued.access_token);
+        let resp = long.get(s.url("Patient")).send().await.unwrap();
+        assert_eq!(
+            resp.status(),
+            StatusCode::OK,
+            "{}",
+            resp.text().await.unwrap()
+        );
+        // once every token it signed has expired, the retired key is no longer published
+        sql(
+            &s,
+            "UPDATE auth_signing_keys SET signed_until = ? WHERE kid = ?",
+            vec![
+                (chrono::Utc::now().timestamp_millis() - 120_000).into(),
+                old_kid.as_str().into(),
+            ],
+        )
+        .await;
+        assert_eq!(jwks_kids(&s).await, vec![new_kid.clone()]);
+        s.stop().await;
+    }
+}
