@@ -525,3 +525,159 @@ async fn a_rotated_key_keeps_verifying_the_longest_lived_token_it_signed() {
         s.stop().await;
     }
 }
+
+// ---- 11: the failed-match throttle: per client and per (client, demographics), shared ----
+
+const MEMBER_MATCH: &str = "http://hl7.org/fhir/us/davinci-hrex/OperationDefinition/member-match";
+const NPI: &str = "http://hl7.org/fhir/sid/us-npi";
+
+fn mm_param<'a>(p: &'a mut Value, name: &str) -> &'a mut Value {
+    p["parameter"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|x| x["name"] == name)
+        .map(|x| &mut x["resource"])
+        .unwrap()
+}
+
+/// The HRex example request aimed at demo member `id`, with a current consent naming the
+/// HRex example's new payer (NPI 0123456789); `card` replaces the card's member id.
+fn match_request(id: &str, card: Option<&str>) -> Value {
+    let m = common::demo_member(id);
+    let mut p: Value = serde_json::from_str(include_str!("fixtures/member-match-in.json")).unwrap();
+    let patient = mm_param(&mut p, "MemberPatient");
+    patient["name"] = json!([{"family": m["family"], "given": m["given"]}]);
+    patient["birthDate"] = m["birthDate"].clone();
+    patient["gender"] = m["gender"].clone();
+    let cov = mm_param(&mut p, "CoverageToMatch");
+    let member_id = card.map_or(m["member_id"].clone(), |c| json!(c));
+    cov["identifier"] = json!([{"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MB"}]}, "value": member_id}]);
+    cov["subscriberId"] = card.map_or(m["subscriber_id"].clone(), |c| json!(c));
+    let day = |d: i64| {
+        (chrono::Utc::now().date_naive() + chrono::Duration::days(d))
+            .format("%Y-%m-%d")
+            .to_string()
+    };
+    mm_param(&mut p, "Consent")["provision"]["period"] = json!({"start": day(-10), "end": day(80)});
+    p
+}
+
+async fn payer(s: &TestServer, npi: &str) -> common::TestClient {
+    s.register_client(common::ClientSpec {
+        name: format!("payer {npi}"),
+        kind: pdex::auth::ClientKind::Payer,
+        organization: Some(format!("{NPI}|{npi}")),
+        scopes: format!("system/*.rs {MEMBER_MATCH}"),
+        ..common::ClientSpec::default()
+    })
+    .await
+}
+
+/// A `$member-match` token of `client` from the token endpoint at `token_url`.
+async fn match_token_at(client: &common::TestClient, token_url: &str) -> String {
+    let assertion = client.key.sign(&client.assertion_claims(token_url));
+    let resp = reqwest::Client::new()
+        .post(token_url)
+        .form(&[
+            ("grant_type", "client_credentials"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", assertion.as_str()),
+            ("scope", MEMBER_MATCH),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = resp.json().await.unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+async fn member_match_at(base: &str, token: &str, body: &Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{base}/Patient/$member-match"))
+        .bearer_auth(token)
+        .header("Content-Type", "application/fhir+json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn failed_matches_throttle_the_client_not_the_member_and_every_instance_sees_them() {
+    for b in backends() {
+        let limit = 3;
+        let s = TestServer::start_demo(&b, |c| c.exchange.match_failure_limit = limit).await;
+        // a second pdex instance on the same database, as behind a load balancer
+        let exports = tempfile::tempdir().unwrap();
+        let config = pdex::config::ServerConfig {
+            database_url: s.db.url.clone(),
+            listen: "127.0.0.1:0".into(),
+            migrate: true,
+            token_lifetime: 3600,
+            bulk: pdex::config::BulkConfig {
+                export_dir: exports.path().to_owned(),
+                ..Default::default()
+            },
+            exchange: pdex::config::ExchangeConfig {
+                match_failure_limit: limit,
+                ..s.state.exchange.clone()
+            },
+            ..pdex::config::ServerConfig::default()
+        };
+        let other = pdex::app::Server::bind(&config).await.unwrap();
+        let other_base = other.state.base_url.clone();
+        let other_token_url = other.state.auth.settings.token_url();
+        let handle = tokio::spawn(async move { other.run().await.unwrap() });
+
+        let attacker = payer(&s, "1234567893").await;
+        let new_payer = payer(&s, "0123456789").await;
+        let attacker_token = match_token_at(&attacker, &s.token_url()).await;
+        for attempt in 0..limit {
+            let body = match_request("m000001", Some(&format!("GUESS{attempt}")));
+            let resp = member_match_at(&s.base, &attacker_token, &body).await;
+            assert_outcome(resp, StatusCode::UNPROCESSABLE_ENTITY).await;
+        }
+        // the attacker is throttled for this person, on this instance and on the other
+        let body = match_request("m000001", Some("GUESS9"));
+        let resp = member_match_at(&s.base, &attacker_token, &body).await;
+        assert!(resp.headers().contains_key("retry-after"));
+        assert_outcome(resp, StatusCode::TOO_MANY_REQUESTS).await;
+        let other_attacker_token = match_token_at(&attacker, &other_token_url).await;
+        let resp = member_match_at(&other_base, &other_attacker_token, &body).await;
+        assert_outcome(resp, StatusCode::TOO_MANY_REQUESTS).await;
+        // ...but not for another person (a client's budget across people is larger)
+        let resp = member_match_at(
+            &s.base,
+            &attacker_token,
+            &match_request("m000002", Some("X")),
+        )
+        .await;
+        assert_outcome(resp, StatusCode::UNPROCESSABLE_ENTITY).await;
+        // the member's consented new payer still matches, on either instance
+        let right = match_request("m000001", None);
+        let token = match_token_at(&new_payer, &s.token_url()).await;
+        let resp = member_match_at(&s.base, &token, &right).await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::OK,
+            "{}",
+            resp.text().await.unwrap()
+        );
+        let token = match_token_at(&new_payer, &other_token_url).await;
+        let resp = member_match_at(&other_base, &token, &right).await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::OK,
+            "{}",
+            resp.text().await.unwrap()
+        );
+        handle.abort();
+        let _ = handle.await;
+        s.stop().await;
+    }
+}
