@@ -681,3 +681,136 @@ async fn failed_matches_throttle_the_client_not_the_member_and_every_instance_se
         s.stop().await;
     }
 }
+
+// ---- 3: conditional create ----------------------------------------------------------------
+
+const MB: &str = "http://plan.example/mb";
+
+async fn conditional_post(s: &TestServer, body: &Value, criteria: &str) -> (StatusCode, Value) {
+    let resp = s
+        .client
+        .post(s.url("Patient"))
+        .header("Content-Type", "application/fhir+json")
+        .header("If-None-Exist", criteria)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn conditional_create_makes_exactly_one_resource_under_concurrency() {
+    for b in backends() {
+        let s = TestServer::start(&b).await;
+        // 20 concurrent creates with the same If-None-Exist: one 201, nineteen 200 with it
+        let body = json!({"resourceType": "Patient", "name": [{"family": "Once"}],
+            "identifier": [{"system": MB, "value": "ONCE-1"}]});
+        let criteria = format!("identifier={MB}|ONCE-1");
+        let results =
+            futures::future::join_all((0..20).map(|_| conditional_post(&s, &body, &criteria)))
+                .await;
+        let created: Vec<&Value> = results
+            .iter()
+            .filter(|(st, _)| *st == StatusCode::CREATED)
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(created.len(), 1, "{results:?}");
+        let id = created[0]["id"].as_str().unwrap();
+        for (status, v) in &results {
+            assert!(
+                *status == StatusCode::CREATED || *status == StatusCode::OK,
+                "{status} {v}"
+            );
+            assert_eq!(v["id"], id);
+        }
+        assert_eq!(
+            s.ids(&format!("Patient?identifier={MB}|ONCE-1")).await,
+            vec![id.to_owned()]
+        );
+        // more than one match: 412, nothing created
+        s.load(&[
+            patient("d1", "Dup", "1970-01-01"),
+            patient("d2", "Dup", "1971-01-01"),
+        ])
+        .await;
+        let (status, v) = conditional_post(&s, &body, "family=Dup").await;
+        assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{v}");
+        assert_eq!(v["resourceType"], "OperationOutcome");
+        // criteria that are no search: 400
+        let (status, _) = conditional_post(&s, &body, "no-such-param=1").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(s.ids("Patient").await.len(), 3);
+
+        // transaction Bundles (Synthea's shared Practitioners): ifNoneExist, concurrently;
+        // references to the entry's fullUrl point at the one Practitioner
+        let bundle = |n: usize| {
+            json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+                {"fullUrl": "urn:uuid:5f1b0c1e-0000-4000-8000-000000000001",
+                 "resource": {"resourceType": "Practitioner", "name": [{"family": "Shared"}],
+                    "identifier": [{"system": "http://hl7.org/fhir/sid/us-npi", "value": "1234567893"}]},
+                 "request": {"method": "POST", "url": "Practitioner",
+                    "ifNoneExist": "identifier=http://hl7.org/fhir/sid/us-npi|1234567893"}},
+                {"fullUrl": format!("urn:uuid:5f1b0c1e-0000-4000-8000-1000000000{n:02}"),
+                 "resource": {"resourceType": "Patient", "name": [{"family": format!("Member{n}")}],
+                    "generalPractitioner": [{"reference": "urn:uuid:5f1b0c1e-0000-4000-8000-000000000001"}]},
+                 "request": {"method": "POST", "url": "Patient"}}
+            ]})
+        };
+        let bundles: Vec<Value> = (0..8).map(bundle).collect();
+        let responses = futures::future::join_all(bundles.iter().map(|b| s.post("", b))).await;
+        let mut statuses = Vec::new();
+        for resp in responses {
+            assert_eq!(resp.status(), StatusCode::OK);
+            let out: Value = resp.json().await.unwrap();
+            statuses.push(
+                out["entry"][0]["response"]["status"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+        statuses.sort();
+        assert_eq!(
+            statuses.iter().filter(|s| s.starts_with("201")).count(),
+            1,
+            "{statuses:?}"
+        );
+        assert_eq!(
+            statuses.iter().filter(|s| s.starts_with("200")).count(),
+            7,
+            "{statuses:?}"
+        );
+        let practitioners = s.ids("Practitioner").await;
+        assert_eq!(practitioners.len(), 1);
+        let members = s.search("Patient?family=Member&_count=100").await;
+        let refs: Vec<&str> = members["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                e["resource"]["generalPractitioner"][0]["reference"]
+                    .as_str()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(refs.len(), 8);
+        let want = format!("Practitioner/{}", practitioners[0]);
+        assert!(refs.iter().all(|r| *r == want), "{refs:?}");
+        // a batch entry too
+        let mut batch = bundle(99);
+        batch["type"] = json!("batch");
+        batch["entry"].as_array_mut().unwrap().truncate(1);
+        let out: Value = s.post("", &batch).await.json().await.unwrap();
+        assert_eq!(out["entry"][0]["response"]["status"], "200 OK", "{out}");
+        assert_eq!(s.ids("Practitioner").await.len(), 1);
+
+        // declared in the CapabilityStatement
+        let cs: Value = s.get("metadata").await.json().await.unwrap();
+        for r in cs["rest"][0]["resource"].as_array().unwrap() {
+            assert_eq!(r["conditionalCreate"], true, "{}", r["type"]);
+        }
+        s.stop().await;
+    }
+}

@@ -10,6 +10,7 @@ use crate::fhir::bundle::{Entry, write_bundle};
 use crate::fhir::datetime::format_instant;
 use crate::fhir::{FhirError, is_valid_id};
 use crate::search::query;
+use crate::store::conditional::Conditional;
 use crate::store::{IdRule, StoredResource, WriteKind, WriteOp, WriteOutcome};
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -201,6 +202,13 @@ pub async fn create(
     check_type(&state, &rtype)?;
     check_scope(&ctx, &rtype, Interaction::Create)?;
     check_format(&headers, &query_pairs(q.as_deref()))?;
+    if let Some(v) = headers.get("if-none-exist") {
+        let text = v
+            .to_str()
+            .map_err(|_| FhirError::bad_request("If-None-Exist is not ASCII"))?;
+        let criteria = if_none_exist(&state, &rtype, text)?;
+        return create_conditionally(&state, &ctx, &rtype, &criteria, &headers, &body).await;
+    }
     put_one(
         &state,
         &ctx,
@@ -270,6 +278,61 @@ async fn put_one(
         prefer(headers).ret,
         true,
     ))
+}
+
+/// The search of an `If-None-Exist` header or `ifNoneExist` entry (`param=value&…`, the query
+/// part of a search URL; a leading `?` or `Type?` is tolerated).
+pub fn if_none_exist(
+    state: &SharedState,
+    rtype: &str,
+    text: &str,
+) -> Result<query::SearchRequest, FhirError> {
+    let q = text.trim();
+    let q = q.split_once('?').map_or(q, |(_, q)| q);
+    let pairs = query_pairs(Some(q));
+    query::parse(&state.store.registry, rtype, &pairs, &state.base_url, false)
+        .map_err(|e| FhirError::bad_request(format!("If-None-Exist: {e}")))
+}
+
+/// Conditional create (FHIR R4 http §3.1.0.8): 201 when nothing matched `criteria`, 200 with
+/// the existing resource when one did, 412 when several did.
+async fn create_conditionally(
+    state: &SharedState,
+    ctx: &crate::auth::AccessContext,
+    rtype: &str,
+    criteria: &query::SearchRequest,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, FhirError> {
+    require_write(ctx)?;
+    let text = body_text(headers, body)?;
+    let prepared = state.store.prepare(&text, Some(rtype), IdRule::Assign)?;
+    let ret = prefer(headers).ret;
+    match state
+        .store
+        .create_if_none_exist(ctx, criteria, prepared)
+        .await?
+    {
+        Conditional::Created(r) => Ok(resource_response(
+            StatusCode::CREATED,
+            &stored_of(&r),
+            &state.base_url,
+            ret,
+            true,
+        )),
+        Conditional::Exists(r) => {
+            let r = released(ctx, r).ok_or_else(|| {
+                FhirError::precondition_failed("the matching resource is withheld from you")
+            })?;
+            Ok(resource_response(
+                StatusCode::OK,
+                &r,
+                &state.base_url,
+                ret,
+                true,
+            ))
+        }
+    }
 }
 
 pub async fn delete(
