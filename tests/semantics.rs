@@ -814,3 +814,81 @@ async fn conditional_create_makes_exactly_one_resource_under_concurrency() {
         s.stop().await;
     }
 }
+
+// ---- 8: supportedProfile per type ----------------------------------------------------------
+
+#[tokio::test]
+async fn the_capability_statement_declares_every_profile_the_demo_plan_serves() {
+    for b in backends() {
+        let s = TestServer::start(&b).await;
+        let cs: Value = reqwest::get(s.url("metadata"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let declared = |t: &str| -> Vec<String> {
+            cs["rest"][0]["resource"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["type"] == t)
+                .and_then(|r| r["supportedProfile"].as_array())
+                .map(|a| a.iter().map(|p| p.as_str().unwrap().to_owned()).collect())
+                .unwrap_or_default()
+        };
+        // every meta.profile of the synthetic plan is declared for its type
+        let mut seen = std::collections::BTreeSet::new();
+        for f in std::fs::read_dir(common::demo_dir()).unwrap() {
+            let path = f.unwrap().path();
+            if path.extension().is_none_or(|e| e != "ndjson") {
+                continue;
+            }
+            for line in std::fs::read_to_string(&path).unwrap().lines() {
+                let r: Value = serde_json::from_str(line).unwrap();
+                let t = r["resourceType"].as_str().unwrap().to_owned();
+                for p in r["meta"]["profile"].as_array().into_iter().flatten() {
+                    seen.insert((t.clone(), p.as_str().unwrap().to_owned()));
+                }
+            }
+        }
+        assert!(seen.len() > 20, "{seen:?}");
+        for (t, p) in &seen {
+            assert!(declared(t).contains(p), "{t}: {p} not declared");
+        }
+        // and what payers and providers receive or request beyond that
+        let eob = declared("ExplanationOfBenefit");
+        for p in [
+            "http://hl7.org/fhir/us/carin-bb/StructureDefinition/C4BB-ExplanationOfBenefit-Professional-NonClinician-Basis",
+            "http://hl7.org/fhir/us/carin-bb/StructureDefinition/C4BB-ExplanationOfBenefit-Inpatient-Institutional-Basis",
+            "http://hl7.org/fhir/us/davinci-pdex/StructureDefinition/pdex-priorauthorization",
+        ] {
+            assert!(eob.contains(&p.to_owned()), "{p}");
+        }
+        for (t, p) in [
+            (
+                "Patient",
+                "http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient",
+            ),
+            (
+                "Coverage",
+                "http://hl7.org/fhir/us/davinci-hrex/StructureDefinition/hrex-coverage",
+            ),
+            (
+                "Provenance",
+                "http://hl7.org/fhir/us/davinci-pdex/StructureDefinition/pdex-provenance",
+            ),
+            (
+                "Group",
+                "http://hl7.org/fhir/us/davinci-pdex/StructureDefinition/pdex-member-match-group",
+            ),
+            (
+                "Group",
+                "http://hl7.org/fhir/us/davinci-pdex/StructureDefinition/pdex-member-no-match-group",
+            ),
+        ] {
+            assert!(declared(t).contains(&p.to_owned()), "{t}: {p}");
+        }
+        s.stop().await;
+    }
+}

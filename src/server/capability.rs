@@ -89,6 +89,10 @@ pub fn capability_statement(
             if !operations.is_empty() {
                 resource["operation"] = json!(operations);
             }
+            let profiles = super::profiles::supported_profiles(t);
+            if !profiles.is_empty() {
+                resource["supportedProfile"] = json!(profiles);
+            }
             resource
         })
         .collect();

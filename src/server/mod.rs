@@ -8,6 +8,7 @@
 pub mod bundle;
 pub mod capability;
 pub mod http;
+pub mod profiles;
 pub mod rest;
 pub mod tls;
 
