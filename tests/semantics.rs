@@ -892,3 +892,62 @@ async fn the_capability_statement_declares_every_profile_the_demo_plan_serves() 
         s.stop().await;
     }
 }
+
+// ---- 10: synthetic data with data-absent-reason -------------------------------------------
+
+/// Every resource a search returns, across pages.
+async fn all(s: &TestServer, query: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut url = s.url(query);
+    loop {
+        let bundle = s.search(&url).await;
+        for e in bundle["entry"].as_array().into_iter().flatten() {
+            if e["search"]["mode"] == "match" {
+                out.push(e["resource"].clone());
+            }
+        }
+        match next_link(&bundle) {
+            Some(n) => url = n,
+            None => return out,
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_demo_plan_expresses_missing_data_with_data_absent_reason() {
+    const DAR_EXT: &str = "http://hl7.org/fhir/StructureDefinition/data-absent-reason";
+    const DAR: &str = "http://terminology.hl7.org/CodeSystem/data-absent-reason";
+    for b in backends() {
+        let s = TestServer::start_demo(&b, |_| {}).await;
+        // US Core Missing Data: the extension on an element whose value is unknown...
+        let patients = all(&s, "Patient?_count=100").await;
+        let absent: Vec<&Value> = patients
+            .iter()
+            .filter(|p| {
+                p["communication"][0]["language"]["extension"][0]
+                    == json!({"url": DAR_EXT, "valueCode": "unknown"})
+            })
+            .collect();
+        assert!(
+            !absent.is_empty() && absent.len() < patients.len() / 3,
+            "{} of {}",
+            absent.len(),
+            patients.len()
+        );
+        for p in &absent {
+            assert!(p["communication"][0]["language"].get("coding").is_none());
+        }
+        // (the HRex example member, whose data the demo reproduces, is left as it is)
+        assert!(absent.iter().all(|p| p["id"] != "m000000"));
+        // ...and the dataAbsentReason element with the code `unknown` on results
+        let labs = all(&s, "Observation?category=laboratory&_count=1000").await;
+        let unknown: Vec<&Value> = labs
+            .iter()
+            .filter(|o| o["dataAbsentReason"]["coding"][0]["system"] == DAR)
+            .filter(|o| o["dataAbsentReason"]["coding"][0]["code"] == "unknown")
+            .collect();
+        assert!(!unknown.is_empty() && unknown.len() < labs.len() / 10);
+        assert!(unknown.iter().all(|o| o.get("valueQuantity").is_none()));
+        s.stop().await;
+    }
+}
