@@ -2,7 +2,7 @@
 //! transaction (all or nothing) and rewrites `urn:uuid:` references to the ids it assigns;
 //! a batch runs each entry on its own and reports each entry's outcome.
 
-use super::http::{Return, body_text, fhir_json, prefer, query_pairs};
+use super::http::{Return, fhir_json, prefer, query_pairs, resource_text};
 use super::rest::require_write;
 use super::{Access, SharedState};
 use crate::auth::AccessContext;
@@ -61,7 +61,7 @@ pub async fn transaction_or_batch(
     body: Bytes,
 ) -> Result<Response, FhirError> {
     super::http::check_format(&headers, &[])?;
-    let text = body_text(&headers, &body)?;
+    let text = resource_text(&headers, &body)?;
     let bundle: BundleIn = serde_json::from_str(&text)
         .map_err(|e| FhirError::bad_request(format!("not a Bundle: {e}")))?;
     if bundle.resource_type.as_deref() != Some("Bundle") {

@@ -72,8 +72,23 @@ fn media_range_is_ours(range: &str, wildcards: bool) -> bool {
         })
 }
 
-/// Checks the request's Content-Type and returns the body as text.
+/// Checks the request's Content-Type and returns the body as text; a NUL anywhere in it is a
+/// 400 (operation Parameters and other non-resource bodies).
 pub fn body_text(headers: &HeaderMap, body: &Bytes) -> Result<String, FhirError> {
+    let text = resource_text(headers, body)?;
+    if has_nul(&text) {
+        // FHIR strings exclude control characters (R4 §2.24.0.1) and Postgres text cannot
+        // hold NUL: refuse it before any value reaches the database.
+        return Err(FhirError::bad_request(
+            "the body contains a NUL character (\\u0000), which no FHIR value may hold",
+        ));
+    }
+    Ok(text)
+}
+
+/// Like [`body_text`] for resources and Bundles of them, whose NULs (and other control
+/// characters, in `text.div` too) the structure check refuses with their path (422).
+pub fn resource_text(headers: &HeaderMap, body: &Bytes) -> Result<String, FhirError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -89,16 +104,8 @@ pub fn body_text(headers: &HeaderMap, body: &Bytes) -> Result<String, FhirError>
             format!("Content-Type {ct:?} is not supported; send application/fhir+json"),
         ));
     }
-    let text = String::from_utf8(body.to_vec())
-        .map_err(|_| FhirError::bad_request("the body is not valid UTF-8"))?;
-    if has_nul(&text) {
-        // FHIR strings exclude control characters (R4 §2.24.0.1) and Postgres text cannot
-        // hold NUL: refuse it here, for every resource and operation body alike.
-        return Err(FhirError::bad_request(
-            "the body contains a NUL character (\\u0000), which no FHIR value may hold",
-        ));
-    }
-    Ok(text)
+    String::from_utf8(body.to_vec())
+        .map_err(|_| FhirError::bad_request("the body is not valid UTF-8"))
 }
 
 /// Whether JSON text holds a NUL: a raw NUL byte or a `\u0000` escape (an escaped backslash

@@ -2,7 +2,8 @@
 //! delete, and search by GET and by POST `_search`.
 
 use super::http::{
-    Return, body_text, check_format, fhir_json, if_match, prefer, query_pairs, resource_response,
+    Return, check_format, fhir_json, if_match, prefer, query_pairs, resource_response,
+    resource_text,
 };
 use super::{Access, SharedState};
 use crate::auth::Interaction;
@@ -260,7 +261,7 @@ async fn put_one(
     body: &Bytes,
 ) -> Result<Response, FhirError> {
     require_write(ctx)?;
-    let text = body_text(headers, body)?;
+    let text = resource_text(headers, body)?;
     let prepared = state.store.prepare(&text, Some(rtype), id_rule)?;
     let results = state
         .store
@@ -288,7 +289,11 @@ pub fn if_none_exist(
     text: &str,
 ) -> Result<query::SearchRequest, FhirError> {
     let q = text.trim();
-    let q = q.split_once('?').map_or(q, |(_, q)| q);
+    // a `?` inside a value (`url=http://x?y`) is not a separator: only one before any `=`
+    let q = match q.split_once('?') {
+        Some((head, rest)) if !head.contains('=') => rest,
+        _ => q,
+    };
     let pairs = query_pairs(Some(q));
     query::parse(&state.store.registry, rtype, &pairs, &state.base_url, false)
         .map_err(|e| FhirError::bad_request(format!("If-None-Exist: {e}")))
@@ -305,7 +310,7 @@ async fn create_conditionally(
     body: &Bytes,
 ) -> Result<Response, FhirError> {
     require_write(ctx)?;
-    let text = body_text(headers, body)?;
+    let text = resource_text(headers, body)?;
     let prepared = state.store.prepare(&text, Some(rtype), IdRule::Assign)?;
     let ret = prefer(headers).ret;
     match state
