@@ -955,3 +955,37 @@ async fn the_demo_plan_expresses_missing_data_with_data_absent_reason() {
         s.stop().await;
     }
 }
+
+// ---- 1 (OAuth): a NUL in a client assertion's iss is invalid_client, not a 500 ------------
+
+#[tokio::test]
+async fn a_nul_in_a_client_assertion_issuer_is_invalid_client() {
+    for b in backends() {
+        let s = TestServer::start(&b).await;
+        let claims = json!({"iss": "a\u{0}b", "sub": "a\u{0}b", "aud": s.token_url(),
+            "exp": common::now() + 60, "jti": uuid::Uuid::new_v4().to_string()});
+        // signed by a key of no registered client: the issuer is looked up first
+        let assertion = common::TestKey::generate(jsonwebtoken::Algorithm::ES384).sign(&claims);
+        let resp = reqwest::Client::new()
+            .post(s.token_url())
+            .form(&[
+                ("grant_type", "client_credentials"),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", assertion.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap();
+        assert!(
+            status == StatusCode::BAD_REQUEST || status == StatusCode::UNAUTHORIZED,
+            "{status} {body}"
+        );
+        assert_eq!(body["error"], "invalid_client", "{body}");
+        s.stop().await;
+    }
+}
