@@ -350,6 +350,12 @@ async fn transaction(
                     .await
                     .map_err(in_entry(i))?
             {
+                // as a read would give it (the release rules), or not at all
+                let r = super::rest::released(ctx, r).ok_or_else(|| {
+                    in_entry(i)(FhirError::precondition_failed(
+                        "the resource the criteria match is withheld from you",
+                    ))
+                })?;
                 existing[i] = Some(r);
             }
         }
@@ -467,7 +473,14 @@ async fn batch(
                         .await?
                     {
                         Conditional::Created(r) => Ok(response_entry(state, &r, ret)),
-                        Conditional::Exists(r) => Ok(existing_entry(state, &r, ret)),
+                        Conditional::Exists(r) => {
+                            let r = super::rest::released(ctx, r).ok_or_else(|| {
+                                FhirError::precondition_failed(
+                                    "the resource the criteria match is withheld from you",
+                                )
+                            })?;
+                            Ok(existing_entry(state, &r, ret))
+                        }
                     }
                 }
                 Action::Write { op } => {

@@ -95,7 +95,10 @@ pub async fn read(
 
 /// The resource as this caller may receive it (`consent::release`: the non-financial EOB
 /// view and the prior-authorization rule for payers and providers), or `None` if withheld.
-fn released(ctx: &crate::auth::AccessContext, mut r: StoredResource) -> Option<StoredResource> {
+pub(super) fn released(
+    ctx: &crate::auth::AccessContext,
+    mut r: StoredResource,
+) -> Option<StoredResource> {
     let rules = crate::consent::release::ReleaseRules::for_context(
         ctx,
         chrono::Utc::now().timestamp_millis(),
