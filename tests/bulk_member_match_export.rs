@@ -138,23 +138,6 @@ async fn export(
     jobs::download(http, &jobs::manifest(&s.state, http, &poll).await).await
 }
 
-/// `pdex consent revoke` on the server's database; returns how many consents it revoked.
-fn revoke_with_cli(s: &TestServer, patient: &str, organization: &str) -> i64 {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pdex"))
-        .args(["consent", "revoke", "--database-url", &s.db.url])
-        .args(["--patient", patient, "--organization", organization])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let said: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(said["patient"], patient);
-    said["revoked"].as_i64().unwrap()
-}
-
 /// Ids per exported type, and the error-file diagnostics.
 fn summary(files: &jobs::Files) -> (Vec<(String, Vec<String>)>, Vec<String>) {
     let mut out: Vec<(String, Vec<String>)> = Vec::new();
@@ -204,9 +187,9 @@ async fn consent_is_rechecked_per_member_and_the_parameters_apply() {
 
         // the member withdraws consent after the match (the operator runs `pdex consent
         // revoke`): left out at execution, reported
-        assert_eq!(revoke_with_cli(&s, "m000003", NEW_PAYER), 1);
+        assert_eq!(common::revoke_consent_with_cli(&s, "m000003", NEW_PAYER), 1);
         assert_eq!(
-            revoke_with_cli(&s, "m000003", NEW_PAYER),
+            common::revoke_consent_with_cli(&s, "m000003", NEW_PAYER),
             0,
             "nothing left to revoke"
         );

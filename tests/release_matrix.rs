@@ -442,25 +442,6 @@ async fn every_read_path_releases_what_a_direct_read_does() {
     }
 }
 
-/// `pdex consent revoke` on the server's database.
-fn revoke_with_cli(s: &TestServer, npi: &str) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pdex"))
-        .args(["consent", "revoke", "--database-url", &s.db.url])
-        .args([
-            "--patient",
-            MEMBER,
-            "--organization",
-            &format!("{NPI}|{npi}"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test]
 async fn a_revoked_consent_stops_its_tokens_and_queued_exports_at_once() {
     for b in backends() {
@@ -485,7 +466,10 @@ async fn a_revoked_consent_stops_its_tokens_and_queued_exports_at_once() {
             .unwrap();
         let poll = jobs::accepted(resp).await;
 
-        revoke_with_cli(&s, REGULAR_NPI);
+        assert_eq!(
+            common::revoke_consent_with_cli(&s, MEMBER, &format!("{NPI}|{REGULAR_NPI}")),
+            1
+        );
 
         // The next request of the member token is refused, on every path.
         for path in [

@@ -89,6 +89,10 @@ pub async fn mint(auth: &AuthServer, grant: &Grant) -> anyhow::Result<Issued> {
     header.kid = Some(key.kid.clone());
     header.typ = Some("at+jwt".into());
     let access_token = jsonwebtoken::encode(&header, &claims, &key.encoding)?;
+    // before the token leaves: its key must outlive it, even if retired meanwhile
+    auth.keys
+        .note_signed(&key.kid, (now + grant.lifetime as i64) * 1000)
+        .await?;
     Ok(Issued {
         access_token,
         expires_in: grant.lifetime,

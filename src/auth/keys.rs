@@ -28,6 +28,8 @@ pub struct ServerKey {
     /// Epoch milliseconds.
     pub created_at: i64,
     pub retired_at: Option<i64>,
+    /// Epoch milliseconds: no token it signed expires later (`signed_until`).
+    pub signed_until: Option<i64>,
 }
 
 /// Summary of a stored key (for `pdex keys list`).
@@ -84,6 +86,7 @@ fn load_key(row: crate::store::db::Row) -> anyhow::Result<ServerKey> {
         .with_context(|| format!("signing key {kid}: bad public JWK"))?;
     let created_at = next().as_i64().unwrap_or(0);
     let retired_at = next().as_i64();
+    let signed_until = next().as_i64();
     anyhow::ensure!(alg == "ES256", "signing key {kid}: unsupported alg {alg:?}");
     let der = STANDARD
         .decode(private)
@@ -99,10 +102,11 @@ fn load_key(row: crate::store::db::Row) -> anyhow::Result<ServerKey> {
         public_jwk: jwk,
         created_at,
         retired_at,
+        signed_until,
     })
 }
 
-const KEY_COLUMNS: &str = "kid, alg, private_key, public_jwk, created_at, retired_at";
+const KEY_COLUMNS: &str = "kid, alg, private_key, public_jwk, created_at, retired_at, signed_until";
 
 async fn insert_new(tx: &mut Box<dyn crate::store::db::Transaction>) -> anyhow::Result<String> {
     let (kid, der, jwk) = new_es256()?;
@@ -195,10 +199,20 @@ async fn current_kid(store: &Store) -> anyhow::Result<Option<String>> {
 /// The server's keys as the token issuer and the resource server use them.
 pub struct KeyRing {
     store: Store,
-    /// How long a retired key stays valid: the longest token lifetime plus clock skew.
+    /// How long a retired key stays valid at least: this process's token lifetime plus
+    /// clock skew (keys that signed longer-lived tokens stay until `signed_until`).
     grace_ms: i64,
     cache: RwLock<Cache>,
+    /// The `signed_until` this process last wrote per key (to write at most once a step).
+    recorded: std::sync::Mutex<HashMap<String, i64>>,
 }
+
+/// Clock skew allowed past a token's `exp`.
+const SKEW_MS: i64 = 60_000;
+
+/// `signed_until` is written rounded up to this step, so that a busy token endpoint writes
+/// it about once per step and key, not once per token.
+const RECORD_STEP_MS: i64 = 300_000;
 
 #[derive(Default)]
 struct Cache {
@@ -214,9 +228,32 @@ impl KeyRing {
     pub fn new(store: Store, token_lifetime_secs: u64) -> Self {
         KeyRing {
             store,
-            grace_ms: (token_lifetime_secs as i64 + 60) * 1000,
+            grace_ms: token_lifetime_secs as i64 * 1000 + SKEW_MS,
             cache: RwLock::new(Cache::default()),
+            recorded: Default::default(),
         }
+    }
+
+    /// Records that `kid` signed a token expiring at `exp_ms`, before the token is handed
+    /// out: the key then stays published and accepted until that token has expired, even
+    /// if it is retired first (`pdex keys rotate` in another process).
+    pub async fn note_signed(&self, kid: &str, exp_ms: i64) -> anyhow::Result<()> {
+        let covered = |m: &HashMap<String, i64>| m.get(kid).is_some_and(|&t| t >= exp_ms);
+        if covered(&self.recorded.lock().unwrap_or_else(|e| e.into_inner())) {
+            return Ok(());
+        }
+        let mark = (exp_ms / RECORD_STEP_MS + 1) * RECORD_STEP_MS;
+        let mut tx = self.store.db.begin().await?;
+        tx.execute(
+            "UPDATE auth_signing_keys SET signed_until = ? WHERE kid = ? AND (signed_until IS NULL OR signed_until < ?)",
+            vec![SqlValue::Int(mark), SqlValue::from(kid), SqlValue::Int(mark)],
+        )
+        .await?;
+        tx.commit().await?;
+        let mut recorded = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = recorded.entry(kid.to_owned()).or_insert(mark);
+        *entry = (*entry).max(mark);
+        Ok(())
     }
 
     async fn reload(&self) -> anyhow::Result<()> {
@@ -265,14 +302,20 @@ impl KeyRing {
             .ok_or_else(|| anyhow::anyhow!("signing key {kid} vanished"))
     }
 
+    /// A current key, or a retired one until the last token it signed has expired (and at
+    /// least this process's token lifetime after retirement).
     fn usable(&self, key: &ServerKey) -> bool {
-        key.retired_at.is_none_or(|t| t + self.grace_ms > now_ms())
+        key.retired_at.is_none_or(|t| {
+            let until = (t + self.grace_ms).max(key.signed_until.map_or(0, |s| s + SKEW_MS));
+            until > now_ms()
+        })
     }
 
     /// The key `kid` if it may still verify tokens.
     pub async fn verification_key(&self, kid: &str) -> anyhow::Result<Option<Arc<ServerKey>>> {
         let key = match self.cached(kid) {
-            Some(k) if self.fresh() => Some(k),
+            // a retired key our copy calls spent may have signed later tokens since: re-read
+            Some(k) if self.fresh() && self.usable(&k) => Some(k),
             // unknown kid (a rotation elsewhere) or a stale copy: re-read the table
             _ => {
                 self.reload().await?;

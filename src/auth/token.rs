@@ -320,6 +320,11 @@ fn unverified_issuer(jwt: &str) -> Option<String> {
 
 /// A registered, enabled client, or `invalid_client`.
 async fn active_client(auth: &AuthServer, client_id: &str) -> Result<Client, OAuthError> {
+    // no registered id holds a control character, and Postgres text cannot hold NUL: an
+    // id with one is unknown, not a database error (RFC 6749 §5.2 invalid_client)
+    if client_id.chars().any(char::is_control) {
+        return Err(OAuthError::invalid_client("unknown client"));
+    }
     match clients::get(&auth.store, client_id).await? {
         Some(c) if !c.disabled => Ok(c),
         Some(_) => Err(OAuthError::invalid_client("this client is disabled")),

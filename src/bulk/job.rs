@@ -437,22 +437,32 @@ impl Jobs {
     }
 
     pub async fn fail(&self, id: &str, worker: &str, why: &str) -> anyhow::Result<bool> {
-        let now = now_ms();
-        self.guarded_update(
-            "UPDATE jobs SET state = 'failed', failure = ?, completed_at = ?, lease_owner = NULL, lease_until = NULL \
-             WHERE id = ? AND lease_owner = ? AND state = 'running'",
-            vec![SqlValue::from(why), SqlValue::Int(now), SqlValue::from(id), SqlValue::from(worker)],
-        )
-        .await
+        self.end_run(id, worker, state::FAILED, why).await
     }
 
     /// Marks a running job `refused` with the reason for its owner (see [`state::REFUSED`]).
     pub async fn refuse(&self, id: &str, worker: &str, why: &str) -> anyhow::Result<bool> {
-        let now = now_ms();
+        self.end_run(id, worker, state::REFUSED, why).await
+    }
+
+    /// Ends `worker`'s run of a running job in the terminal `new_state` with `why`.
+    async fn end_run(
+        &self,
+        id: &str,
+        worker: &str,
+        new_state: &str,
+        why: &str,
+    ) -> anyhow::Result<bool> {
         self.guarded_update(
-            "UPDATE jobs SET state = 'refused', failure = ?, completed_at = ?, lease_owner = NULL, lease_until = NULL \
+            "UPDATE jobs SET state = ?, failure = ?, completed_at = ?, lease_owner = NULL, lease_until = NULL \
              WHERE id = ? AND lease_owner = ? AND state = 'running'",
-            vec![SqlValue::from(why), SqlValue::Int(now), SqlValue::from(id), SqlValue::from(worker)],
+            vec![
+                SqlValue::from(new_state),
+                SqlValue::from(why),
+                SqlValue::Int(now_ms()),
+                SqlValue::from(id),
+                SqlValue::from(worker),
+            ],
         )
         .await
     }

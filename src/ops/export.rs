@@ -517,7 +517,11 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
 }
 
 /// A single `bytes=` range as `start..end` (end exclusive); `None` to serve the whole file
-/// (no or unusable Range: several ranges, other units), `Err` when unsatisfiable.
+/// (no or unusable Range: several ranges, other units, not digits), `Err` when unsatisfiable.
+/// RFC 7233 §2.1: positions are `1*DIGIT` of any length (an overflowing number is simply
+/// beyond the file, so it saturates); a last position past the end means "to the end"; a
+/// first position at or past the end, a zero-length suffix or any suffix of an empty file
+/// is unsatisfiable (§4.4: 416 with `Content-Range: bytes */SIZE`).
 fn parse_range(header: &str, size: u64) -> Option<Result<(u64, u64), ()>> {
     let spec = header.trim().strip_prefix("bytes=")?;
     if spec.contains(',') {
@@ -526,21 +530,21 @@ fn parse_range(header: &str, size: u64) -> Option<Result<(u64, u64), ()>> {
     let (a, b) = spec.split_once('-')?;
     let (a, b) = (a.trim(), b.trim());
     let range = if a.is_empty() {
-        let n: u64 = b.parse().ok()?;
-        if n == 0 {
+        let n = position(b)?;
+        if n == 0 || size == 0 {
             return Some(Err(()));
         }
         (size.saturating_sub(n), size)
     } else {
-        let start: u64 = a.parse().ok()?;
+        let start = position(a)?;
         let end = if b.is_empty() {
             size
         } else {
-            let last: u64 = b.parse().ok()?;
+            let last = position(b)?;
             if last < start {
                 return None;
             }
-            (last + 1).min(size)
+            last.saturating_add(1).min(size)
         };
         if start >= size {
             return Some(Err(()));
@@ -548,6 +552,14 @@ fn parse_range(header: &str, size: u64) -> Option<Result<(u64, u64), ()>> {
         (start, end)
     };
     Some(Ok(range))
+}
+
+/// A byte position: `1*DIGIT`, saturating at `u64::MAX`.
+fn position(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(text.parse().unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
@@ -563,5 +575,20 @@ mod tests {
         assert_eq!(parse_range("bytes=100-", 100), Some(Err(())));
         assert_eq!(parse_range("bytes=0-1,5-6", 100), None);
         assert_eq!(parse_range("items=0-1", 100), None);
+        // overflowing positions (RFC 7233 §2.1)
+        assert_eq!(
+            parse_range("bytes=0-18446744073709551615", 100),
+            Some(Ok((0, 100)))
+        );
+        assert_eq!(
+            parse_range("bytes=99999999999999999999999-", 100),
+            Some(Err(()))
+        );
+        assert_eq!(
+            parse_range("bytes=-99999999999999999999999", 100),
+            Some(Ok((0, 100)))
+        );
+        assert_eq!(parse_range("bytes=-5", 0), Some(Err(())));
+        assert_eq!(parse_range("bytes=+1-2", 100), None);
     }
 }

@@ -119,7 +119,12 @@ pub async fn evaluate(state: &AppState, ctx: &AccessContext, text: &str) -> Resu
         ));
     }
     let keys = throttle::AttemptKeys::new(client, &req.demographics.key());
-    if let Some(wait) = state.match_throttle.check(&keys) {
+    if let Some(wait) = state
+        .match_throttle
+        .check(&keys)
+        .await
+        .map_err(FhirError::internal)?
+    {
         tracing::warn!(target: "pdex::audit", event = "member-match", outcome = "throttled",
             client, demographics = %keys.demographics_tag, "repeated failed matches: throttled (HRex mm-7)");
         return Err(Refusal::Http(
@@ -131,8 +136,10 @@ pub async fn evaluate(state: &AppState, ctx: &AccessContext, text: &str) -> Resu
             Some(wait),
         ));
     }
-    let fail = |outcome: &'static str, text: String| {
-        state.match_throttle.record_failure(&keys);
+    let fail = async |outcome: &'static str, text: String| {
+        if let Err(e) = state.match_throttle.record_failure(&keys).await {
+            tracing::error!(target: "pdex::audit", error = %e, "cannot record a failed $member-match");
+        }
         audit(client, outcome, None);
         Refusal::Unprocessable(text)
     };
@@ -141,7 +148,7 @@ pub async fn evaluate(state: &AppState, ctx: &AccessContext, text: &str) -> Resu
         return Err(fail(
             "consent-required",
             "consent required: a payer's $member-match must include the member's Consent (PDex payer-to-payer)".into(),
-        ));
+        ).await);
     }
     if req.consent.is_some() && requester.is_none() {
         return Err(FhirError::forbidden(
@@ -158,12 +165,12 @@ pub async fn evaluate(state: &AppState, ctx: &AccessContext, text: &str) -> Resu
             patient_id,
             patient,
         } => (patient_id, patient),
-        MatchResult::None(why) => return Err(fail("no-match", why.to_owned())),
+        MatchResult::None(why) => return Err(fail("no-match", why.to_owned()).await),
         MatchResult::Several => {
             return Err(fail(
                 "multiple-matches",
                 "multiple matches: more than one member fits MemberPatient and CoverageToMatch; send the member id from the card".into(),
-            ));
+            ).await);
         }
     };
     let now_ms = chrono::Utc::now().timestamp_millis();
@@ -182,7 +189,7 @@ pub async fn evaluate(state: &AppState, ctx: &AccessContext, text: &str) -> Resu
             member_has_sensitive,
         };
         if let Err(constraint) = can_comply(terms, &check) {
-            return Err(fail("consent-constraint", constraint.describe().to_owned()));
+            return Err(fail("consent-constraint", constraint.describe().to_owned()).await);
         }
         let id = stored::insert(
             &state.store,

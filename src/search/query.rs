@@ -148,6 +148,15 @@ pub fn parse(
         echo: vec![],
     };
     for (name, value) in pairs {
+        // No database text can hold NUL (Postgres refuses it) and no FHIR value contains
+        // one (R4 §2.24.0.1: strings exclude control characters): a plain 400, lenient or
+        // not, in every parameter type.
+        if name.contains('\0') || value.contains('\0') {
+            return Err(format!(
+                "the search parameter {:?} contains a NUL character",
+                name.replace('\0', "\\0")
+            ));
+        }
         if name != "_cursor" {
             req.echo.push((name.clone(), value.clone()));
         }
@@ -197,6 +206,8 @@ fn parse_pair(
                 "_summary={other} is not supported (supported: count, data, false)"
             )),
         },
+        // fhirpy's `.count()` sends `_totalMethod`; it asks nothing of us beyond a total.
+        "_totalMethod" => Ok(()),
         "_total" => match value {
             "accurate" => {
                 req.total_accurate = true;

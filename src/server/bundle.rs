@@ -2,7 +2,7 @@
 //! transaction (all or nothing) and rewrites `urn:uuid:` references to the ids it assigns;
 //! a batch runs each entry on its own and reports each entry's outcome.
 
-use super::http::{Return, body_text, fhir_json, prefer, query_pairs};
+use super::http::{Return, fhir_json, prefer, query_pairs, resource_text};
 use super::rest::require_write;
 use super::{Access, SharedState};
 use crate::auth::AccessContext;
@@ -10,7 +10,9 @@ use crate::fhir::bundle::{Entry, write_bundle};
 use crate::fhir::datetime::format_instant;
 use crate::fhir::json::replace_string_literal;
 use crate::fhir::{FhirError, is_valid_id};
-use crate::store::{IdRule, WriteKind, WriteOp, WriteOutcome, WriteResult};
+use crate::search::query::SearchRequest;
+use crate::store::conditional::{Conditional, Existing};
+use crate::store::{IdRule, StoredResource, WriteKind, WriteOp, WriteOutcome, WriteResult};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -58,7 +60,8 @@ pub async fn transaction_or_batch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, FhirError> {
-    let text = body_text(&headers, &body)?;
+    super::http::check_format(&headers, &[])?;
+    let text = resource_text(&headers, &body)?;
     let bundle: BundleIn = serde_json::from_str(&text)
         .map_err(|e| FhirError::bad_request(format!("not a Bundle: {e}")))?;
     if bundle.resource_type.as_deref() != Some("Bundle") {
@@ -89,17 +92,9 @@ fn parse_url(url: &str) -> (String, Option<String>, Option<String>) {
 fn parse_if_match(v: &Option<String>) -> Result<Option<i64>, FhirError> {
     match v {
         None => Ok(None),
-        Some(t) => {
-            let inner = t
-                .trim()
-                .strip_prefix("W/")
-                .unwrap_or(t.trim())
-                .trim_matches('"');
-            inner
-                .parse()
-                .map(Some)
-                .map_err(|_| FhirError::bad_request(format!("ifMatch {t:?} is not a version ETag")))
-        }
+        Some(t) => super::http::version_etag(t)
+            .map(Some)
+            .ok_or_else(|| FhirError::bad_request(format!("ifMatch {t:?} is not a version ETag"))),
     }
 }
 
@@ -114,13 +109,6 @@ fn plan_entry(
         .request
         .as_ref()
         .ok_or_else(|| FhirError::bad_request("every entry needs a request"))?;
-    if request.if_none_exist.is_some() {
-        return Err(FhirError::new(
-            StatusCode::BAD_REQUEST,
-            crate::fhir::IssueType::NotSupported,
-            "conditional create (ifNoneExist) is not supported",
-        ));
-    }
     let (rtype, id, _query) = parse_url(&request.url);
     super::rest::check_type(state, &rtype)?;
     let body = || {
@@ -273,6 +261,42 @@ fn response_entry(state: &SharedState, r: &WriteResult, ret: Return) -> Entry {
     }
 }
 
+/// The entry of a conditional create whose criteria matched: 200 with the existing resource.
+fn existing_entry(state: &SharedState, r: &StoredResource, ret: Return) -> Entry {
+    let response = json!({
+        "status": "200 OK",
+        "location": format!("{}/{}/_history/{}", r.rtype, r.id, r.version),
+        "etag": format!("W/\"{}\"", r.version),
+        "lastModified": format_instant(r.last_updated),
+    });
+    let resource = (ret == Return::Representation).then(|| r.content.clone());
+    Entry {
+        full_url: Some(format!("{}/{}/{}", state.base_url, r.rtype, r.id)),
+        resource,
+        extra: vec![("response", response)],
+    }
+}
+
+/// The `ifNoneExist` search of a POST entry, if it has one (the caller must be allowed to
+/// create the type: the search is part of the create).
+fn conditional_criteria(
+    state: &SharedState,
+    ctx: &AccessContext,
+    entry: &EntryIn,
+) -> Result<Option<SearchRequest>, FhirError> {
+    let Some(request) = entry.request.as_ref().filter(|r| r.method == "POST") else {
+        return Ok(None);
+    };
+    let Some(text) = &request.if_none_exist else {
+        return Ok(None);
+    };
+    let (rtype, _, _) = parse_url(&request.url);
+    super::rest::check_type(state, &rtype)?;
+    require_write(ctx)?;
+    super::rest::check_scope(ctx, &rtype, crate::auth::Interaction::Create)?;
+    super::rest::if_none_exist(state, &rtype, text).map(Some)
+}
+
 fn error_entry(e: &FhirError) -> Entry {
     Entry {
         full_url: None,
@@ -300,12 +324,49 @@ async fn transaction(
     bundle: BundleIn,
     ret: Return,
 ) -> Result<Response, FhirError> {
+    let in_entry = |i: usize| {
+        move |e: FhirError| {
+            FhirError::new(e.status, e.issue, format!("entry {i}: {}", e.diagnostics))
+        }
+    };
+    // Conditional creates (R4 http §3.1.0.8) are decided first, inside the write transaction
+    // (opened only when there are some): an entry whose ifNoneExist matches is not written,
+    // and references to its fullUrl point at the existing resource.
+    let mut criteria: Vec<Option<SearchRequest>> = Vec::with_capacity(bundle.entry.len());
+    for (i, entry) in bundle.entry.iter().enumerate() {
+        criteria.push(conditional_criteria(state, ctx, entry).map_err(in_entry(i))?);
+    }
+    let mut existing: Vec<Option<StoredResource>> = (0..bundle.entry.len()).map(|_| None).collect();
+    let mut tx = None;
+    if criteria.iter().any(Option::is_some) {
+        let mut t = state.store.db.begin().await?;
+        let all: Vec<&SearchRequest> = criteria.iter().flatten().collect();
+        state.store.lock_conditional(t.as_mut(), &all).await?;
+        for (i, c) in criteria.iter().enumerate() {
+            if let Some(c) = c
+                && let Existing::One(r) = state
+                    .store
+                    .conditional_match(t.as_mut(), ctx, c)
+                    .await
+                    .map_err(in_entry(i))?
+            {
+                // released by the caller's view, as a read would give it
+                existing[i] = Some(r);
+            }
+        }
+        tx = Some(t);
+    }
     // Assign ids to POSTed entries first, so every urn:uuid reference can be rewritten.
     let mut rewrites: Vec<(String, String)> = Vec::new();
     let mut assigned: Vec<Option<String>> = Vec::with_capacity(bundle.entry.len());
-    for entry in &bundle.entry {
+    for (i, entry) in bundle.entry.iter().enumerate() {
         let is_post = entry.request.as_ref().is_some_and(|r| r.method == "POST");
-        if is_post {
+        if let Some(r) = &existing[i] {
+            if let Some(full) = &entry.full_url {
+                rewrites.push((full.clone(), format!("{}/{}", r.rtype, r.id)));
+            }
+            assigned.push(None);
+        } else if is_post {
             let id = uuid::Uuid::new_v4().to_string();
             if let (Some(full), Some(req)) = (&entry.full_url, &entry.request) {
                 let (rtype, _, _) = parse_url(&req.url);
@@ -323,6 +384,9 @@ async fn transaction(
     let mut gets: Vec<(usize, String)> = Vec::new();
     for &i in &order {
         let entry = &bundle.entry[i];
+        if existing[i].is_some() {
+            continue;
+        }
         let text = entry.resource.as_ref().map(|r| {
             let mut t = r.get().to_owned();
             for (from, to) in &rewrites {
@@ -332,10 +396,8 @@ async fn transaction(
             }
             t
         });
-        let action =
-            plan_entry(state, entry, text.as_deref(), assigned[i].as_deref()).map_err(|e| {
-                FhirError::new(e.status, e.issue, format!("entry {i}: {}", e.diagnostics))
-            })?;
+        let action = plan_entry(state, entry, text.as_deref(), assigned[i].as_deref())
+            .map_err(in_entry(i))?;
         match action {
             Action::Write { op } => writes.push((i, *op)),
             Action::Get { url } => gets.push((i, url)),
@@ -350,8 +412,20 @@ async fn transaction(
         })?;
     }
     let (positions, ops): (Vec<usize>, Vec<WriteOp>) = writes.into_iter().unzip();
-    let results = state.store.write(ops).await?;
+    let results = match tx {
+        Some(mut t) => {
+            let results = state.store.write_in(t.as_mut(), ops).await?;
+            t.commit().await?;
+            results
+        }
+        None => state.store.write(ops).await?,
+    };
     let mut out: Vec<Option<Entry>> = (0..bundle.entry.len()).map(|_| None).collect();
+    for (pos, r) in existing.iter().enumerate() {
+        if let Some(r) = r {
+            out[pos] = Some(existing_entry(state, r, ret));
+        }
+    }
     for (pos, r) in positions.into_iter().zip(results.iter()) {
         out[pos] = Some(response_entry(state, r, ret));
     }
@@ -383,7 +457,21 @@ async fn batch(
     for entry in &bundle.entry {
         let text = entry.resource.as_ref().map(|r| r.get().to_owned());
         let result: Result<Entry, FhirError> = async {
+            let criteria = conditional_criteria(state, ctx, entry)?;
             match plan_entry(state, entry, text.as_deref(), None)? {
+                Action::Write { op } if criteria.is_some() => {
+                    let criteria = criteria.expect("checked");
+                    let prepared = op.prepared.expect("a POST carries a resource");
+                    match state
+                        .store
+                        .create_if_none_exist(ctx, &criteria, prepared)
+                        .await?
+                    {
+                        Conditional::Created(r) => Ok(response_entry(state, &r, ret)),
+                        // released by the caller's view, as a read would give it
+                        Conditional::Exists(r) => Ok(existing_entry(state, &r, ret)),
+                    }
+                }
                 Action::Write { op } => {
                     require_write(ctx)?;
                     check_write_scope(ctx, &op)?;

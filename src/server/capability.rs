@@ -5,8 +5,8 @@
 use super::SharedState;
 use super::http::fhir_json;
 use crate::search::{ParamType, Registry};
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
 
@@ -79,7 +79,7 @@ pub fn capability_statement(
                 "versioning": "versioned",
                 "readHistory": true,
                 "updateCreate": true,
-                "conditionalCreate": false,
+                "conditionalCreate": true,
                 "conditionalUpdate": false,
                 "conditionalDelete": "not-supported",
                 "searchInclude": includes,
@@ -88,6 +88,10 @@ pub fn capability_statement(
             });
             if !operations.is_empty() {
                 resource["operation"] = json!(operations);
+            }
+            let profiles = super::profiles::supported_profiles(t);
+            if !profiles.is_empty() {
+                resource["supportedProfile"] = json!(profiles);
             }
             resource
         })
@@ -149,6 +153,11 @@ fn security(oauth: &crate::auth::AuthSettings) -> Value {
     })
 }
 
-pub async fn metadata(State(state): State<SharedState>) -> Response {
-    fhir_json(StatusCode::OK, state.capability.clone())
+pub async fn metadata(
+    State(state): State<SharedState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, crate::fhir::FhirError> {
+    super::http::check_format(&headers, &super::http::query_pairs(q.as_deref()))?;
+    Ok(fhir_json(StatusCode::OK, state.capability.clone()))
 }

@@ -18,47 +18,77 @@ pub fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
     .unwrap_or_default()
 }
 
-/// Refuses formats other than JSON, from `_format` or `Accept`.
+/// Refuses formats other than FHIR R4 JSON, from `_format` or `Accept` (R4 http §3.1.0.1.6
+/// content types: 406 when the server cannot produce what the client accepts; §3.1.0.1.8 the
+/// `fhirVersion` MIME parameter: only 4.0 is served). A raw `+` in `_format` arrives as a
+/// space (form decoding), so `_format=application/fhir+json` works unescaped.
 pub fn check_format(headers: &HeaderMap, pairs: &[(String, String)]) -> Result<(), FhirError> {
+    let refuse = |text: String| {
+        FhirError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            crate::fhir::IssueType::NotSupported,
+            text,
+        )
+    };
     if let Some((_, f)) = pairs.iter().find(|(k, _)| k == "_format") {
-        let f = f.trim();
-        if !matches!(
-            f,
-            "json" | "application/json" | "application/fhir+json" | "application/json+fhir"
-        ) && !f.starts_with("application/fhir+json")
-        {
-            return Err(FhirError::new(
-                StatusCode::NOT_ACCEPTABLE,
-                crate::fhir::IssueType::NotSupported,
-                format!("_format={f} is not supported; this server speaks JSON only"),
-            ));
+        let f = f.trim().replace(' ', "+");
+        let ok = matches!(f.as_str(), "json") || media_range_is_ours(&f, false);
+        if !ok {
+            return Err(refuse(format!(
+                "_format={f} is not supported; this server speaks FHIR R4 JSON only"
+            )));
         }
     }
-    if let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) {
-        let acceptable = accept.split(',').any(|part| {
-            let media = part.split(';').next().unwrap_or_default().trim();
-            matches!(
-                media,
-                "" | "*/*"
-                    | "application/*"
-                    | "application/json"
-                    | "application/fhir+json"
-                    | "application/json+fhir"
-            )
-        });
-        if !acceptable {
-            return Err(FhirError::new(
-                StatusCode::NOT_ACCEPTABLE,
-                crate::fhir::IssueType::NotSupported,
-                format!("cannot produce {accept}; this server speaks application/fhir+json"),
-            ));
-        }
+    if let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok())
+        && !accept
+            .split(',')
+            .any(|part| media_range_is_ours(part, true))
+    {
+        return Err(refuse(format!(
+            "cannot produce {accept}; this server speaks application/fhir+json (FHIR 4.0)"
+        )));
     }
     Ok(())
 }
 
-/// Checks the request's Content-Type and returns the body as text.
+/// Whether one media range (`type/subtype; param=value…`) admits our FHIR R4 JSON; wildcards
+/// count only in `Accept`. A `q=0` range refuses.
+fn media_range_is_ours(range: &str, wildcards: bool) -> bool {
+    let mut parts = range.split(';');
+    let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+    let media_ok = matches!(
+        media.as_str(),
+        "application/json" | "application/fhir+json" | "application/json+fhir"
+    ) || (wildcards && matches!(media.as_str(), "" | "*/*" | "application/*"));
+    media_ok
+        && parts.all(|p| {
+            let (name, value) = p.split_once('=').unwrap_or((p, ""));
+            let value = value.trim().trim_matches('"');
+            match name.trim().to_ascii_lowercase().as_str() {
+                "fhirversion" => value == "4.0" || value.starts_with("4.0."),
+                "q" => value.parse::<f32>().map_or(true, |q| q > 0.0),
+                _ => true,
+            }
+        })
+}
+
+/// Checks the request's Content-Type and returns the body as text; a NUL anywhere in it is a
+/// 400 (operation Parameters and other non-resource bodies).
 pub fn body_text(headers: &HeaderMap, body: &Bytes) -> Result<String, FhirError> {
+    let text = resource_text(headers, body)?;
+    if has_nul(&text) {
+        // FHIR strings exclude control characters (R4 §2.24.0.1) and Postgres text cannot
+        // hold NUL: refuse it before any value reaches the database.
+        return Err(FhirError::bad_request(
+            "the body contains a NUL character (\\u0000), which no FHIR value may hold",
+        ));
+    }
+    Ok(text)
+}
+
+/// Like [`body_text`] for resources and Bundles of them, whose NULs (and other control
+/// characters, in `text.div` too) the structure check refuses with their path (422).
+pub fn resource_text(headers: &HeaderMap, body: &Bytes) -> Result<String, FhirError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -76,6 +106,28 @@ pub fn body_text(headers: &HeaderMap, body: &Bytes) -> Result<String, FhirError>
     }
     String::from_utf8(body.to_vec())
         .map_err(|_| FhirError::bad_request("the body is not valid UTF-8"))
+}
+
+/// Whether JSON text holds a NUL: a raw NUL byte or a `\u0000` escape (an escaped backslash
+/// followed by `u0000` is not one).
+fn has_nul(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            0 => return true,
+            b'\\' => {
+                if bytes.get(i + 1) == Some(&b'u') && bytes.get(i + 2..i + 6) == Some(&b"0000"[..])
+                {
+                    return true;
+                }
+                // skip the escaped character, so that `\\` never starts an escape
+                i += 2;
+            }
+            _ => i += 1,
+        }
+    }
+    false
 }
 
 /// `Prefer: return=…`.
@@ -119,8 +171,7 @@ pub fn if_match(headers: &HeaderMap) -> Result<Option<i64>, FhirError> {
         return Ok(None);
     };
     let text = v.to_str().unwrap_or_default().trim();
-    let inner = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
-    inner.parse().map(Some).map_err(|_| {
+    version_etag(text).map(Some).ok_or_else(|| {
         FhirError::bad_request(format!(
             "If-Match {text:?} is not a version ETag like W/\"3\""
         ))
@@ -148,6 +199,18 @@ pub fn not_modified(r: &StoredResource) -> Response {
     h.insert(header::ETAG, etag(r.version));
     h.insert(header::LAST_MODIFIED, http_date(r.last_updated));
     resp
+}
+
+/// The version of an entity tag `W/"3"` or `"3"` (RFC 7232 §2.3: `[W/] DQUOTE *etagc
+/// DQUOTE`, both quotes required); `None` for anything else, `W/"1` included.
+pub fn version_etag(text: &str) -> Option<i64> {
+    let tag = text.trim();
+    let tag = tag.strip_prefix("W/").unwrap_or(tag);
+    let inner = tag.strip_prefix('"')?.strip_suffix('"')?;
+    if inner.is_empty() || !inner.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    inner.parse().ok()
 }
 
 /// `W/"3"`.
@@ -209,4 +272,48 @@ pub fn resource_response(
         }
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{check_format, has_nul, version_etag};
+    use axum::http::{HeaderMap, HeaderValue, header};
+
+    fn accept(value: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_static(value));
+        h
+    }
+
+    #[test]
+    fn formats() {
+        let format = |f: &str| check_format(&HeaderMap::new(), &[("_format".into(), f.into())]);
+        assert!(format("json").is_ok());
+        assert!(format("application/fhir json").is_ok());
+        assert!(format("xml").is_err());
+        assert!(format("application/fhir+xml").is_err());
+        assert!(check_format(&accept("application/fhir+xml"), &[]).is_err());
+        assert!(check_format(&accept("application/fhir+json; fhirVersion=3.0"), &[]).is_err());
+        assert!(check_format(&accept("application/fhir+json; fhirVersion=4.0"), &[]).is_ok());
+        assert!(check_format(&accept("application/fhir+xml, */*;q=0.1"), &[]).is_ok());
+    }
+
+    #[test]
+    fn version_etags() {
+        assert_eq!(version_etag(r#"W/"3""#), Some(3));
+        assert_eq!(version_etag(r#""12""#), Some(12));
+        assert_eq!(version_etag(r#"W/"1"#), None);
+        assert_eq!(version_etag("1"), None);
+        assert_eq!(version_etag(r#"W/"""#), None);
+        assert_eq!(version_etag(r#""-1""#), None);
+    }
+
+    #[test]
+    fn nul_escapes() {
+        assert!(has_nul(r#"{"a":"x\u0000"}"#));
+        assert!(has_nul("{\"a\":\"\0\"}"));
+        assert!(!has_nul(r#"{"a":"\\u0000"}"#));
+        assert!(has_nul(r#"{"a":"\\\u0000"}"#));
+        assert!(!has_nul(r#"{"a":"\u0041"}"#));
+    }
 }

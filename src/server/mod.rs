@@ -8,6 +8,7 @@
 pub mod bundle;
 pub mod capability;
 pub mod http;
+pub mod profiles;
 pub mod rest;
 pub mod tls;
 
@@ -42,7 +43,7 @@ pub struct AppState {
     pub bulk: Arc<crate::bulk::Engine>,
     /// Payer-to-payer settings (`$member-match`, consent, `$everything`).
     pub exchange: crate::config::ExchangeConfig,
-    /// Failed `$member-match` attempts (HRex mm-7).
+    /// Failed `$member-match` attempts (HRex mm-7), counted in the database.
     pub match_throttle: crate::ops::member_match::Throttle,
     payer_identifiers: Vec<crate::auth::OrgIdentifier>,
     /// The trust framework's anchors (`--trust-anchors`): mTLS and UDAP `x5c` chains.
@@ -69,16 +70,18 @@ impl AppState {
         let capability =
             capability::capability_statement(&store.registry, &base_url, &auth.settings)
                 .to_string();
+        let match_throttle = crate::ops::member_match::Throttle::new(
+            store.clone(),
+            exchange.match_failure_limit,
+            exchange.match_failure_window_seconds,
+        );
         Ok(AppState {
             store,
             base_url,
             capability,
             auth,
             bulk,
-            match_throttle: crate::ops::member_match::Throttle::new(
-                exchange.match_failure_limit,
-                exchange.match_failure_window_seconds,
-            ),
+            match_throttle,
             payer_identifiers: crate::ops::member_match::parse_payer_identifiers(&exchange)?,
             exchange,
             trust: None,

@@ -2,7 +2,8 @@
 //! delete, and search by GET and by POST `_search`.
 
 use super::http::{
-    Return, body_text, check_format, fhir_json, if_match, prefer, query_pairs, resource_response,
+    Return, check_format, fhir_json, if_match, prefer, query_pairs, resource_response,
+    resource_text,
 };
 use super::{Access, SharedState};
 use crate::auth::Interaction;
@@ -10,6 +11,7 @@ use crate::fhir::bundle::{Entry, write_bundle};
 use crate::fhir::datetime::format_instant;
 use crate::fhir::{FhirError, is_valid_id};
 use crate::search::query;
+use crate::store::conditional::Conditional;
 use crate::store::{IdRule, WriteKind, WriteOp, WriteOutcome};
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -171,11 +173,20 @@ pub async fn create(
     State(state): State<SharedState>,
     Access(ctx): Access,
     Path(rtype): Path<String>,
+    RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, FhirError> {
     check_type(&state, &rtype)?;
     check_scope(&ctx, &rtype, Interaction::Create)?;
+    check_format(&headers, &query_pairs(q.as_deref()))?;
+    if let Some(v) = headers.get("if-none-exist") {
+        let text = v
+            .to_str()
+            .map_err(|_| FhirError::bad_request("If-None-Exist is not ASCII"))?;
+        let criteria = if_none_exist(&state, &rtype, text)?;
+        return create_conditionally(&state, &ctx, &rtype, &criteria, &headers, &body).await;
+    }
     put_one(
         &state,
         &ctx,
@@ -192,11 +203,13 @@ pub async fn update(
     State(state): State<SharedState>,
     Access(ctx): Access,
     Path((rtype, id)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, FhirError> {
     check_type(&state, &rtype)?;
     check_scope(&ctx, &rtype, Interaction::Update)?;
+    check_format(&headers, &query_pairs(q.as_deref()))?;
     check_id(&id)?;
     let kind = WriteKind::Update {
         if_match: if_match(&headers)?,
@@ -225,7 +238,7 @@ async fn put_one(
     body: &Bytes,
 ) -> Result<Response, FhirError> {
     require_write(ctx)?;
-    let text = body_text(headers, body)?;
+    let text = resource_text(headers, body)?;
     let prepared = state.store.prepare(&text, Some(rtype), id_rule)?;
     let results = state
         .store
@@ -245,6 +258,61 @@ async fn put_one(
     ))
 }
 
+/// The search of an `If-None-Exist` header or `ifNoneExist` entry (`param=value&…`, the query
+/// part of a search URL; a leading `?` or `Type?` is tolerated).
+pub fn if_none_exist(
+    state: &SharedState,
+    rtype: &str,
+    text: &str,
+) -> Result<query::SearchRequest, FhirError> {
+    let q = text.trim();
+    // a `?` inside a value (`url=http://x?y`) is not a separator: only one before any `=`
+    let q = match q.split_once('?') {
+        Some((head, rest)) if !head.contains('=') => rest,
+        _ => q,
+    };
+    let pairs = query_pairs(Some(q));
+    query::parse(&state.store.registry, rtype, &pairs, &state.base_url, false)
+        .map_err(|e| FhirError::bad_request(format!("If-None-Exist: {e}")))
+}
+
+/// Conditional create (FHIR R4 http §3.1.0.8): 201 when nothing matched `criteria`, 200 with
+/// the existing resource when one did, 412 when several did.
+async fn create_conditionally(
+    state: &SharedState,
+    ctx: &crate::auth::AccessContext,
+    rtype: &str,
+    criteria: &query::SearchRequest,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, FhirError> {
+    require_write(ctx)?;
+    let text = resource_text(headers, body)?;
+    let prepared = state.store.prepare(&text, Some(rtype), IdRule::Assign)?;
+    let ret = prefer(headers).ret;
+    match state
+        .store
+        .create_if_none_exist(ctx, criteria, prepared)
+        .await?
+    {
+        Conditional::Created(r) => Ok(resource_response(
+            StatusCode::CREATED,
+            &r.stored(),
+            &state.base_url,
+            ret,
+            true,
+        )),
+        // released by the caller's view, as a read would give it
+        Conditional::Exists(r) => Ok(resource_response(
+            StatusCode::OK,
+            &r,
+            &state.base_url,
+            ret,
+            true,
+        )),
+    }
+}
+
 pub async fn delete(
     State(state): State<SharedState>,
     Access(ctx): Access,
@@ -253,6 +321,7 @@ pub async fn delete(
 ) -> Result<Response, FhirError> {
     check_type(&state, &rtype)?;
     check_scope(&ctx, &rtype, Interaction::Delete)?;
+    check_format(&headers, &[])?;
     check_id(&id)?;
     require_write(&ctx)?;
     let if_match = if_match(&headers)?;
@@ -409,6 +478,14 @@ pub async fn run_search(
         }
     };
     let mut links = vec![json!({"relation": "self", "url": link_to(req.cursor.as_deref())})];
+    // Pages after the first link back to the one before and to the first (R4 http
+    // §3.1.0.6.1 paging links; the cursor carries the direction).
+    if req.cursor.is_some() {
+        links.push(json!({"relation": "first", "url": link_to(None)}));
+    }
+    if let Some(prev) = &page.prev_cursor {
+        links.push(json!({"relation": "previous", "url": link_to(Some(prev))}));
+    }
     if let Some(next) = &page.next_cursor {
         links.push(json!({"relation": "next", "url": link_to(Some(next))}));
     }

@@ -186,6 +186,13 @@ pub trait Transaction: Send {
     async fn execute(&mut self, sql: &str, params: Vec<SqlValue>) -> anyhow::Result<u64>;
     async fn commit(self: Box<Self>) -> anyhow::Result<()>;
 
+    /// Takes an exclusive lock on `key` held until the transaction ends, serialising the
+    /// transactions that take it (conditional create). SQLite needs none: its write
+    /// transactions are immediate, so writers already run one at a time.
+    async fn lock(&mut self, _key: i64) -> anyhow::Result<()> {
+        Ok(())
+    }
+
     /// Bulk-inserts rows of `width` values into `target` (`table (col, …)`): multi-row
     /// INSERTs by default; PostgreSQL streams them with COPY.
     async fn insert_rows(

@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod compartment;
+pub mod conditional;
 pub mod db;
 pub mod everything;
 pub mod export;

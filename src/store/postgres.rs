@@ -224,6 +224,15 @@ impl Transaction for PostgresTransaction {
         self.tx.commit().await.map_err(classify)
     }
 
+    async fn lock(&mut self, key: i64) -> anyhow::Result<()> {
+        // a transaction-level advisory lock: released at commit or rollback
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(key)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
     async fn insert_rows(
         &mut self,
         target: &str,

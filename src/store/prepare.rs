@@ -201,8 +201,20 @@ fn structure_problem(value: &Value, path: &mut Vec<String>) -> Option<String> {
                 if !valid {
                     return Some(format!("{k:?} is not a FHIR element name"));
                 }
-                // The narrative div is XHTML and is not checked further.
+                // The narrative div is XHTML and is not checked further, except that XML
+                // cannot hold C0 control characters other than tab, CR and LF (XML 1.0
+                // §2.2 `Char`; FHIR R4 §2.4.0.2 narrative is XHTML).
                 if k == "div" {
+                    if let Value::String(div) = v
+                        && div
+                            .chars()
+                            .any(|c| c < ' ' && !matches!(c, '\t' | '\r' | '\n'))
+                    {
+                        path.push(".div".into());
+                        return Some(
+                            "control characters (NUL included) are not allowed in XHTML".into(),
+                        );
+                    }
                     continue;
                 }
                 if let Some(p) = structure_problem(v, path) {

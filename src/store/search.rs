@@ -21,6 +21,8 @@ pub struct SearchPage {
     pub included: Vec<StoredResource>,
     /// Cursor for the next page, if there is one.
     pub next_cursor: Option<String>,
+    /// Cursor for the previous page, on pages after the first.
+    pub prev_cursor: Option<String>,
     pub total: Option<i64>,
 }
 
@@ -57,15 +59,24 @@ impl Store {
     ) -> Result<SearchPage, FhirError> {
         let view = &self.view(ctx);
         let where_sql = self.where_clause(view, req, "r")?;
-        if req.summary_count {
+        // `_count=0` asks for the count only (R4 search §3.1.1.5.6.1), like `_summary=count`.
+        if req.summary_count || req.count == 0 {
             let total = self.count(&where_sql).await?;
             return Ok(SearchPage {
                 matches: vec![],
                 included: vec![],
                 next_cursor: None,
+                prev_cursor: None,
                 total: Some(total),
             });
         }
+        let cursor = match &req.cursor {
+            Some(c) => Some(decode_cursor(c, &req.sort)?),
+            None => None,
+        };
+        // A `previous` cursor walks the keyset backwards: reversed comparisons and order,
+        // then the page is put back in the search's order.
+        let back = cursor.as_ref().is_some_and(|c| c.back);
 
         let keys: Vec<Sql> = req.sort.iter().map(|k| sort_expr(k, "r")).collect();
         let mut sql = Sql::default();
@@ -79,23 +90,21 @@ impl Store {
         sql.push(&where_sql.text);
         sql.params.extend(where_sql.params.iter().cloned());
         sql.push(") t");
-        let n_keys = req.sort.len();
-        if let Some(cursor) = &req.cursor {
-            let values = decode_cursor(cursor, n_keys)?;
+        if let Some(c) = cursor {
             sql.push(" WHERE ");
-            sql.append(keyset_condition(&req.sort, values));
+            sql.append(keyset_condition(&req.sort, c.values, back));
         }
         sql.push(" ORDER BY ");
         for (i, k) in req.sort.iter().enumerate() {
             sql.push(&format!(
                 "s{i}{}, ",
-                if k.descending { " DESC" } else { "" }
+                if k.descending != back { " DESC" } else { "" }
             ));
         }
         // Ties break on pk, in the direction of the first key, so that `-_lastUpdated` is
         // exactly the reverse of `_lastUpdated`.
         let pk_desc = req.sort.first().is_some_and(|k| k.descending);
-        sql.push(if pk_desc {
+        sql.push(if pk_desc != back {
             "pk DESC LIMIT ?"
         } else {
             "pk LIMIT ?"
@@ -105,20 +114,36 @@ impl Store {
         let rows = self.db.fetch_search(&sql.text, &sql.params).await?;
         let has_more = rows.len() > req.count;
         let mut matches = Vec::with_capacity(rows.len());
-        let mut cursor_values = Vec::new();
+        // the keyset position (sort keys…, pk) of each row of the page
+        let mut positions = Vec::with_capacity(rows.len());
         for row in rows {
             if matches.len() == req.count {
                 break;
             }
-            cursor_values = row[7..].to_vec();
-            cursor_values.push(row[0].clone());
+            let mut position = row[7..].to_vec();
+            position.push(row[0].clone());
+            positions.push(position);
             matches.push(view.resource(row[..7].to_vec())?);
         }
-        let next_cursor = if has_more && req.count > 0 {
-            Some(encode_cursor(&cursor_values))
+        if back {
+            matches.reverse();
+            positions.reverse();
+        }
+        // Forward: a next page when more rows follow; a previous one when we came by cursor.
+        // Backward: the reverse (the page we came from follows; more rows before precede).
+        let (more_after, more_before) = if back {
+            (true, has_more)
         } else {
-            None
+            (has_more, req.cursor.is_some())
         };
+        let next_cursor = positions
+            .last()
+            .filter(|_| more_after)
+            .map(|p| encode_cursor(p, false));
+        let prev_cursor = positions
+            .first()
+            .filter(|_| more_before)
+            .map(|p| encode_cursor(p, true));
         // Count only when asked for (a full count costs a scan), or when it is free.
         let total = if req.total_accurate && req.cursor.is_none() {
             Some(self.count(&where_sql).await?)
@@ -132,6 +157,7 @@ impl Store {
             matches,
             included,
             next_cursor,
+            prev_cursor,
             total,
         })
     }
@@ -494,17 +520,33 @@ fn value_condition(f: &Filter, v: &FilterValue, t: &str) -> Result<Sql, FhirErro
             }
             sql.push(&format!("({})", parts.join(" AND ")));
         }
+        // A value of punctuation only normalises to nothing; it must not match everything.
+        // Token text holds normalised text only, so it can match nothing.
+        (FilterValue::String { normalized, .. }, Some(Modifier::Text)) if normalized.is_empty() => {
+            sql.push("1=0");
+        }
         (FilterValue::String { normalized, .. }, Some(Modifier::Text)) => {
-            sql.push(&format!("{t}.text LIKE ?"));
-            sql.bind(format!("%{normalized}%"));
+            sql.push(&format!("{t}.text LIKE ? ESCAPE '\\'"));
+            sql.bind(format!("%{}%", like_literal(normalized)));
         }
         (FilterValue::String { raw, .. }, Some(Modifier::Exact)) => {
             sql.push(&format!("{t}.exact = ?"));
             sql.bind(raw);
         }
+        // Punctuation-only values are compared literally with the value as written.
+        (FilterValue::String { normalized, raw }, Some(Modifier::Contains))
+            if normalized.is_empty() =>
+        {
+            sql.push(&format!("{t}.exact LIKE ? ESCAPE '\\'"));
+            sql.bind(format!("%{}%", like_literal(raw)));
+        }
+        (FilterValue::String { normalized, raw }, None) if normalized.is_empty() => {
+            sql.push(&format!("{t}.exact LIKE ? ESCAPE '\\'"));
+            sql.bind(format!("{}%", like_literal(raw)));
+        }
         (FilterValue::String { normalized, .. }, Some(Modifier::Contains)) => {
-            sql.push(&format!("{t}.normalized LIKE ?"));
-            sql.bind(format!("%{normalized}%"));
+            sql.push(&format!("{t}.normalized LIKE ? ESCAPE '\\'"));
+            sql.bind(format!("%{}%", like_literal(normalized)));
         }
         (FilterValue::String { normalized, .. }, _) => {
             // starts-with as an index range: [prefix, prefix + U+10FFFF)
@@ -515,8 +557,8 @@ fn value_condition(f: &Filter, v: &FilterValue, t: &str) -> Result<Sql, FhirErro
             sql.bind(upper);
         }
         (FilterValue::Exact(value), Some(Modifier::Below)) => {
-            sql.push(&format!("{t}.code LIKE ?"));
-            sql.bind(format!("{}%", value.replace('%', "")));
+            sql.push(&format!("{t}.code LIKE ? ESCAPE '\\'"));
+            sql.bind(format!("{}%", like_literal(&index_key(value))));
         }
         (FilterValue::Exact(value), _) => {
             sql.push(&format!("{t}.code = ?"));
@@ -617,6 +659,19 @@ fn value_condition(f: &Filter, v: &FilterValue, t: &str) -> Result<Sql, FhirErro
         },
     }
     Ok(sql)
+}
+
+/// `value` as a LIKE pattern that matches it literally: `%`, `_` and the escape character
+/// `\` escaped (used with `ESCAPE '\'`, which both engines take as standard SQL).
+fn like_literal(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The filter to drive the search from: a reference to a given resource (in practice the
@@ -751,8 +806,8 @@ fn sort_expr(key: &SortKey, a: &str) -> Sql {
     sql
 }
 
-/// Rows strictly after the cursor position in (sort keys…, pk) order.
-fn keyset_condition(sort: &[SortKey], values: Vec<SqlValue>) -> Sql {
+/// Rows strictly after (`back`: before) the cursor position in (sort keys…, pk) order.
+fn keyset_condition(sort: &[SortKey], values: Vec<SqlValue>, back: bool) -> Sql {
     let mut sql = Sql::default();
     let cols: Vec<(String, bool)> = sort
         .iter()
@@ -774,7 +829,10 @@ fn keyset_condition(sort: &[SortKey], values: Vec<SqlValue>) -> Sql {
             sql.bind(values[j].clone());
         }
         let (col, desc) = &cols[i];
-        sql.push(&format!("{col} {} ?)", if *desc { "<" } else { ">" }));
+        sql.push(&format!(
+            "{col} {} ?)",
+            if *desc != back { "<" } else { ">" }
+        ));
         sql.bind(values[i].clone());
     }
     sql.push(")");
@@ -789,8 +847,24 @@ enum CursorValue {
     N,
 }
 
-fn encode_cursor(values: &[SqlValue]) -> String {
-    let vals: Vec<CursorValue> = values
+/// What a `_cursor` carries: the keyset position of a row and the direction to page in.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Cursor {
+    /// The page before the position (a `previous` link) rather than after it.
+    #[serde(rename = "b")]
+    back: bool,
+    #[serde(rename = "v")]
+    values: Vec<CursorValue>,
+}
+
+/// A decoded cursor, its values checked against the search's sort keys.
+struct Position {
+    back: bool,
+    values: Vec<SqlValue>,
+}
+
+fn encode_cursor(values: &[SqlValue], back: bool) -> String {
+    let values: Vec<CursorValue> = values
         .iter()
         .map(|v| match v {
             SqlValue::Int(i) => CursorValue::I(*i),
@@ -800,26 +874,53 @@ fn encode_cursor(values: &[SqlValue]) -> String {
         })
         .collect();
     base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(serde_json::to_vec(&vals).expect("cursor values serialise"))
+        .encode(serde_json::to_vec(&Cursor { back, values }).expect("cursor values serialise"))
 }
 
-fn decode_cursor(cursor: &str, n_keys: usize) -> Result<Vec<SqlValue>, FhirError> {
+/// Decodes a `_cursor`; each value must have the type of its sort key (see `sort_expr`) and
+/// the last one is the pk, so a forged or foreign cursor is a 400, never a database error.
+fn decode_cursor(cursor: &str, sort: &[SortKey]) -> Result<Position, FhirError> {
     let bad =
         || FhirError::bad_request("the paging cursor is invalid or belongs to another search");
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(cursor)
         .map_err(|_| bad())?;
-    let vals: Vec<CursorValue> = serde_json::from_slice(&bytes).map_err(|_| bad())?;
-    if vals.len() != n_keys + 1 {
+    let c: Cursor = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    if c.values.len() != sort.len() + 1 {
         return Err(bad());
     }
-    Ok(vals
-        .into_iter()
-        .map(|v| match v {
-            CursorValue::I(i) => SqlValue::Int(i),
-            CursorValue::F(f) => SqlValue::Real(f),
-            CursorValue::S(s) => SqlValue::Text(s),
-            CursorValue::N => SqlValue::Null,
-        })
-        .collect())
+    let mut values = Vec::with_capacity(c.values.len());
+    for (i, v) in c.values.into_iter().enumerate() {
+        let key = sort.get(i);
+        let value = match (key.map(sort_value_type), v) {
+            (None | Some(KeyType::Int), CursorValue::I(n)) => SqlValue::Int(n),
+            (Some(KeyType::Real), CursorValue::F(f)) if f.is_finite() => SqlValue::Real(f),
+            (Some(KeyType::Real), CursorValue::I(n)) => SqlValue::Real(n as f64),
+            (Some(KeyType::Text), CursorValue::S(s)) if !s.contains('\0') => SqlValue::Text(s),
+            _ => return Err(bad()),
+        };
+        values.push(value);
+    }
+    Ok(Position {
+        back: c.back,
+        values,
+    })
+}
+
+/// The SQL type of a sort key's value.
+enum KeyType {
+    Int,
+    Real,
+    Text,
+}
+
+/// Mirrors `sort_expr`: which value type each sort key produces.
+fn sort_value_type(key: &SortKey) -> KeyType {
+    match (key.code.as_str(), key.kind) {
+        ("_lastUpdated", _) => KeyType::Int,
+        ("_id", _) => KeyType::Text,
+        (_, ParamType::Date) => KeyType::Int,
+        (_, ParamType::Number | ParamType::Quantity) => KeyType::Real,
+        _ => KeyType::Text,
+    }
 }

@@ -20,6 +20,9 @@ const CARIN: &str = "http://hl7.org/fhir/us/carin-bb/StructureDefinition/";
 const ADJ: &str = "http://terminology.hl7.org/CodeSystem/adjudication";
 const C4BB_ADJ: &str = "http://hl7.org/fhir/us/carin-bb/CodeSystem/C4BBAdjudication";
 
+/// The data-absent-reason extension (FHIR R4 extension-data-absent-reason).
+const DATA_ABSENT_REASON: &str = "http://hl7.org/fhir/StructureDefinition/data-absent-reason";
+
 fn r(ty: &str, id: &str) -> Value {
     json!({ "reference": format!("{ty}/{id}") })
 }
@@ -250,6 +253,13 @@ impl<'a> MemberGen<'a> {
             "generalPractitioner": [{ "reference": format!("Practitioner/{}", pool::practitioner_id(p.pcp)), "display": pool::practitioner_display(p.pcp) }],
             "managingOrganization": pool::payer_ref(),
         });
+        // US Core "Missing Data": a language the member never stated is absent with the
+        // reason (the data-absent-reason extension on the coded element), for about one
+        // member in eight; never the HRex example member, whose data the demo reproduces.
+        if !p.ig_example && super::rng::share(&format!("language|{}", p.id), 125) {
+            patient["communication"] = json!([{ "language": { "extension": [
+                { "url": DATA_ABSENT_REASON, "valueCode": "unknown" } ] } }]);
+        }
         if birthsex.0 == "F" && self.r.chance(0.01) {
             patient["extension"][0] =
                 json!({ "url": format!("{US_CORE}us-core-birthsex"), "valueCode": "UNK" });
@@ -793,8 +803,15 @@ impl<'a> MemberGen<'a> {
             tables::LABS.iter().take(3 + self.r.below(3) as usize)
         {
             let value = if self.r.chance(0.04) {
-                // Specimen problem: no value, with the reason.
-                json!({ "dataAbsentReason": cc("http://terminology.hl7.org/CodeSystem/data-absent-reason", "error", "Error") })
+                // Specimen problem or a result never reported: no value, with the reason
+                // (Observation.dataAbsentReason).
+                let (reason, display) =
+                    if super::rng::share(&format!("lab|{}|{day}|{code}", self.p.id), 500) {
+                        ("unknown", "Unknown")
+                    } else {
+                        ("error", "Error")
+                    };
+                json!({ "dataAbsentReason": cc("http://terminology.hl7.org/CodeSystem/data-absent-reason", reason, display) })
             } else {
                 let v = round(lo + self.r.unit() * (hi - lo), *dec);
                 json!({ "valueQuantity": { "value": v, "unit": unit, "system": UCUM, "code": unit },

@@ -74,6 +74,16 @@ pub mod tag {
     pub const COLLIDE: u64 = 6;
 }
 
+/// A deterministic choice of about `per_mille`/1000 of the keys, made from the key alone and
+/// not from the random stream: data chosen this way can change without shifting everything
+/// generated after it.
+pub fn share(key: &str, per_mille: u64) -> bool {
+    let h = key
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| mix(h ^ u64::from(b)));
+    h % 1000 < per_mille
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -775,3 +775,20 @@ pub fn have_tools(tools: &[&str]) -> bool {
     }
     missing.is_empty()
 }
+
+/// `pdex consent revoke` on the server's database; returns how many consents it revoked.
+pub fn revoke_consent_with_cli(s: &TestServer, patient: &str, organization: &str) -> i64 {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pdex"))
+        .args(["consent", "revoke", "--database-url", &s.db.url])
+        .args(["--patient", patient, "--organization", organization])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(said["patient"], patient);
+    said["revoked"].as_i64().unwrap()
+}

@@ -1,98 +1,131 @@
 //! HRex mm-7 ("SHALL monitor and prevent brute-force attacks"): failed `$member-match`
-//! attempts are counted per client and per demographics (the same person tried with varying
-//! card data) in a sliding window; past the limit further attempts get 429 with
-//! `Retry-After` until the oldest failure leaves the window. In memory, per server process.
-//! The demographics key is kept only as a SHA-256 digest.
+//! attempts are counted per requesting client and per (client, demographics) — the same
+//! person tried with varying card data by one client — in a sliding window; past the limit
+//! further attempts get 429 with `Retry-After` until the oldest counted failure leaves the
+//! window. The demographics pair allows `limit` failures; a client as a whole (many people
+//! tried) `CLIENT_FACTOR` times as many. Never per person alone: one payer's failures must
+//! not lock a member out for the other payers. The counts live in the database
+//! (`match_failures`), so every pdex instance behind a load balancer sees them; keys are
+//! SHA-256 digests (no PHI stored).
 
+use crate::store::Store;
+use crate::store::db::SqlValue;
 use sha2::{Digest, Sha256};
-use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Entries kept before expired ones are swept.
-const SWEEP_AT: usize = 100_000;
+/// How many more failures a client may have across all the people it tries than for one.
+pub const CLIENT_FACTOR: u32 = 10;
 
 pub struct Throttle {
-    limit: usize,
-    window: Duration,
-    failures: Mutex<HashMap<[u8; 32], VecDeque<Instant>>>,
+    store: Store,
+    /// Failures allowed per (client, demographics) within the window.
+    limit: u32,
+    window_ms: i64,
 }
 
-/// The keys one attempt is counted under.
+/// The keys one attempt is counted under, each with its limit.
 pub struct AttemptKeys {
-    keys: [[u8; 32]; 2],
+    client: String,
+    pair: String,
     /// Short hex of the demographics digest, for logs (no PHI).
     pub demographics_tag: String,
 }
 
 impl AttemptKeys {
     pub fn new(client: &str, demographics: &str) -> AttemptKeys {
-        let c = digest("client", client);
-        let d = digest("demographics", demographics);
-        let demographics_tag = d[..6].iter().map(|b| format!("{b:02x}")).collect();
+        let d = digest(&[b"demographics", demographics.as_bytes()]);
         AttemptKeys {
-            keys: [c, d],
-            demographics_tag,
+            client: hex(&digest(&[b"client", client.as_bytes()])),
+            pair: hex(&digest(&[
+                b"client+demographics",
+                client.as_bytes(),
+                d.as_slice(),
+            ])),
+            demographics_tag: hex(&d[..6]),
         }
     }
 }
 
-fn digest(kind: &str, value: &str) -> [u8; 32] {
+fn digest(parts: &[&[u8]]) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update(kind.as_bytes());
-    h.update([0]);
-    h.update(value.as_bytes());
+    for p in parts {
+        h.update(p);
+        h.update([0]);
+    }
     h.finalize().into()
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
 impl Throttle {
-    pub fn new(limit: u32, window_seconds: u64) -> Throttle {
+    pub fn new(store: Store, limit: u32, window_seconds: u64) -> Throttle {
         Throttle {
-            limit: limit.max(1) as usize,
-            window: Duration::from_secs(window_seconds.max(1)),
-            failures: Mutex::new(HashMap::new()),
+            store,
+            limit: limit.max(1),
+            window_ms: window_seconds.max(1) as i64 * 1000,
         }
     }
 
-    /// `Some(retry_after)` when either key is over the limit.
-    pub fn check(&self, keys: &AttemptKeys) -> Option<Duration> {
-        let now = Instant::now();
-        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let mut wait = None;
-        for k in &keys.keys {
-            if let Some(q) = map.get_mut(k) {
-                while q
-                    .front()
-                    .is_some_and(|t| now.duration_since(*t) >= self.window)
-                {
-                    q.pop_front();
-                }
-                if q.len() >= self.limit
-                    && let Some(oldest) = q.front()
-                {
-                    let w = self.window.saturating_sub(now.duration_since(*oldest));
-                    wait = Some(wait.map_or(w, |x: Duration| x.max(w)));
-                }
+    /// `Some(retry_after)` when either key is at its limit within the window.
+    pub async fn check(&self, keys: &AttemptKeys) -> anyhow::Result<Option<Duration>> {
+        let now = now_ms();
+        let rows = self
+            .store
+            .db
+            .fetch(
+                "SELECT key, COUNT(*), MIN(at) FROM match_failures WHERE key IN (?, ?) AND at > ? GROUP BY key",
+                &[
+                    SqlValue::from(&keys.client),
+                    SqlValue::from(&keys.pair),
+                    SqlValue::Int(now - self.window_ms),
+                ],
+            )
+            .await?;
+        let mut wait: Option<Duration> = None;
+        for row in rows {
+            let key = row.first().and_then(SqlValue::as_str).unwrap_or_default();
+            let count = row.get(1).and_then(SqlValue::as_i64).unwrap_or(0);
+            let oldest = row.get(2).and_then(SqlValue::as_i64).unwrap_or(now);
+            let limit = if key == keys.client {
+                self.limit.saturating_mul(CLIENT_FACTOR)
+            } else {
+                self.limit
+            };
+            if count >= i64::from(limit) {
+                let w = Duration::from_millis((oldest + self.window_ms - now).max(1000) as u64);
+                wait = Some(wait.map_or(w, |x| x.max(w)));
             }
         }
-        wait
+        Ok(wait)
     }
 
-    /// Counts a failed attempt under both keys.
-    pub fn record_failure(&self, keys: &AttemptKeys) {
-        let now = Instant::now();
-        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= SWEEP_AT {
-            let window = self.window;
-            map.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
-        }
-        for k in &keys.keys {
-            let q = map.entry(*k).or_default();
-            q.push_back(now);
-            while q.len() > self.limit {
-                q.pop_front();
-            }
-        }
+    /// Counts a failed attempt under both keys, and forgets failures older than the window.
+    pub async fn record_failure(&self, keys: &AttemptKeys) -> anyhow::Result<()> {
+        let now = now_ms();
+        let mut tx = self.store.db.begin().await?;
+        tx.execute(
+            "DELETE FROM match_failures WHERE at <= ?",
+            vec![SqlValue::Int(now - self.window_ms)],
+        )
+        .await?;
+        tx.execute(
+            "INSERT INTO match_failures (key, at) VALUES (?, ?), (?, ?)",
+            vec![
+                SqlValue::from(&keys.client),
+                SqlValue::Int(now),
+                SqlValue::from(&keys.pair),
+                SqlValue::Int(now),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 }
 
@@ -101,22 +134,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn limits_per_client_and_per_demographics() {
-        let t = Throttle::new(2, 60);
+    fn keys_are_per_client_and_per_client_and_demographics() {
         let a = AttemptKeys::new("client-a", "person|pat|1974-12-25");
-        assert!(t.check(&a).is_none());
-        t.record_failure(&a);
-        t.record_failure(&a);
-        assert!(t.check(&a).is_some());
-        // same demographics from another client: still throttled (the person is the target)
         let b = AttemptKeys::new("client-b", "person|pat|1974-12-25");
-        assert!(t.check(&b).is_some());
-        // same client, other person: throttled (the client is the attacker)
         let c = AttemptKeys::new("client-a", "other|x|2000-01-01");
-        assert!(t.check(&c).is_some());
-        // unrelated client and person
-        let d = AttemptKeys::new("client-d", "other|x|2000-01-01");
-        assert!(t.check(&d).is_none());
-        assert!(t.check(&a).unwrap() <= Duration::from_secs(60));
+        // the same person tried by another client shares no key
+        assert_ne!(a.pair, b.pair);
+        assert_ne!(a.client, b.client);
+        // the same client trying another person shares the client key only
+        assert_eq!(a.client, c.client);
+        assert_ne!(a.pair, c.pair);
+        assert_eq!(a.demographics_tag, b.demographics_tag);
     }
 }
