@@ -93,9 +93,23 @@ struct Existing {
 impl Store {
     /// Applies `ops` atomically: all or nothing.
     pub async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteResult>, FhirError> {
+        // Issue 16: on PostgreSQL two batches commit concurrently (pdex import, concurrent
+        // requests); a Provenance in one and its target in the other each miss the other's
+        // uncommitted rows, so the owner fix-up inside the transactions can miss both ways.
+        // Run it once more after the commit: whichever batch commits last sees both.
+        let may_leave_ownerless = self.db.dialect() == Dialect::Postgres
+            && ops
+                .iter()
+                .filter_map(|op| op.prepared.as_ref())
+                .any(|p| p.patient_id.is_some() || !p.owner_from.is_empty());
         let mut tx = self.db.begin().await?;
         let results = self.write_in(tx.as_mut(), ops).await?;
         tx.commit().await?;
+        if may_leave_ownerless {
+            let mut tx = self.db.begin().await?;
+            tx.execute(PROVENANCE_OWNER_FIXUP, vec![]).await?;
+            tx.commit().await?;
+        }
         Ok(results)
     }
 
@@ -330,18 +344,20 @@ impl Store {
         // Provenance written before its targets: now that more owners are known, give each
         // still-ownerless Provenance the owner of one of its targets.
         if writes_owned_targets {
-            tx.execute(
-            "UPDATE resources SET patient_id = (SELECT t.patient_id FROM idx_reference x \
-               JOIN resources t ON t.rtype = x.target_type AND t.id = x.target_id \
-               WHERE x.res_pk = resources.pk AND x.param = 'target' AND t.patient_id IS NOT NULL LIMIT 1) \
-             WHERE patient_id IS NULL AND rtype = 'Provenance' AND shared = 0",
-            vec![],
-        )
-        .await?;
+            tx.execute(PROVENANCE_OWNER_FIXUP, vec![]).await?;
         }
         Ok(results)
     }
 }
+
+/// Gives every still-ownerless Provenance the owner of one of its targets that has one
+/// (US Core Provenance reaches the member only through `target`).
+const PROVENANCE_OWNER_FIXUP: &str = "UPDATE resources SET patient_id = (SELECT t.patient_id FROM idx_reference x \
+     JOIN resources t ON t.rtype = x.target_type AND t.id = x.target_id \
+     WHERE x.res_pk = resources.pk AND x.param = 'target' AND t.patient_id IS NOT NULL LIMIT 1) \
+     WHERE patient_id IS NULL AND rtype = 'Provenance' AND shared = 0 AND EXISTS (SELECT 1 FROM idx_reference x \
+     JOIN resources t ON t.rtype = x.target_type AND t.id = x.target_id \
+     WHERE x.res_pk = resources.pk AND x.param = 'target' AND t.patient_id IS NOT NULL)";
 
 /// Gives each Provenance without a Patient target the owner of its targets: from the same
 /// batch first, then from the database.
