@@ -202,10 +202,16 @@ impl Claims {
             },
             can_write: admin && self.patient.is_none() && scopes::any_write(&self.scopes),
             cert_thumbprint: self.cnf.clone(),
-            grant: GrantRef {
-                token_id: Some(self.jti.clone()),
-                consent: self.patient.clone().zip(self.consent_id.clone()),
-            },
+            grant: self.grant(),
+        }
+    }
+
+    /// What this token's access stands on (`auth::liveness`): the token and, for a payer's
+    /// member-scoped token, the stored consent it was issued on.
+    pub fn grant(&self) -> GrantRef {
+        GrantRef {
+            token_id: Some(self.jti.clone()),
+            consent: self.patient.clone().zip(self.consent_id.clone()),
         }
     }
 }

@@ -112,7 +112,7 @@ impl AuthServer {
     /// ([`super::liveness`]: one query, no cache, so `pdex client disable`, revocation and
     /// `pdex consent revoke` apply at once).
     pub async fn check_live(&self, claims: &Claims) -> Result<(), AuthFailure> {
-        let grant = claims.context().grant;
+        let grant = claims.grant();
         super::liveness::check(&self.store, &claims.client_id, &grant)
             .await
             .map_err(|dead| match dead {

@@ -119,7 +119,7 @@ impl FromRequestParts<SharedState> for Access {
 /// `GET /health`: 200 `ok` while the database answers, 503 (with `Retry-After`) while it
 /// does not (issue 15: a load balancer must see an outage).
 async fn health(axum::extract::State(state): axum::extract::State<SharedState>) -> Response {
-    match state.store.db.fetch("SELECT 1", &[]).await {
+    match state.store.ping().await {
         Ok(_) => "ok".into_response(),
         Err(e) => {
             tracing::warn!(error = %format!("{e:#}"), "health check: the database does not answer");

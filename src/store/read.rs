@@ -79,6 +79,11 @@ impl Store {
             .find(|r| r.version == version))
     }
 
+    /// Does the database answer (`GET /health`)?
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        self.db.fetch("SELECT 1", &[]).await.map(|_| ())
+    }
+
     /// Does the store hold no resources at all (e.g. before `serve --demo` loads its data)?
     pub async fn is_empty(&self) -> anyhow::Result<bool> {
         let rows = self
