@@ -5,7 +5,8 @@
 use crate::auth::pki::{self, TrustAnchors};
 use crate::auth::udap::UdapSigner;
 use crate::config::{ServerConfig, TlsConfig};
-use crate::server::tls::{self, ListenerInfo, ListenerKind, Shutdown};
+use crate::identity::{ListenerInfo, ListenerKind};
+use crate::server::tls::{self, Shutdown};
 use crate::server::{AppState, router};
 use axum::Extension;
 

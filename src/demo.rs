@@ -10,7 +10,8 @@
 //! printed. The keys are public: `--demo` is for a demo database only.
 
 use crate::auth::assertion::SigningKey;
-use crate::auth::{ClientKind, clients, scopes};
+use crate::auth::clients;
+use crate::identity::{ClientKind, scopes};
 use crate::import::{ImportOptions, InputFile};
 use crate::server::AppState;
 use anyhow::Context;

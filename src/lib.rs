@@ -9,6 +9,7 @@ pub mod config;
 pub mod consent;
 pub mod demo;
 pub mod fhir;
+pub mod identity;
 pub mod import;
 pub mod ops;
 pub mod search;

@@ -495,9 +495,11 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             patient,
             organization,
         }) => {
-            let org = pdex::consent::policy::parse_org(&organization).ok_or_else(|| {
-                anyhow::anyhow!("--organization must be SYSTEM|VALUE, not {organization:?}")
-            })?;
+            let org = organization
+                .parse::<pdex::identity::OrgIdentifier>()
+                .map_err(|_| {
+                    anyhow::anyhow!("--organization must be SYSTEM|VALUE, not {organization:?}")
+                })?;
             let store = pdex::store::Store::open(&database_url, Default::default(), true).await?;
             let n = pdex::consent::stored::revoke(&store, &patient, &org).await?;
             store.db.close().await;
@@ -617,8 +619,8 @@ async fn client_command(
     let mut out = std::io::stdout().lock();
     match cmd {
         ClientCommand::Add(a) => {
-            let kind = pdex::auth::ClientKind::parse(&a.kind)
-                .filter(|k| *k != pdex::auth::ClientKind::Operator)
+            let kind = pdex::identity::ClientKind::parse(&a.kind)
+                .filter(|k| *k != pdex::identity::ClientKind::Operator)
                 .ok_or_else(|| {
                     anyhow::anyhow!(
                         "--kind must be payer, provider, app or admin, not {:?}",
@@ -649,7 +651,7 @@ async fn client_command(
                     jwks,
                     jwks_uri: a.jwks_uri,
                     organization,
-                    scopes: pdex::auth::scopes::split(&a.scope),
+                    scopes: pdex::identity::scopes::split(&a.scope),
                     cert_san_uri: a.cert_san_uri,
                     secret: a.secret,
                     redirect_uris: a.redirect_uris,

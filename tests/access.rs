@@ -5,7 +5,7 @@
 mod common;
 
 use common::{TestDb, backends};
-use pdex::auth::AccessContext;
+use pdex::identity::AccessContext;
 use pdex::search::query;
 use pdex::store::{IdRule, Store, WriteKind, WriteOp};
 

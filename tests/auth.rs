@@ -9,8 +9,8 @@ mod common;
 
 use common::{ClientSpec, TestClient, TestServer, backends, now};
 use jsonwebtoken::Algorithm;
-use pdex::auth::ClientKind;
 use pdex::auth::access_token::{self, Grant};
+use pdex::identity::ClientKind;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -73,7 +73,7 @@ fn grant(client: &TestClient, scopes: &str, patient: Option<&str>) -> Grant {
         client_id: client.client_id.clone(),
         kind: client.kind,
         organization: None,
-        scopes: pdex::auth::scopes::split(scopes),
+        scopes: pdex::identity::scopes::split(scopes),
         patient: patient.map(str::to_owned),
         allow_sensitive: false,
         consent_id: None,
@@ -476,7 +476,7 @@ fn b64(v: &Value) -> String {
 async fn scopes_are_never_wider_than_registered() {
     for b in backends() {
         let server = TestServer::start(&b).await;
-        let member_match = pdex::auth::scopes::MEMBER_MATCH;
+        let member_match = pdex::identity::scopes::MEMBER_MATCH;
         let client = server
             .register_client(ClientSpec {
                 scopes: format!("system/Patient.rs system/Practitioner.rs {member_match}"),
@@ -487,7 +487,7 @@ async fn scopes_are_never_wider_than_registered() {
         let body = client.token_response(&server, Some("system/*.cruds")).await;
         assert_eq!(body["scope"], "system/Patient.rs system/Practitioner.rs");
         // v1 answered in v1; operations only when registered
-        let bulk = pdex::auth::scopes::BULK_MEMBER_MATCH;
+        let bulk = pdex::identity::scopes::BULK_MEMBER_MATCH;
         let body = client
             .token_response(
                 &server,

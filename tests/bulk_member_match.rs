@@ -13,8 +13,8 @@ mod jobs;
 mod profile;
 
 use common::{ClientSpec, TestClient, TestServer, assert_outcome, backends};
-use pdex::auth::{ClientKind, OrgIdentifier};
 use pdex::config::PdexVersion;
+use pdex::identity::{ClientKind, OrgIdentifier};
 use pdex::ops::bulk_member_match::{OPERATION, OPERATION_V21};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};

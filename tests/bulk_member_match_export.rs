@@ -13,8 +13,8 @@ mod jobs;
 mod release;
 
 use common::{ClientSpec, TestServer, backends};
-use pdex::auth::ClientKind;
 use pdex::config::PdexVersion;
+use pdex::identity::ClientKind;
 use pdex::ops::bulk_member_match::OPERATION;
 use pdex::ops::davinci_data_export::{EXPORT_TYPE_PAYER_TO_PAYER, OPERATION as DATA_EXPORT};
 use reqwest::{Client, StatusCode};

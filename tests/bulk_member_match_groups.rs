@@ -11,7 +11,7 @@ mod common;
 mod profile;
 
 use common::{TestDb, backends};
-use pdex::auth::{AccessContext, ClientKind, DataScope, OrgIdentifier};
+use pdex::identity::{AccessContext, ClientKind, DataScope, OrgIdentifier};
 use pdex::ops::bulk_member_match::{
     MatchedMember, MemberBundle, MemberOutcome, RequestLimits, parse_request,
 };

@@ -5,8 +5,8 @@
 mod common;
 
 use common::{TestDb, backends};
-use pdex::auth::AccessContext;
 use pdex::fhir::datetime::{self, Prefix};
+use pdex::identity::AccessContext;
 use pdex::search::query;
 use pdex::store::{IdRule, Store, WriteKind, WriteOp};
 use rand::rngs::StdRng;

@@ -8,7 +8,7 @@
 mod common;
 
 use common::{TestServer, backends};
-use pdex::auth::{AccessContext, ClientKind};
+use pdex::identity::{AccessContext, ClientKind};
 use pdex::search::query;
 use serde_json::Value;
 use std::collections::BTreeSet;

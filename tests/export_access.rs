@@ -7,8 +7,8 @@
 mod common;
 
 use common::{TestServer, assert_outcome, backends};
-use pdex::auth::{AccessContext, ClientKind};
 use pdex::bulk::request::{self, Level, ParseOptions, RawParam};
+use pdex::identity::{AccessContext, ClientKind};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;

@@ -107,7 +107,7 @@ async fn import_reports_bad_lines_keeps_good_ones_and_is_idempotent() {
         };
         let server = pdex::app::Server::bind(&config).await.unwrap();
         let store = server.state.store.clone();
-        let ctx = pdex::auth::AccessContext::operator();
+        let ctx = pdex::identity::AccessContext::operator();
         assert!(store.read(&ctx, "Patient", "a").await.unwrap().is_some());
         assert!(store.read(&ctx, "Patient", "c").await.unwrap().is_some());
         assert!(store.read(&ctx, "Patient", "b").await.unwrap().is_none());

@@ -8,8 +8,8 @@
 mod common;
 
 use common::{TestServer, assert_outcome, backends};
-use pdex::auth::{AccessContext, ClientKind, OrgIdentifier};
 use pdex::config::MemberMatchProfile;
+use pdex::identity::{AccessContext, ClientKind, OrgIdentifier};
 use pdex::ops::member_match::{Refusal, evaluate};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -391,7 +391,7 @@ fn payer(npi: &str) -> AccessContext {
             value: npi.into(),
         }),
         scopes: vec![pdex::ops::member_match::OPERATION.into()],
-        scope: pdex::auth::DataScope::Patients(vec![]),
+        scope: pdex::identity::DataScope::Patients(vec![]),
         allow_sensitive: false,
         can_write: false,
         cert_thumbprint: None,

@@ -14,7 +14,7 @@
 mod common;
 
 use common::{ClientSpec, TestClient, TestServer, assert_outcome, backends, next_link};
-use pdex::auth::ClientKind;
+use pdex::identity::ClientKind;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

@@ -17,7 +17,7 @@ mod jobs;
 mod release;
 
 use common::{ClientSpec, TestClient, TestServer, backends};
-use pdex::auth::ClientKind;
+use pdex::identity::ClientKind;
 use release::{MEMBER, day, fixtures};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};

@@ -471,9 +471,9 @@ async fn a_rotated_key_keeps_verifying_the_longest_lived_token_it_signed() {
             &s.state.auth,
             &pdex::auth::access_token::Grant {
                 client_id: s.admin.client_id.clone(),
-                kind: pdex::auth::ClientKind::Admin,
+                kind: pdex::identity::ClientKind::Admin,
                 organization: None,
-                scopes: pdex::auth::scopes::split(common::ADMIN_SCOPES),
+                scopes: pdex::identity::scopes::split(common::ADMIN_SCOPES),
                 patient: None,
                 allow_sensitive: true,
                 consent_id: None,
@@ -562,7 +562,7 @@ fn match_request(id: &str, card: Option<&str>) -> Value {
 async fn payer(s: &TestServer, npi: &str) -> common::TestClient {
     s.register_client(common::ClientSpec {
         name: format!("payer {npi}"),
-        kind: pdex::auth::ClientKind::Payer,
+        kind: pdex::identity::ClientKind::Payer,
         organization: Some(format!("{NPI}|{npi}")),
         scopes: format!("system/*.rs {MEMBER_MATCH}"),
         ..common::ClientSpec::default()

@@ -103,7 +103,7 @@ async fn payer_registers_over_mtls_and_gets_certificate_bound_tokens() {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(stored.kind, pdex::auth::ClientKind::Payer);
+        assert_eq!(stored.kind, pdex::identity::ClientKind::Payer);
         assert_eq!(stored.cert_san_uri.as_deref(), Some(PAYER_A));
         assert_eq!(
             stored.cert_thumbprint.as_deref(),
@@ -282,7 +282,7 @@ async fn unsigned_registration_rules() {
                 .await
                 .unwrap()
                 .iter()
-                .all(|c| c.kind != pdex::auth::ClientKind::Payer)
+                .all(|c| c.kind != pdex::identity::ClientKind::Payer)
         );
         server.stop().await;
     }

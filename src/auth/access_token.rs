@@ -5,8 +5,8 @@
 //! expiry and gives the claims back; [`Claims::context`] turns them into the
 //! [`AccessContext`] the rest of the server works with.
 
-use super::{AccessContext, ClientKind, DataScope, GrantRef, OrgIdentifier, scopes};
 use crate::auth::server::{AuthFailure, AuthServer};
+use crate::identity::{AccessContext, ClientKind, DataScope, GrantRef, OrgIdentifier, scopes};
 use jsonwebtoken::{Header, Validation};
 use serde_json::{Value, json};
 
@@ -149,12 +149,7 @@ pub async fn verify(auth: &AuthServer, token: &str) -> Result<Claims, AuthFailur
 fn claims_of(raw: Value) -> Result<Claims, String> {
     let s = |k: &str| raw[k].as_str().map(str::to_owned);
     let bad = || "the token's claims are not ours".to_owned();
-    let organization = s("pdex_org").and_then(|o| {
-        o.split_once('|').map(|(system, value)| OrgIdentifier {
-            system: system.to_owned(),
-            value: value.to_owned(),
-        })
-    });
+    let organization = s("pdex_org").and_then(|o| o.parse::<OrgIdentifier>().ok());
     Ok(Claims {
         client_id: s("client_id").ok_or_else(bad)?,
         kind: s("pdex_kind")

@@ -6,7 +6,7 @@
 //! Nothing is cached: the token endpoint and the resource server read the row on every use,
 //! so a `pdex client disable` in another process takes effect at once.
 
-use super::{ClientKind, OrgIdentifier, scopes};
+use crate::identity::{ClientKind, OrgIdentifier, scopes};
 use crate::store::{SqlValue, Store};
 use base64::Engine;
 use serde_json::{Value, json};
@@ -131,15 +131,11 @@ fn invalid(msg: impl Into<String>) -> ClientError {
 
 /// Parses `SYSTEM|VALUE`.
 pub fn parse_organization(s: &str) -> Result<OrgIdentifier, ClientError> {
-    match s.split_once('|') {
-        Some((system, value)) if !system.is_empty() && !value.is_empty() => Ok(OrgIdentifier {
-            system: system.to_owned(),
-            value: value.to_owned(),
-        }),
-        _ => Err(invalid(format!(
+    s.parse().map_err(|_| {
+        invalid(format!(
             "organization {s:?} must be SYSTEM|VALUE, e.g. http://hl7.org/fhir/sid/us-npi|1234567893"
-        ))),
-    }
+        ))
+    })
 }
 
 /// Checks a JWK Set: an object with a `keys` array of public asymmetric keys, each with

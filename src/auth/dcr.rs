@@ -14,9 +14,9 @@
 
 use super::clients::{self, NewClient};
 use super::udap::{self, RegistrationError, SoftwareStatement};
-use super::{ClientCertificate, ClientKind, OrgIdentifier};
+use crate::identity::{ClientCertificate, ClientKind, OrgIdentifier};
+use crate::identity::{ListenerInfo, ListenerKind};
 use crate::server::SharedState;
-use crate::server::tls::{ListenerInfo, ListenerKind};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;

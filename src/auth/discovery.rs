@@ -9,9 +9,9 @@
 //! added by the mTLS registration work.
 
 use super::client_keys::ALGORITHMS;
-use super::scopes;
 use super::server::{AuthServer, AuthSettings};
 use super::token::JWT_BEARER_GRANT;
+use crate::identity::scopes;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};

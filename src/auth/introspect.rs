@@ -5,10 +5,10 @@
 //! as at the token endpoint; revocation takes client authentication (RFC 7009 §2.1). A
 //! caller learns about, and may revoke, only tokens issued to itself — `admin` clients any.
 
-use super::ClientKind;
 use super::access_token;
 use super::server::{AuthFailure, AuthServer};
 use super::token::{OAuthError, authenticate_client, oauth_json, read_form};
+use crate::identity::ClientKind;
 use crate::store::SqlValue;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -20,7 +20,7 @@ use std::sync::Arc;
 async fn caller(
     auth: &AuthServer,
     headers: &axum::http::HeaderMap,
-    cert: Option<&super::ClientCertificate>,
+    cert: Option<&crate::identity::ClientCertificate>,
     form: &super::token::Form,
     endpoint_url: String,
     allow_bearer: bool,
@@ -65,7 +65,10 @@ async fn token_request(
     allow_bearer: bool,
 ) -> Result<TokenRequest, OAuthError> {
     let (parts, body) = req.into_parts();
-    let cert = parts.extensions.get::<super::ClientCertificate>().cloned();
+    let cert = parts
+        .extensions
+        .get::<crate::identity::ClientCertificate>()
+        .cloned();
     let form = read_form(&parts.headers, body).await?;
     let (caller_id, caller_kind) = caller(
         auth,

@@ -8,7 +8,7 @@
 //! One statement, no cache, so `pdex client disable`, `/oauth/revoke` and a consent
 //! revocation made by any process on the same database take effect on the next request.
 
-use super::GrantRef;
+use crate::identity::GrantRef;
 use crate::store::{SqlValue, Store};
 
 /// Why an access is no longer live (the text is for the client).

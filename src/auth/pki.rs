@@ -7,7 +7,7 @@
 //! HRex sec-13: "PKI-Mutual TLS (i.e. not self-signed certificates)": a leaf that is its own
 //! issuer is refused everywhere, even if the very same certificate is listed as an anchor.
 
-use super::ClientCertificate;
+use crate::identity::ClientCertificate;
 use anyhow::{Context, anyhow};
 use base64::Engine;
 use rustls::pki_types::pem::PemObject;

@@ -6,7 +6,7 @@ use super::access_token::{self, Claims};
 use super::client_keys::ClientKeys;
 use super::keys::KeyRing;
 use super::metrics::AuthMetrics;
-use super::{AccessContext, ClientCertificate};
+use crate::identity::{AccessContext, ClientCertificate};
 use crate::store::Store;
 use axum::Router;
 use axum::http::HeaderMap;

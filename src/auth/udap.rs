@@ -9,10 +9,10 @@
 //! `signed_metadata`) and carry the FHIR base as a SAN URI. Without a signing identity or
 //! trust anchors UDAP is off, and discovery answers 404 as UDAP discovery.md requires.
 
-use super::ClientCertificate;
 use super::pki::{self, TrustAnchors};
+use crate::identity::ClientCertificate;
+use crate::identity::{ListenerInfo, ListenerKind};
 use crate::server::SharedState;
-use crate::server::tls::{ListenerInfo, ListenerKind};
 use anyhow::anyhow;
 use aws_lc_rs::signature::{self as sig, RsaKeyPair};
 use axum::Json;

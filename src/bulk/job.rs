@@ -4,7 +4,7 @@
 //! terminal states. Every state change by a worker is guarded by its lease, so a worker that
 //! lost its job (lease expired and taken over, or the job was cancelled) cannot write to it.
 
-use crate::auth::{AccessContext, ClientKind, DataScope, OrgIdentifier};
+use crate::identity::{AccessContext, ClientKind, DataScope, OrgIdentifier};
 use crate::store::db::{Database, Row, SqlValue};
 use crate::store::{Dialect, Store};
 use serde::{Deserialize, Serialize};
@@ -82,7 +82,7 @@ impl StoredAccess {
             allow_sensitive: self.allow_sensitive,
             can_write: false,
             cert_thumbprint: self.cert_thumbprint.clone(),
-            grant: crate::auth::GrantRef {
+            grant: crate::identity::GrantRef {
                 token_id: self.token_id.clone(),
                 consent: self.consent.clone(),
             },

@@ -23,8 +23,8 @@ pub mod request;
 pub mod storage;
 pub mod worker;
 
-use crate::auth::AccessContext;
 use crate::config::BulkConfig;
+use crate::identity::AccessContext;
 use crate::store::Store;
 use async_trait::async_trait;
 use serde_json::Value;

@@ -4,8 +4,8 @@
 //! manifest's error file (Bulk STU2 "Query Parameters": "the server SHOULD return an error…
 //! MAY process the request instead", and PDex 2.2.0 §pdex-180d: never silently ignored).
 
-use crate::auth::{AccessContext, Interaction};
 use crate::fhir::FhirError;
+use crate::identity::{AccessContext, Interaction};
 use crate::search::query;
 use crate::store::Store;
 use serde::{Deserialize, Serialize};

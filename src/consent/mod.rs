@@ -9,12 +9,12 @@
 //! What a payer or provider may see of an ExplanationOfBenefit is not consent but data
 //! shaping: the release rules of `store::release`.
 //!
-//! Depends on `store` and `auth` (types only).
+//! Depends on `store`, `fhir` and `identity` (types); never on `auth`, which asks it.
 
 pub mod policy;
 pub mod stored;
 
-use crate::auth::OrgIdentifier;
+use crate::identity::OrgIdentifier;
 use crate::store::{SqlValue, Store};
 
 pub use policy::{ConsentTerms, Constraint, Policy};

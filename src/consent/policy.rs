@@ -2,7 +2,7 @@
 //! "Can Payer Comply with Consent Request?" decision (§pdex-203/207, the single-member
 //! consent decision flow). Pure functions: no database, no clock.
 
-use crate::auth::OrgIdentifier;
+use crate::identity::OrgIdentifier;
 use serde_json::Value;
 
 /// HRex consent policy: everything, sensitive data included.
@@ -284,15 +284,6 @@ pub fn org_identifier(reference: &Value) -> Option<OrgIdentifier> {
     Some(OrgIdentifier {
         system: id["system"].as_str()?.to_owned(),
         value: id["value"].as_str()?.to_owned(),
-    })
-}
-
-/// Parses `system|value`.
-pub fn parse_org(s: &str) -> Option<OrgIdentifier> {
-    let (system, value) = s.split_once('|')?;
-    (!system.is_empty() && !value.is_empty()).then(|| OrgIdentifier {
-        system: system.to_owned(),
-        value: value.to_owned(),
     })
 }
 

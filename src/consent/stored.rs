@@ -3,7 +3,7 @@
 //! the member-scoped token grant and by export jobs (§pdex-156, §pdex-223).
 
 use super::policy::{ConsentTerms, Policy};
-use crate::auth::OrgIdentifier;
+use crate::identity::OrgIdentifier;
 use crate::store::{SqlValue, Store};
 
 /// A consent as we keep it.

@@ -32,7 +32,6 @@ use super::bulk_member_match::{
 };
 use super::groups::{self, GroupSettings};
 use super::member_match::{matcher, validate};
-use crate::auth::{AccessContext, ClientKind, OrgIdentifier};
 use crate::bulk::job::{Job, JobFile, StoredAccess, now_ms};
 use crate::bulk::ndjson::PartWriter;
 use crate::bulk::{Engine, JobRunner};
@@ -40,6 +39,7 @@ use crate::config::PdexVersion;
 use crate::consent::policy::{ComplianceCheck, can_comply};
 use crate::consent::stored;
 use crate::fhir::FhirError;
+use crate::identity::{AccessContext, ClientKind, OrgIdentifier};
 use crate::server::http::body_text;
 use crate::server::{Access, SharedState};
 use crate::store::Store;

@@ -32,12 +32,12 @@
 //!
 //! Depends on `bulk` (the engine), `consent`, `store`, `server` (handler plumbing), `fhir`.
 
-use crate::auth::{AccessContext, ClientKind, DataScope};
 use crate::bulk::request::{self, Level, ParseOptions};
 use crate::bulk::{Admission, Engine, MemberFilter};
 pub use crate::config::PdexVersion;
 use crate::fhir::FhirError;
 use crate::fhir::datetime::format_instant;
+use crate::identity::{AccessContext, ClientKind, DataScope};
 use crate::server::http::prefer;
 use crate::server::{Access, SharedState};
 use crate::store::Store;

@@ -12,9 +12,9 @@
 //! small channel, so memory stays flat whatever `_count` is. Paging is a keyset on
 //! (phase, resource type, pk), carried in an opaque `_cursor`: stable when resources are added.
 
-use crate::auth::AccessContext;
 use crate::fhir::datetime::{self, DateRange};
 use crate::fhir::{FhirError, is_valid_id};
+use crate::identity::AccessContext;
 use crate::server::http::{body_text, query_pairs};
 use crate::server::{Access, SharedState};
 use crate::store::everything::EverythingPhase;

@@ -15,11 +15,11 @@
 //! - `Accept-Encoding: gzip` on a download without `Range` gets a gzip-encoded body; ranges
 //!   are served from the uncompressed file.
 
-use crate::auth::AccessContext;
 use crate::bulk::job::{Job, NewJob, now_ms, owner_of, state};
 use crate::bulk::manifest;
 use crate::bulk::request::{self, ExportParams, Level, ParseOptions};
 use crate::fhir::{FhirError, IssueType};
+use crate::identity::AccessContext;
 use crate::server::http::{body_text, check_format, http_date, prefer, query_pairs};
 use crate::server::{Access, SharedState};
 use axum::body::{Body, Bytes};
@@ -92,7 +92,7 @@ pub async fn group(
 ) -> Result<Response, FhirError> {
     refuse_member_token(&ctx)?;
     let (raw, post) = kickoff_params(&method, q.as_deref(), &headers, &body)?;
-    if ctx.kind == crate::auth::ClientKind::Payer {
+    if ctx.kind == crate::identity::ClientKind::Payer {
         // a payer's Group export follows the payer-to-payer rules (consent, _since, EOBs)
         let url = request_url(&state.base_url, &uri, post);
         return crate::ops::davinci_data_export::kickoff(

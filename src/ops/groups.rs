@@ -30,8 +30,8 @@
 //! Depends on `store` (writing the Group, `access::owner_key`), `auth` (types), `fhir`.
 
 use super::bulk_member_match::{MatchedMember, MemberBundle, MemberOutcome};
-use crate::auth::{AccessContext, OrgIdentifier};
 use crate::fhir::FhirError;
+use crate::identity::{AccessContext, OrgIdentifier};
 use crate::store::{IdRule, Store, WriteKind, WriteOp, WriteResult, access};
 use serde_json::{Map, Value, json};
 use std::collections::{HashMap, HashSet};

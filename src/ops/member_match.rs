@@ -17,11 +17,11 @@ pub mod validate;
 
 pub use throttle::Throttle;
 
-use crate::auth::{AccessContext, ClientKind, OrgIdentifier};
 use crate::config::{ExchangeConfig, MemberMatchProfile};
 use crate::consent::policy::{ComplianceCheck, can_comply};
 use crate::consent::stored;
 use crate::fhir::{FhirError, IssueType};
+use crate::identity::{AccessContext, ClientKind, OrgIdentifier};
 use crate::server::http::{body_text, fhir_json};
 use crate::server::{Access, AppState, SharedState};
 use axum::body::Bytes;
@@ -275,8 +275,8 @@ pub fn parse_payer_identifiers(config: &ExchangeConfig) -> anyhow::Result<Vec<Or
         .payer_identifiers
         .iter()
         .map(|s| {
-            crate::consent::policy::parse_org(s)
-                .ok_or_else(|| anyhow::anyhow!("payer identifier {s:?} is not SYSTEM|VALUE"))
+            s.parse::<OrgIdentifier>()
+                .map_err(|_| anyhow::anyhow!("payer identifier {s:?} is not SYSTEM|VALUE"))
         })
         .collect()
 }

@@ -5,11 +5,11 @@
 use super::http::{Return, fhir_json, prefer, query_pairs, resource_text};
 use super::rest::require_write;
 use super::{Access, SharedState};
-use crate::auth::AccessContext;
 use crate::fhir::bundle::{Entry, write_bundle};
 use crate::fhir::datetime::format_instant;
 use crate::fhir::json::replace_string_literal;
 use crate::fhir::{FhirError, is_valid_id};
+use crate::identity::AccessContext;
 use crate::search::query::SearchRequest;
 use crate::store::conditional::{Conditional, Existing};
 use crate::store::{IdRule, StoredResource, WriteKind, WriteOp, WriteOutcome, WriteResult};
@@ -189,7 +189,7 @@ fn plan_entry(
 
 /// 403 unless the caller's scopes allow this write on its resource type.
 fn check_write_scope(ctx: &AccessContext, op: &WriteOp) -> Result<(), FhirError> {
-    use crate::auth::Interaction;
+    use crate::identity::Interaction;
     let interaction = match op.kind {
         crate::store::WriteKind::Create => Interaction::Create,
         crate::store::WriteKind::Delete { .. } => Interaction::Delete,
@@ -208,7 +208,7 @@ async fn run_get(
     super::rest::check_type(state, &rtype)?;
     match id {
         Some(id) => {
-            super::rest::check_scope(ctx, &rtype, crate::auth::Interaction::Read)?;
+            super::rest::check_scope(ctx, &rtype, crate::identity::Interaction::Read)?;
             let r = state
                 .store
                 .read(ctx, &rtype, &id)
@@ -293,7 +293,7 @@ fn conditional_criteria(
     let (rtype, _, _) = parse_url(&request.url);
     super::rest::check_type(state, &rtype)?;
     require_write(ctx)?;
-    super::rest::check_scope(ctx, &rtype, crate::auth::Interaction::Create)?;
+    super::rest::check_scope(ctx, &rtype, crate::identity::Interaction::Create)?;
     super::rest::if_none_exist(state, &rtype, text).map(Some)
 }
 

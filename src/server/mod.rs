@@ -12,9 +12,10 @@ pub mod profiles;
 pub mod rest;
 pub mod tls;
 
+use crate::auth::AuthServer;
 use crate::auth::server::AuthFailure;
-use crate::auth::{AccessContext, AuthServer, ClientCertificate};
 use crate::fhir::{FHIR_JSON, FhirError, IssueType};
+use crate::identity::{AccessContext, ClientCertificate};
 use crate::store::Store;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Request};
@@ -45,7 +46,7 @@ pub struct AppState {
     pub exchange: crate::config::ExchangeConfig,
     /// Failed `$member-match` attempts (HRex mm-7), counted in the database.
     pub match_throttle: crate::ops::member_match::Throttle,
-    payer_identifiers: Vec<crate::auth::OrgIdentifier>,
+    payer_identifiers: Vec<crate::identity::OrgIdentifier>,
     /// The trust framework's anchors (`--trust-anchors`): mTLS and UDAP `x5c` chains.
     pub trust: Option<crate::auth::pki::TrustAnchors>,
     /// UDAP signing identity; `None` when UDAP is off (`/.well-known/udap` is then 404).
@@ -93,7 +94,7 @@ impl AppState {
     }
 
     /// This plan's organization identifiers (consent source, CoverageToMatch payor).
-    pub fn payer_identifiers(&self) -> Vec<crate::auth::OrgIdentifier> {
+    pub fn payer_identifiers(&self) -> Vec<crate::identity::OrgIdentifier> {
         self.payer_identifiers.clone()
     }
 }

@@ -6,10 +6,10 @@ use super::http::{
     resource_text,
 };
 use super::{Access, SharedState};
-use crate::auth::Interaction;
 use crate::fhir::bundle::{Entry, write_bundle};
 use crate::fhir::datetime::format_instant;
 use crate::fhir::{FhirError, is_valid_id};
+use crate::identity::Interaction;
 use crate::search::query;
 use crate::store::conditional::Conditional;
 use crate::store::{IdRule, WriteKind, WriteOp, WriteOutcome};
@@ -33,7 +33,7 @@ pub fn check_type(state: &SharedState, rtype: &str) -> Result<(), FhirError> {
 /// 403 unless the caller's scopes allow `interaction` on `rtype` (SMART: "ensure that its
 /// scope covers the requested resource"; RFC 6750 `insufficient_scope`).
 pub fn check_scope(
-    ctx: &crate::auth::AccessContext,
+    ctx: &crate::identity::AccessContext,
     rtype: &str,
     interaction: Interaction,
 ) -> Result<(), FhirError> {
@@ -230,7 +230,7 @@ pub async fn update(
 /// 201 with `Location` when it was created, 200 when it replaced a version.
 async fn put_one(
     state: &SharedState,
-    ctx: &crate::auth::AccessContext,
+    ctx: &crate::identity::AccessContext,
     rtype: &str,
     id_rule: IdRule,
     kind: WriteKind,
@@ -280,7 +280,7 @@ pub fn if_none_exist(
 /// the existing resource when one did, 412 when several did.
 async fn create_conditionally(
     state: &SharedState,
-    ctx: &crate::auth::AccessContext,
+    ctx: &crate::identity::AccessContext,
     rtype: &str,
     criteria: &query::SearchRequest,
     headers: &HeaderMap,
@@ -350,7 +350,7 @@ pub async fn delete(
     Ok(resp)
 }
 
-pub fn require_write(ctx: &crate::auth::AccessContext) -> Result<(), FhirError> {
+pub fn require_write(ctx: &crate::identity::AccessContext) -> Result<(), FhirError> {
     if ctx.can_write {
         Ok(())
     } else {
@@ -442,7 +442,7 @@ fn check_search_cost(
 /// Runs a search and renders the searchset Bundle.
 pub async fn run_search(
     state: &SharedState,
-    ctx: &crate::auth::AccessContext,
+    ctx: &crate::identity::AccessContext,
     rtype: &str,
     pairs: Vec<(String, String)>,
     headers: &HeaderMap,

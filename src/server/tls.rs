@@ -14,8 +14,8 @@
 //! and the number of connections served at once is capped ([`ConnectionLimits`]). Plain
 //! HTTP and TLS share one serving loop ([`serve`]).
 
-use crate::auth::ClientCertificate;
 use crate::auth::pki::{self, TrustAnchors};
+use crate::identity::ClientCertificate;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -30,38 +30,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::ServiceExt;
-
-/// Which listener a request arrived on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListenerKind {
-    /// The public listener (plain HTTP or server-authenticated TLS).
-    Public,
-    /// The mTLS listener: every request carries a verified [`ClientCertificate`].
-    Mtls,
-}
-
-/// Put into every request's extensions by the listener it came on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListenerInfo {
-    pub kind: ListenerKind,
-    /// The FHIR base URL as clients see it on this listener, without a trailing slash.
-    pub base_url: String,
-}
-
-impl ListenerInfo {
-    /// The URL of an OAuth endpoint (`token`, `register`, …) as clients see it on this
-    /// listener: the FHIR base with its last `/fhir` segment replaced by `/oauth/{endpoint}`
-    /// (DESIGN.md §5: OAuth endpoints under `/oauth/`). A client assertion's `aud` must be
-    /// the token URL of the listener the request came on (SMART backend services, RFC 7523
-    /// §3).
-    pub fn oauth_url(&self, endpoint: &str) -> String {
-        let root = self
-            .base_url
-            .strip_suffix("/fhir")
-            .unwrap_or(&self.base_url);
-        format!("{root}/oauth/{endpoint}")
-    }
-}
 
 /// How long a client may take for the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -314,7 +282,7 @@ pub async fn serve(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::identity::{ListenerInfo, ListenerKind};
 
     #[test]
     fn oauth_urls_follow_the_listener_base() {

@@ -14,7 +14,7 @@
 use super::Store;
 use super::db::{Row, SqlValue};
 use super::release::Release;
-use crate::auth::{AccessContext, ClientKind};
+use crate::identity::{AccessContext, ClientKind};
 use std::borrow::Cow;
 
 /// Proof that a row went through the release rules; only this module makes one.

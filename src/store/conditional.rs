@@ -8,8 +8,8 @@
 use super::access::RESOURCE_COLUMNS;
 use super::db::{SqlValue, Transaction};
 use super::{Prepared, Store, StoredResource, WriteKind, WriteOp, WriteResult};
-use crate::auth::AccessContext;
 use crate::fhir::FhirError;
+use crate::identity::AccessContext;
 use crate::search::query::SearchRequest;
 use sha2::{Digest, Sha256};
 

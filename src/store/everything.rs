@@ -7,7 +7,7 @@ use super::access::RESOURCE_COLUMNS;
 use super::db::SqlValue;
 use super::release::care_date_overlap_condition;
 use super::{Store, StoredResource, placeholders};
-use crate::auth::AccessContext;
+use crate::identity::AccessContext;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 

@@ -5,8 +5,8 @@
 
 use super::db::SqlValue;
 use super::{Dialect, ExportRow, Store, placeholders};
-use crate::auth::AccessContext;
 use crate::fhir::FhirError;
+use crate::identity::AccessContext;
 use crate::search::query::SearchRequest;
 use futures::StreamExt;
 use futures::stream::BoxStream;

@@ -2,7 +2,7 @@
 //! engine-specific connection behind one trait (`db::Database`: SQLite and PostgreSQL).
 //!
 //! Depends on `fhir`, `search` (extraction at write time, planned SQL at read time) and
-//! `auth::AccessContext` (turned into SQL in `access.rs` only). Never on `server`.
+//! `identity::AccessContext` (turned into SQL in `access.rs` only). Never on `server`.
 
 pub mod access;
 pub mod compartment;

@@ -4,7 +4,7 @@
 use super::access::RESOURCE_COLUMNS;
 use super::db::SqlValue;
 use super::{Store, StoredResource};
-use crate::auth::AccessContext;
+use crate::identity::AccessContext;
 
 impl Store {
     /// Rows of `table` (alias `r`) for one resource the caller may see, newest first.

@@ -20,8 +20,8 @@
 //! - The plan's back office (`admin`) and the operator get everything as stored.
 
 use super::db::SqlValue;
-use crate::auth::{AccessContext, ClientKind};
 use crate::fhir::projection;
+use crate::identity::{AccessContext, ClientKind};
 use crate::search::IndexEntries;
 use std::borrow::Cow;
 

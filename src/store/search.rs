@@ -5,9 +5,9 @@
 use super::access::{RESOURCE_COLUMNS, View};
 use super::db::SqlValue;
 use super::{Store, StoredResource, index_key, placeholders};
-use crate::auth::AccessContext;
 use crate::fhir::FhirError;
 use crate::fhir::datetime::{DateRange, Prefix};
+use crate::identity::AccessContext;
 use crate::search::ParamType;
 use crate::search::query::{
     Filter, FilterValue, IncludeSpec, Modifier, SearchRequest, SortKey, TokenSystem,

@@ -4,8 +4,8 @@
 #![allow(dead_code)]
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use pdex::auth::ClientKind;
 use pdex::config::ServerConfig;
+use pdex::identity::ClientKind;
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
 use std::io::BufRead;
@@ -490,7 +490,7 @@ async fn register(store: &pdex::store::Store, spec: ClientSpec) -> TestClient {
             jwks: spec.jwks_uri.is_none().then(|| key.jwks()),
             jwks_uri: spec.jwks_uri,
             organization,
-            scopes: pdex::auth::scopes::split(&spec.scopes),
+            scopes: pdex::identity::scopes::split(&spec.scopes),
             cert_san_uri: spec.cert_san_uri,
             ..Default::default()
         },

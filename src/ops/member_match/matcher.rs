@@ -7,7 +7,7 @@
 //! birth sex when both sides have them.
 
 use super::validate::{Demographics, MatchRequest, birth_sex, name_tokens, normalize_family};
-use crate::auth::OrgIdentifier;
+use crate::identity::OrgIdentifier;
 use crate::store::{SqlValue, Store, index_key, placeholders};
 use serde_json::Value;
 use std::collections::HashMap;

@@ -3,9 +3,9 @@
 //! what matching needs. Every failure is the decision flow's "bad bundle format" (422) with
 //! a message naming the element.
 
-use crate::auth::OrgIdentifier;
 use crate::consent::ConsentTerms;
 use crate::consent::policy::{org_identifier, read_terms};
+use crate::identity::OrgIdentifier;
 use serde_json::Value;
 
 /// A valid request, ready to match.
