@@ -73,7 +73,7 @@ pub async fn mint(auth: &AuthServer, grant: &Grant) -> anyhow::Result<Issued> {
         "pdex_sensitive": grant.allow_sensitive,
     });
     if let Some(o) = &grant.organization {
-        claims["pdex_org"] = json!(format!("{}|{}", o.system, o.value));
+        claims["pdex_org"] = json!(o.to_string());
     }
     if let Some(p) = &grant.patient {
         claims["patient"] = json!(p);

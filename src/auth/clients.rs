@@ -69,7 +69,7 @@ impl Client {
             "name": self.name,
             "kind": self.kind.as_str(),
             "scope": self.scopes.join(" "),
-            "organization": self.organization.as_ref().map(|o| format!("{}|{}", o.system, o.value)),
+            "organization": self.organization.as_ref().map(ToString::to_string),
             "jwks_uri": self.jwks_uri,
             "jwks": self.jwks,
             "cert_san_uri": self.cert_san_uri,

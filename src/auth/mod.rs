@@ -1,15 +1,12 @@
-//! Authorization: who is calling and what they may see. This module holds the
-//! [`AccessContext`] every handler receives; the authorization server (tokens, clients,
-//! SMART/UDAP, mTLS identity) lives here too and produces it from a bearer token.
-//!
-//! The shape of [`AccessContext`] and its query methods (`allows`, `has_operation`,
-//! `patient`) is the contract the rest of the code relies on: operations, the bulk engine and
-//! the store read it, only the authorization server builds it.
+//! Authorization: the authorization server, which turns a bearer token into the
+//! [`crate::identity::AccessContext`] every handler receives (the context type and the scope
+//! grammar live in `identity`, so the layers below may read them without depending on this
+//! module; only this module builds one from a token).
 //!
 //! The authorization server: `clients` (registered clients), `keys` (the server's signing
-//! keys and JWKS), `client_keys` (client JWK Sets and assertion checks), `scopes` (SMART scope
-//! grammar, negotiation, evaluation), `token` (the token endpoint and its grants),
-//! `access_token` (minting and verifying our JWT access tokens into an [`AccessContext`]),
+//! keys and JWKS), `client_keys` (client JWK Sets and assertion checks), `token` (the token endpoint and its
+//! grants), `access_token` (minting and verifying our JWT access tokens into an
+//! `AccessContext`),
 //! `introspect` (RFC 7662 / RFC 7009), `discovery` (SMART configuration, JWKS), `metrics`
 //! (request and failure counters), `server` (the shared [`server::AuthServer`] and its routes);
 //! `assertion` is the client side (signing `private_key_jwt` assertions for `pdex token`).

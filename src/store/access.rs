@@ -239,7 +239,7 @@ fn owned_groups(ctx: &AccessContext, alias: &str, params: &mut Vec<SqlValue>) ->
 pub fn owner_keys(ctx: &AccessContext) -> Vec<String> {
     let mut keys = Vec::new();
     if let Some(org) = &ctx.organization {
-        keys.push(format!("org:{}|{}", org.system, org.value));
+        keys.push(format!("org:{org}"));
     }
     if let Some(client) = &ctx.client_id {
         keys.push(format!("client:{client}"));
