@@ -13,7 +13,59 @@ import json, re, sys
 
 schema = json.load(open(sys.argv[1]))
 defs = schema["definitions"]
+# The schema's discriminator also maps a vendor's own resource types (Medplum's `Bot`,
+# `Agent`, `Project`, `AccessPolicy`, ...), which are not FHIR. The R4 (4.0.1) resource types
+# are those of R4 resourcelist.html (the `resource-types` code system less the abstract
+# `Resource` and `DomainResource`); only they, and the types they use, are kept.
+R4_RESOURCES = [
+    "Account", "ActivityDefinition", "AdverseEvent", "AllergyIntolerance", "Appointment",
+    "AppointmentResponse", "AuditEvent", "Basic", "Binary", "BiologicallyDerivedProduct",
+    "BodyStructure", "Bundle", "CapabilityStatement", "CarePlan", "CareTeam", "CatalogEntry",
+    "ChargeItem", "ChargeItemDefinition", "Claim", "ClaimResponse", "ClinicalImpression",
+    "CodeSystem", "Communication", "CommunicationRequest", "CompartmentDefinition",
+    "Composition", "ConceptMap", "Condition", "Consent", "Contract", "Coverage",
+    "CoverageEligibilityRequest", "CoverageEligibilityResponse", "DetectedIssue", "Device",
+    "DeviceDefinition", "DeviceMetric", "DeviceRequest", "DeviceUseStatement",
+    "DiagnosticReport", "DocumentManifest", "DocumentReference", "EffectEvidenceSynthesis",
+    "Encounter", "Endpoint", "EnrollmentRequest", "EnrollmentResponse", "EpisodeOfCare",
+    "EventDefinition", "Evidence", "EvidenceVariable", "ExampleScenario",
+    "ExplanationOfBenefit", "FamilyMemberHistory", "Flag", "Goal", "GraphDefinition", "Group",
+    "GuidanceResponse", "HealthcareService", "ImagingStudy", "Immunization",
+    "ImmunizationEvaluation", "ImmunizationRecommendation", "ImplementationGuide",
+    "InsurancePlan", "Invoice", "Library", "Linkage", "List", "Location", "Measure",
+    "MeasureReport", "Media", "Medication", "MedicationAdministration", "MedicationDispense",
+    "MedicationKnowledge", "MedicationRequest", "MedicationStatement", "MedicinalProduct",
+    "MedicinalProductAuthorization", "MedicinalProductContraindication",
+    "MedicinalProductIndication", "MedicinalProductIngredient", "MedicinalProductInteraction",
+    "MedicinalProductManufactured", "MedicinalProductPackaged",
+    "MedicinalProductPharmaceutical", "MedicinalProductUndesirableEffect", "MessageDefinition",
+    "MessageHeader", "MolecularSequence", "NamingSystem", "NutritionOrder", "Observation",
+    "ObservationDefinition", "OperationDefinition", "OperationOutcome", "Organization",
+    "OrganizationAffiliation", "Parameters", "Patient", "PaymentNotice",
+    "PaymentReconciliation", "Person", "PlanDefinition", "Practitioner", "PractitionerRole",
+    "Procedure", "Provenance", "Questionnaire", "QuestionnaireResponse", "RelatedPerson",
+    "RequestGroup", "ResearchDefinition", "ResearchElementDefinition", "ResearchStudy",
+    "ResearchSubject", "RiskAssessment", "RiskEvidenceSynthesis", "Schedule",
+    "SearchParameter", "ServiceRequest", "Slot", "Specimen", "SpecimenDefinition",
+    "StructureDefinition", "StructureMap", "Subscription", "Substance", "SubstanceNucleicAcid",
+    "SubstancePolymer", "SubstanceProtein", "SubstanceReferenceInformation",
+    "SubstanceSourceMaterial", "SubstanceSpecification", "SupplyDelivery", "SupplyRequest",
+    "Task", "TerminologyCapabilities", "TestReport", "TestScript", "ValueSet",
+    "VerificationResult", "VisionPrescription",
+]
+assert len(R4_RESOURCES) == 146, len(R4_RESOURCES)
 resources = set(schema["discriminator"]["mapping"].keys())
+missing = [r for r in R4_RESOURCES if r not in resources]
+assert not missing, missing
+resources = set(R4_RESOURCES)
+
+# Elements the vendor added to R4 datatypes (R4 resource.html#Meta has id, extension,
+# versionId, lastUpdated, source, profile, security, tag; R4 references.html#Reference has
+# id, extension, reference, type, identifier, display).
+NOT_R4 = {
+    "Meta": {"account", "author", "compartment", "project"},
+    "Reference": {"resource"},
+}
 
 PRIMS = {}
 for name, d in defs.items():
@@ -43,6 +95,8 @@ for name, d in defs.items():
     elements = {}
     for pname, p in props.items():
         if pname.startswith("_") or pname == "resourceType":
+            continue
+        if pname in NOT_R4.get(name, ()):
             continue
         array = p.get("type") == "array"
         item = p["items"] if array else p
@@ -77,6 +131,16 @@ for name, d in defs.items():
         if len(members) >= 2 and base not in props:
             choices[base] = members
     types[name] = {"resource": name in resources, "elements": elements, "choices": choices}
+
+# Keep the R4 resources and the types they reach; drop the vendor's.
+keep, stack = set(), sorted(resources) + ["Extension", "Meta", "Reference", "Narrative", "Element"]
+while stack:
+    n = stack.pop()
+    if n in keep or n not in types:
+        continue
+    keep.add(n)
+    stack.extend(e[0] for e in types[n]["elements"].values() if e[0] not in PRIMS)
+types = {n: t for n, t in types.items() if n in keep}
 
 # Extension.url is 1..1 in StructureDefinition-Extension (an XML attribute, so the JSON
 # schema leaves it out of "required").
