@@ -142,6 +142,39 @@ while stack:
     stack.extend(e[0] for e in types[n]["elements"].values() if e[0] not in PRIMS)
 types = {n: t for n, t in types.items() if n in keep}
 
+# Codes of required bindings the schema leaves without an `enum` (it writes some value sets
+# only once, or not at all): the R4 value sets, for the elements the PDex data uses.
+FM_STATUS = ["active", "cancelled", "draft", "entered-in-error"]  # R4 valueset-fm-status
+CLAIM_USE = ["claim", "preauthorization", "predetermination"]  # R4 valueset-claim-use
+OUTCOME = ["queued", "complete", "error", "partial"]  # R4 valueset-remittance-outcome
+PRIORITY = ["routine", "urgent", "asap", "stat"]  # R4 valueset-request-priority
+REQUIRED_CODES = {
+    ("Coverage", "status"): FM_STATUS,
+    ("Claim", "status"): FM_STATUS,
+    ("ClaimResponse", "status"): FM_STATUS,
+    ("CoverageEligibilityRequest", "status"): FM_STATUS,
+    ("CoverageEligibilityResponse", "status"): FM_STATUS,
+    ("EnrollmentRequest", "status"): FM_STATUS,
+    ("EnrollmentResponse", "status"): FM_STATUS,
+    ("PaymentNotice", "status"): FM_STATUS,
+    ("PaymentReconciliation", "status"): FM_STATUS,
+    ("ClaimResponse", "use"): CLAIM_USE,
+    ("ExplanationOfBenefit", "use"): CLAIM_USE,
+    ("ClaimResponse", "outcome"): OUTCOME,
+    ("ExplanationOfBenefit", "outcome"): OUTCOME,
+    ("MedicationRequest", "priority"): PRIORITY,
+    ("ServiceRequest", "priority"): PRIORITY,
+    # R4 valueset-medicationrequest-status, valueset-medicationrequest-intent
+    ("MedicationRequest", "status"): ["active", "on-hold", "cancelled", "completed",
+                                      "entered-in-error", "stopped", "draft", "unknown"],
+    ("MedicationRequest", "intent"): ["proposal", "plan", "order", "original-order",
+                                      "reflex-order", "filler-order", "instance-order", "option"],
+}
+for (t, e), codes in REQUIRED_CODES.items():
+    el = types[t]["elements"][e]
+    assert el[0] == "code" and el[3] is None, (t, e, el)
+    el[3] = codes
+
 # Extension.url is 1..1 in StructureDefinition-Extension (an XML attribute, so the JSON
 # schema leaves it out of "required").
 types["Extension"]["elements"]["url"][2] = True
