@@ -13,6 +13,8 @@ pub enum IssueType {
     Structure,
     Required,
     Value,
+    /// A code outside a required binding's value set.
+    CodeInvalid,
     NotFound,
     Deleted,
     NotSupported,
@@ -39,6 +41,7 @@ impl IssueType {
             IssueType::Structure => "structure",
             IssueType::Required => "required",
             IssueType::Value => "value",
+            IssueType::CodeInvalid => "code-invalid",
             IssueType::NotFound => "not-found",
             IssueType::Deleted => "deleted",
             IssueType::NotSupported => "not-supported",
@@ -103,6 +106,36 @@ pub struct FhirError {
     pub status: StatusCode,
     pub issue: IssueType,
     pub diagnostics: String,
+    /// The element the issue is about, as a FHIRPath (`Patient.name[0].given[1]`):
+    /// `OperationOutcome.issue.expression` (R4 operationoutcome.html).
+    pub expression: Option<String>,
+    /// Further issues of the same failure (validation reports every problem it finds).
+    pub more: Vec<Issue>,
+}
+
+/// One `OperationOutcome.issue`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    /// `error` or `warning`.
+    pub severity: &'static str,
+    pub code: IssueType,
+    pub diagnostics: String,
+    pub expression: Option<String>,
+}
+
+impl Issue {
+    /// The issue as OperationOutcome JSON.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = json!({
+            "severity": self.severity,
+            "code": self.code.code(),
+            "diagnostics": self.diagnostics,
+        });
+        if let Some(e) = &self.expression {
+            v["expression"] = json!([e]);
+        }
+        v
+    }
 }
 
 impl FhirError {
@@ -111,7 +144,31 @@ impl FhirError {
             status,
             issue,
             diagnostics: diagnostics.into(),
+            expression: None,
+            more: Vec::new(),
         }
+    }
+    /// 422 for the issues of a resource that failed validation (at least one): the first
+    /// becomes the error's own, its diagnostics prefixed with its path so that a log line
+    /// or `pdex import`'s `FILE:LINE:` message names the element.
+    pub fn invalid_resource(mut issues: Vec<Issue>) -> Self {
+        let first = issues.remove(0);
+        let diagnostics = match &first.expression {
+            Some(e) => format!("{e}: {}", first.diagnostics),
+            None => first.diagnostics.clone(),
+        };
+        FhirError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            issue: first.code,
+            diagnostics,
+            expression: first.expression,
+            more: issues,
+        }
+    }
+    /// The same error with `prefix` before its diagnostics (e.g. `entry 3: `).
+    pub fn prefixed(mut self, prefix: &str) -> Self {
+        self.diagnostics = format!("{prefix}{}", self.diagnostics);
+        self
     }
     /// 400: the request itself is malformed.
     pub fn bad_request(msg: impl Into<String>) -> Self {
@@ -163,7 +220,7 @@ impl FhirError {
 
     /// The OperationOutcome body.
     pub fn outcome(&self) -> serde_json::Value {
-        operation_outcome(
+        let mut oo = operation_outcome(
             if self.status.is_server_error() {
                 "fatal"
             } else {
@@ -171,7 +228,14 @@ impl FhirError {
             },
             self.issue,
             &self.diagnostics,
-        )
+        );
+        if let Some(e) = &self.expression {
+            oo["issue"][0]["expression"] = json!([e]);
+        }
+        if let Some(issues) = oo["issue"].as_array_mut() {
+            issues.extend(self.more.iter().map(Issue::to_json));
+        }
+        oo
     }
 }
 

@@ -8,7 +8,9 @@ pub mod json;
 pub mod projection;
 pub mod text;
 
-pub use error::{FhirError, IssueType, TimedOut, Unavailable, is_unavailable};
+pub mod validate;
+
+pub use error::{FhirError, Issue, IssueType, TimedOut, Unavailable, is_unavailable};
 
 /// The FHIR JSON media type we answer with.
 pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";

@@ -8,7 +8,7 @@ use super::{Access, SharedState};
 use crate::fhir::bundle::{Entry, write_bundle};
 use crate::fhir::datetime::format_instant;
 use crate::fhir::json::replace_string_literal;
-use crate::fhir::{FhirError, is_valid_id};
+use crate::fhir::{FhirError, Issue, is_valid_id};
 use crate::identity::AccessContext;
 use crate::search::query::SearchRequest;
 use crate::store::conditional::{Conditional, Existing};
@@ -68,9 +68,10 @@ pub async fn transaction_or_batch(
         return Err(FhirError::bad_request("POST to the base takes a Bundle"));
     }
     let ret = prefer(&headers).ret;
+    let lenient = prefer(&headers).lenient;
     match bundle.bundle_type.as_deref() {
-        Some("transaction") => transaction(&state, &ctx, bundle, ret).await,
-        Some("batch") => batch(&state, &ctx, bundle, ret).await,
+        Some("transaction") => transaction(&state, &ctx, bundle, ret, lenient).await,
+        Some("batch") => batch(&state, &ctx, bundle, ret, lenient).await,
         other => Err(FhirError::bad_request(format!(
             "Bundle.type must be transaction or batch, not {other:?}"
         ))),
@@ -98,12 +99,14 @@ fn parse_if_match(v: &Option<String>) -> Result<Option<i64>, FhirError> {
     }
 }
 
-/// Checks one entry and prepares its action. `resource_text` has references rewritten.
+/// Checks one entry and prepares its action. `resource_text` has references rewritten;
+/// `lenient`: `Prefer: handling=lenient` (unknown elements are warnings).
 fn plan_entry(
     state: &SharedState,
     entry: &EntryIn,
     resource_text: Option<&str>,
     assigned_id: Option<&str>,
+    lenient: bool,
 ) -> Result<Action, FhirError> {
     let request = entry
         .request
@@ -133,9 +136,11 @@ fn plan_entry(
                 raw.set_id(id);
                 state
                     .store
-                    .prepare(&raw.to_json(), Some(&rtype), rule.clone())?
+                    .prepare_with(&raw.to_json(), Some(&rtype), rule.clone(), lenient)?
             } else {
-                state.store.prepare(text, Some(&rtype), rule)?
+                state
+                    .store
+                    .prepare_with(text, Some(&rtype), rule, lenient)?
             };
             Ok(Action::Write {
                 op: Box::new(WriteOp::put(WriteKind::Create, prepared)),
@@ -148,9 +153,10 @@ fn plan_entry(
                     request.url
                 ))
             })?;
-            let prepared = state
-                .store
-                .prepare(body()?, Some(&rtype), IdRule::Given(id))?;
+            let prepared =
+                state
+                    .store
+                    .prepare_with(body()?, Some(&rtype), IdRule::Given(id), lenient)?;
             Ok(Action::Write {
                 op: Box::new(WriteOp::put(
                     WriteKind::Update {
@@ -297,6 +303,29 @@ fn conditional_criteria(
     super::rest::if_none_exist(state, &rtype, text).map(Some)
 }
 
+/// The validation warnings of a write (`Prefer: handling=lenient`), taken out of it.
+fn take_warnings(op: &mut WriteOp) -> Vec<Issue> {
+    op.prepared
+        .as_mut()
+        .map(|p| std::mem::take(&mut p.warnings))
+        .unwrap_or_default()
+}
+
+/// An entry's `response.outcome` carries the warnings of its write (R4
+/// bundle.html#Bundle.entry.response.outcome).
+fn with_warnings(mut entry: Entry, warnings: &[Issue]) -> Entry {
+    if warnings.is_empty() {
+        return entry;
+    }
+    if let Some((_, response)) = entry.extra.iter_mut().find(|(k, _)| *k == "response") {
+        response["outcome"] = json!({
+            "resourceType": "OperationOutcome",
+            "issue": warnings.iter().map(Issue::to_json).collect::<Vec<_>>(),
+        });
+    }
+    entry
+}
+
 fn error_entry(e: &FhirError) -> Entry {
     Entry {
         full_url: None,
@@ -323,12 +352,9 @@ async fn transaction(
     ctx: &AccessContext,
     bundle: BundleIn,
     ret: Return,
+    lenient: bool,
 ) -> Result<Response, FhirError> {
-    let in_entry = |i: usize| {
-        move |e: FhirError| {
-            FhirError::new(e.status, e.issue, format!("entry {i}: {}", e.diagnostics))
-        }
-    };
+    let in_entry = |i: usize| move |e: FhirError| e.prefixed(&format!("entry {i}: "));
     // Conditional creates (R4 http §3.1.0.8) are decided first, inside the write transaction
     // (opened only when there are some): an entry whose ifNoneExist matches is not written,
     // and references to its fullUrl point at the existing resource.
@@ -396,8 +422,14 @@ async fn transaction(
             }
             t
         });
-        let action = plan_entry(state, entry, text.as_deref(), assigned[i].as_deref())
-            .map_err(in_entry(i))?;
+        let action = plan_entry(
+            state,
+            entry,
+            text.as_deref(),
+            assigned[i].as_deref(),
+            lenient,
+        )
+        .map_err(in_entry(i))?;
         match action {
             Action::Write { op } => writes.push((i, *op)),
             Action::Get { url } => gets.push((i, url)),
@@ -407,10 +439,9 @@ async fn transaction(
         require_write(ctx)?;
     }
     for (i, op) in &writes {
-        check_write_scope(ctx, op).map_err(|e| {
-            FhirError::new(e.status, e.issue, format!("entry {i}: {}", e.diagnostics))
-        })?;
+        check_write_scope(ctx, op).map_err(|e| e.prefixed(&format!("entry {i}: ")))?;
     }
+    let warnings: Vec<Vec<Issue>> = writes.iter_mut().map(|(_, op)| take_warnings(op)).collect();
     let (positions, ops): (Vec<usize>, Vec<WriteOp>) = writes.into_iter().unzip();
     let results = match tx {
         Some(mut t) => {
@@ -426,8 +457,8 @@ async fn transaction(
             out[pos] = Some(existing_entry(state, r, ret));
         }
     }
-    for (pos, r) in positions.into_iter().zip(results.iter()) {
-        out[pos] = Some(response_entry(state, r, ret));
+    for ((pos, r), w) in positions.into_iter().zip(results.iter()).zip(&warnings) {
+        out[pos] = Some(with_warnings(response_entry(state, r, ret), w));
     }
     for (pos, url) in gets {
         let entry = match run_get(state, ctx, &url).await {
@@ -452,31 +483,39 @@ async fn batch(
     ctx: &AccessContext,
     bundle: BundleIn,
     ret: Return,
+    lenient: bool,
 ) -> Result<Response, FhirError> {
     let mut entries = Vec::with_capacity(bundle.entry.len());
     for entry in &bundle.entry {
         let text = entry.resource.as_ref().map(|r| r.get().to_owned());
         let result: Result<Entry, FhirError> = async {
             let criteria = conditional_criteria(state, ctx, entry)?;
-            match plan_entry(state, entry, text.as_deref(), None)? {
-                Action::Write { op } if criteria.is_some() => {
+            match plan_entry(state, entry, text.as_deref(), None, lenient)? {
+                Action::Write { mut op } if criteria.is_some() => {
                     let criteria = criteria.expect("checked");
+                    let warnings = take_warnings(&mut op);
                     let prepared = op.prepared.expect("a POST carries a resource");
                     match state
                         .store
                         .create_if_none_exist(ctx, &criteria, prepared)
                         .await?
                     {
-                        Conditional::Created(r) => Ok(response_entry(state, &r, ret)),
+                        Conditional::Created(r) => {
+                            Ok(with_warnings(response_entry(state, &r, ret), &warnings))
+                        }
                         // released by the caller's view, as a read would give it
                         Conditional::Exists(r) => Ok(existing_entry(state, &r, ret)),
                     }
                 }
-                Action::Write { op } => {
+                Action::Write { mut op } => {
                     require_write(ctx)?;
                     check_write_scope(ctx, &op)?;
+                    let warnings = take_warnings(&mut op);
                     let results = state.store.write(vec![*op]).await?;
-                    Ok(response_entry(state, &results[0], ret))
+                    Ok(with_warnings(
+                        response_entry(state, &results[0], ret),
+                        &warnings,
+                    ))
                 }
                 Action::Get { url } => {
                     let (status, body) = run_get(state, ctx, &url).await?;

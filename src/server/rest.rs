@@ -239,7 +239,11 @@ async fn put_one(
 ) -> Result<Response, FhirError> {
     require_write(ctx)?;
     let text = resource_text(headers, body)?;
-    let prepared = state.store.prepare(&text, Some(rtype), id_rule)?;
+    let prefer = prefer(headers);
+    let mut prepared = state
+        .store
+        .prepare_with(&text, Some(rtype), id_rule, prefer.lenient)?;
+    let warnings = std::mem::take(&mut prepared.warnings);
     let results = state
         .store
         .write(vec![WriteOp::put(kind, prepared)])
@@ -249,13 +253,51 @@ async fn put_one(
         _ => StatusCode::OK,
     };
     let r = results[0].stored();
-    Ok(resource_response(
+    Ok(written_response(
         status,
         &r,
         &state.base_url,
-        prefer(headers).ret,
-        true,
+        prefer.ret,
+        &warnings,
     ))
+}
+
+/// The answer to a write, shaped by `Prefer: return`; when the write was accepted with
+/// warnings (`Prefer: handling=lenient`: unknown elements, R4 http.html#lenient), the body
+/// is an OperationOutcome holding them, after the informational "stored" issue — what
+/// `return=OperationOutcome` gives, with the warnings — unless the client asked for
+/// `return=minimal`.
+pub fn written_response(
+    status: StatusCode,
+    r: &crate::store::StoredResource,
+    base_url: &str,
+    ret: Return,
+    warnings: &[crate::fhir::Issue],
+) -> Response {
+    if warnings.is_empty() || ret == Return::Minimal {
+        return resource_response(status, r, base_url, ret, true);
+    }
+    let mut issues = vec![json!({
+        "severity": "information",
+        "code": crate::fhir::IssueType::Informational.code(),
+        "diagnostics": format!(
+            "{}/{} version {} stored at {}",
+            r.rtype,
+            r.id,
+            r.version,
+            format_instant(r.last_updated)
+        ),
+    })];
+    issues.extend(warnings.iter().map(crate::fhir::Issue::to_json));
+    let outcome = json!({"resourceType": "OperationOutcome", "issue": issues});
+    // the headers of the write's answer (ETag, Location …), with the outcome as body
+    let mut resp = resource_response(status, r, base_url, Return::Minimal, true);
+    *resp.body_mut() = axum::body::Body::from(outcome.to_string());
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static(crate::fhir::FHIR_JSON),
+    );
+    resp
 }
 
 /// The search of an `If-None-Exist` header or `ifNoneExist` entry (`param=value&…`, the query
@@ -288,19 +330,24 @@ async fn create_conditionally(
 ) -> Result<Response, FhirError> {
     require_write(ctx)?;
     let text = resource_text(headers, body)?;
-    let prepared = state.store.prepare(&text, Some(rtype), IdRule::Assign)?;
-    let ret = prefer(headers).ret;
+    let prefer = prefer(headers);
+    let mut prepared =
+        state
+            .store
+            .prepare_with(&text, Some(rtype), IdRule::Assign, prefer.lenient)?;
+    let warnings = std::mem::take(&mut prepared.warnings);
+    let ret = prefer.ret;
     match state
         .store
         .create_if_none_exist(ctx, criteria, prepared)
         .await?
     {
-        Conditional::Created(r) => Ok(resource_response(
+        Conditional::Created(r) => Ok(written_response(
             StatusCode::CREATED,
             &r.stored(),
             &state.base_url,
             ret,
-            true,
+            &warnings,
         )),
         // released by the caller's view, as a read would give it
         Conditional::Exists(r) => Ok(resource_response(

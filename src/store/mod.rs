@@ -62,6 +62,8 @@ impl Store {
             db.migrate().await?;
             release::backfill(db.as_ref()).await?;
         }
+        // the R4 write validator is compiled once, here, not on the first write
+        crate::fhir::validate::init();
         Ok(Store {
             db,
             registry: Arc::new(Registry::load_builtin()?),

@@ -4,7 +4,7 @@
 
 use super::Store;
 use crate::fhir::json::RawResource;
-use crate::fhir::{FhirError, is_valid_id};
+use crate::fhir::{FhirError, Issue, is_valid_id, validate};
 use crate::search::{IndexEntries, extract};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -28,6 +28,9 @@ pub struct Prepared {
     pub care_end: Option<i64>,
     /// A prior authorization's last releasable instant (`store::release::release_until`).
     pub release_until: Option<i64>,
+    /// Validation warnings (unknown elements under `Prefer: handling=lenient`), for the
+    /// OperationOutcome of the answer.
+    pub warnings: Vec<Issue>,
 }
 
 /// Where the logical id comes from.
@@ -42,12 +45,27 @@ pub enum IdRule {
 }
 
 impl Store {
-    /// Checks and prepares `text` as a resource of `expected_type` (when known).
+    /// Checks and prepares `text` as a resource of `expected_type` (when known), strictly:
+    /// an unknown element is an error.
     pub fn prepare(
         &self,
         text: &str,
         expected_type: Option<&str>,
         id_rule: IdRule,
+    ) -> Result<Prepared, FhirError> {
+        self.prepare_with(text, expected_type, id_rule, false)
+    }
+
+    /// [`Store::prepare`], with `lenient` (`Prefer: handling=lenient`): unknown elements
+    /// are then warnings (`Prepared::warnings`), not errors. Every write path — REST create
+    /// and update, batch and transaction entries, `pdex import` — comes through here, so
+    /// nothing reaches the store without passing the R4 validation (`fhir::validate`).
+    pub fn prepare_with(
+        &self,
+        text: &str,
+        expected_type: Option<&str>,
+        id_rule: IdRule,
+        lenient: bool,
     ) -> Result<Prepared, FhirError> {
         let value: Value = serde_json::from_str(text)
             .map_err(|e| FhirError::bad_request(format!("the body is not valid JSON: {e}")))?;
@@ -72,6 +90,11 @@ impl Store {
             )));
         }
         check_structure(&value, &rtype)?;
+        // The R4 structure (issue 16): 422 naming every element that is wrong.
+        let warnings = validate::validate(&value, lenient);
+        if warnings.first().is_some_and(|i| i.severity == "error") {
+            return Err(FhirError::invalid_resource(warnings));
+        }
         let body_id = match obj.get("id") {
             None => None,
             Some(Value::String(id)) if is_valid_id(id) => Some(id.clone()),
@@ -134,6 +157,7 @@ impl Store {
             sensitive,
             care_end,
             release_until,
+            warnings,
         })
     }
 }
@@ -151,7 +175,10 @@ fn check_structure(value: &Value, root: &str) -> Result<(), FhirError> {
             for seg in path.iter().rev() {
                 at.push_str(seg);
             }
-            Err(FhirError::unprocessable(format!("{at}: {problem}")))
+            Err(FhirError {
+                expression: Some(at.clone()),
+                ..FhirError::unprocessable(format!("{at}: {problem}"))
+            })
         }
     }
 }
