@@ -67,11 +67,10 @@ pub async fn transaction_or_batch(
     if bundle.resource_type.as_deref() != Some("Bundle") {
         return Err(FhirError::bad_request("POST to the base takes a Bundle"));
     }
-    let ret = prefer(&headers).ret;
-    let lenient = prefer(&headers).lenient;
+    let p = prefer(&headers);
     match bundle.bundle_type.as_deref() {
-        Some("transaction") => transaction(&state, &ctx, bundle, ret, lenient).await,
-        Some("batch") => batch(&state, &ctx, bundle, ret, lenient).await,
+        Some("transaction") => transaction(&state, &ctx, bundle, p.ret, p.lenient).await,
+        Some("batch") => batch(&state, &ctx, bundle, p.ret, p.lenient).await,
         other => Err(FhirError::bad_request(format!(
             "Bundle.type must be transaction or batch, not {other:?}"
         ))),

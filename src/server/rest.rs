@@ -267,7 +267,7 @@ async fn put_one(
 /// is an OperationOutcome holding them, after the informational "stored" issue — what
 /// `return=OperationOutcome` gives, with the warnings — unless the client asked for
 /// `return=minimal`.
-pub fn written_response(
+fn written_response(
     status: StatusCode,
     r: &crate::store::StoredResource,
     base_url: &str,
