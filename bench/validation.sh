@@ -57,9 +57,9 @@ for db in sqlite postgres; do
       url=$(fresh $db)
       $PDEX migrate --database-url "$url" >/dev/null 2>&1 || true
       start=$(date +%s.%N)
-      $PDEX import --database-url "$url" "$WORK/$what" >/dev/null
+      /usr/bin/time -f "%U %S" -o "$WORK/cpu" $PDEX import --database-url "$url" "$WORK/$what" >/dev/null
       end=$(date +%s.%N)
-      python3 -c "import sys; s=float(sys.argv[2])-float(sys.argv[1]); print(f'import $db $what run $run: {s:.2f} s = {int(sys.argv[3])/s:,.0f} resources/s')" "$start" "$end" "$TOTAL"
+      python3 -c "import sys; s=float(sys.argv[2])-float(sys.argv[1]); u,y=open(sys.argv[4]).read().split()[-2:]; print(f'import $db $what run $run: {s:.2f} s = {int(sys.argv[3])/s:,.0f} resources/s (CPU user {u} s, system {y} s)')" "$start" "$end" "$TOTAL" "$WORK/cpu"
     done
   done
 
@@ -93,6 +93,8 @@ for rnd in range(2):  # the first round creates, the second updates
     s = time.time() - start
     print(f"single PUT {db} {'create' if rnd == 0 else 'update'}: {len(bodies)} in {s:.2f} s = {len(bodies)/s:,.0f} writes/s, {1000*s/len(bodies):.2f} ms each")
 PY
+  # the server's own CPU time over the whole run (less sensitive to a busy machine than wall time)
+  awk -v db=$db '{printf "server CPU %s: user %.2f s, system %.2f s\n", db, $14/100, $15/100}' /proc/$SERVER/stat
   kill $SERVER; wait $SERVER 2>/dev/null || true; SERVER=""
 done
 psql "$ADMIN_URL" -qc "drop database if exists pdex_bench_v with (force)" >/dev/null

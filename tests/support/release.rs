@@ -49,7 +49,7 @@ pub fn fixtures() -> Vec<Value> {
         eob(
             "eob-claim",
             json!({"use": "claim", "created": recent, "billablePeriod": {"start": recent, "end": recent},
-                   "item": [{"sequence": 1, "servicedDate": recent, "net": {"value": 120.5, "currency": "USD"},
+                   "item": [{"sequence": 1, "productOrService": {"text": "office visit"}, "servicedDate": recent, "net": {"value": 120.5, "currency": "USD"},
                              "adjudication": [{"category": {"text": "paid"}, "amount": {"value": 100.25, "currency": "USD"}}]}],
                    "total": [{"category": {"text": "submitted"}, "amount": {"value": 120.5, "currency": "USD"}}],
                    "payment": {"amount": {"value": 100.25, "currency": "USD"}}}),
