@@ -273,7 +273,9 @@ impl Walker<'_> {
     }
 
     fn issue_at(&mut self, code: IssueType, diagnostics: String, severity: &'static str) {
-        if self.issues.len() < MAX_ISSUES {
+        // past the cap, still the first error: lenient warnings must not hide one
+        let first_error = severity == "error" && !self.issues.iter().any(|i| i.severity == "error");
+        if self.issues.len() < MAX_ISSUES || first_error {
             self.issues.push(Issue {
                 severity,
                 code,
@@ -833,6 +835,19 @@ mod tests {
             )
             .is_empty()
         );
+    }
+
+    #[test]
+    fn many_warnings_do_not_hide_an_error() {
+        let mut r = json!({"resourceType": "Patient"});
+        for i in 0..150 {
+            r[format!("bogus{i}")] = json!(i);
+        }
+        r["birthDate"] = json!("not-a-date");
+        let issues = validate(&r, true);
+        assert_eq!(issues[0].severity, "error");
+        assert_eq!(issues[0].expression.as_deref(), Some("Patient.birthDate"));
+        assert_eq!(issues.len(), 101);
     }
 
     #[test]
