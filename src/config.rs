@@ -7,6 +7,9 @@ use anyhow::Context;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
+/// Default access-token lifetime, seconds (SMART Backend Services: `expires_in` SHOULD NOT
+/// exceed 300).
+pub const DEFAULT_TOKEN_LIFETIME: u64 = 300;
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./pdex-data/pdex.db";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_CONFIG_FILE: &str = "config/pdex.toml";
@@ -180,7 +183,7 @@ impl LimitsConfig {
     }
 }
 
-/// Resolved settings of the Bulk Data export engine (`crate::bulk`).
+/// Resolved settings of the Bulk Data export engine (the `bulk` module).
 #[derive(Debug, Clone)]
 pub struct BulkConfig {
     /// Where finished export files are kept (local storage) and parts are spooled.
@@ -332,7 +335,7 @@ impl Default for ServerConfig {
             demo: false,
             bulk: BulkConfig::default(),
             exchange: ExchangeConfig::default(),
-            token_lifetime: crate::auth::server::DEFAULT_TOKEN_LIFETIME,
+            token_lifetime: DEFAULT_TOKEN_LIFETIME,
             limits: LimitsConfig::default(),
         }
     }

@@ -13,7 +13,7 @@ use crate::auth::assertion::SigningKey;
 use crate::auth::clients;
 use crate::identity::{ClientKind, scopes};
 use crate::import::{ImportOptions, InputFile};
-use crate::server::AppState;
+use crate::web::AppState;
 use anyhow::Context;
 use include_dir::{Dir, include_dir};
 use serde_json::Value;

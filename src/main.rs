@@ -464,7 +464,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 sensitive_labels: labels,
                 demo: args.demo,
                 token_lifetime: pick(args.token_lifetime, file.token_lifetime, || {
-                    pdex::auth::server::DEFAULT_TOKEN_LIFETIME
+                    pdex::config::DEFAULT_TOKEN_LIFETIME
                 }),
                 bulk: args.bulk.resolve(file.bulk.as_ref()),
                 exchange,

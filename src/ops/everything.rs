@@ -15,9 +15,9 @@
 use crate::fhir::datetime::{self, DateRange};
 use crate::fhir::{FhirError, is_valid_id};
 use crate::identity::AccessContext;
-use crate::server::http::{body_text, query_pairs};
-use crate::server::{Access, SharedState};
 use crate::store::everything::EverythingPhase;
+use crate::web::http::{body_text, query_pairs};
+use crate::web::{Access, SharedState};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};

@@ -20,8 +20,8 @@ use crate::bulk::manifest;
 use crate::bulk::request::{self, ExportParams, Level, ParseOptions};
 use crate::fhir::{FhirError, IssueType};
 use crate::identity::AccessContext;
-use crate::server::http::{body_text, check_format, http_date, prefer, query_pairs};
-use crate::server::{Access, SharedState};
+use crate::web::http::{body_text, check_format, http_date, prefer, query_pairs};
+use crate::web::{Access, SharedState};
 use axum::body::{Body, Bytes};
 use axum::extract::{OriginalUri, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -273,7 +273,7 @@ pub async fn start_job_with(
     };
     engine.wake.notify_waiters();
     let poll = status_url(&state.base_url, &id);
-    let mut resp = crate::server::http::fhir_json(
+    let mut resp = crate::web::http::fhir_json(
         StatusCode::ACCEPTED,
         crate::fhir::error::operation_outcome(
             "information",
@@ -415,7 +415,7 @@ pub async fn cancel(
         )));
     }
     state.bulk.remove_files(&id).await?;
-    Ok(crate::server::http::fhir_json(
+    Ok(crate::web::http::fhir_json(
         StatusCode::ACCEPTED,
         crate::fhir::error::operation_outcome(
             "information",

@@ -12,18 +12,15 @@
 //! log (target `pdex::audit`) with the client and, on success, the member's Patient id only.
 
 pub mod matcher;
-mod throttle;
 pub mod validate;
 
-pub use throttle::Throttle;
-
-use crate::config::{ExchangeConfig, MemberMatchProfile};
+use crate::config::MemberMatchProfile;
 use crate::consent::policy::{ComplianceCheck, can_comply};
 use crate::consent::stored;
 use crate::fhir::{FhirError, IssueType};
-use crate::identity::{AccessContext, ClientKind, OrgIdentifier};
-use crate::server::http::{body_text, fhir_json};
-use crate::server::{Access, AppState, SharedState};
+use crate::identity::{AccessContext, ClientKind};
+use crate::web::http::{body_text, fhir_json};
+use crate::web::{Access, AppState, SharedState};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -118,7 +115,7 @@ pub async fn evaluate(state: &AppState, ctx: &AccessContext, text: &str) -> Resu
             "bad bundle format: a payer's request SHALL include CoverageToLink".into(),
         ));
     }
-    let keys = throttle::AttemptKeys::new(client, &req.demographics.key());
+    let keys = crate::auth::throttle::AttemptKeys::new(client, &req.demographics.key());
     if let Some(wait) = state
         .match_throttle
         .check(&keys)
@@ -267,16 +264,4 @@ fn response(
         "meta": {"profile": ["http://hl7.org/fhir/us/davinci-hrex/StructureDefinition/hrex-parameters-member-match-out"]},
         "parameter": parameter,
     })
-}
-
-/// Parses the configured `system|value` identifiers of this plan.
-pub fn parse_payer_identifiers(config: &ExchangeConfig) -> anyhow::Result<Vec<OrgIdentifier>> {
-    config
-        .payer_identifiers
-        .iter()
-        .map(|s| {
-            s.parse::<OrgIdentifier>()
-                .map_err(|_| anyhow::anyhow!("payer identifier {s:?} is not SYSTEM|VALUE"))
-        })
-        .collect()
 }

@@ -2,9 +2,9 @@
 //! supports (the resource types and search parameters of the registry). Readable without
 //! authorization, as US Core and the PDex kit require.
 
-use super::SharedState;
-use super::http::fhir_json;
 use crate::search::{ParamType, Registry};
+use crate::web::SharedState;
+use crate::web::http::fhir_json;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -158,6 +158,6 @@ pub async fn metadata(
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, crate::fhir::FhirError> {
-    super::http::check_format(&headers, &super::http::query_pairs(q.as_deref()))?;
+    crate::web::http::check_format(&headers, &crate::web::http::query_pairs(q.as_deref()))?;
     Ok(fhir_json(StatusCode::OK, state.capability.clone()))
 }

@@ -1,121 +1,27 @@
 //! The HTTP side: router assembly, middleware (request ids, tracing without PHI, panics and
 //! bare errors turned into OperationOutcomes, body limits); the listeners (plain, TLS, mTLS)
-//! and graceful shutdown are in `tls.rs`.
+//! and graceful shutdown are in `tls.rs`, `/metadata` in `capability.rs`.
 //!
-//! Depends on `store`, `search`, `fhir`, `auth`. Handlers live in `rest.rs` (FHIR REST
-//! interactions), `bundle.rs` (transaction/batch) and `capability.rs` (`/metadata`).
+//! The top of the request path: it mounts the handlers of `rest` and `ops` and the
+//! authorization server's routes, all of which stand on `web`; nothing below depends on it.
 
-pub mod bundle;
 pub mod capability;
-pub mod http;
 pub mod profiles;
-pub mod rest;
 pub mod tls;
 
-use crate::auth::AuthServer;
-use crate::auth::server::AuthFailure;
 use crate::fhir::{FHIR_JSON, FhirError, IssueType};
-use crate::identity::{AccessContext, ClientCertificate};
-use crate::store::Store;
+use crate::web::SharedState;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Request};
-use axum::http::request::Parts;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use std::sync::Arc;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
-
-/// What every handler shares.
-pub struct AppState {
-    pub store: Store,
-    /// FHIR base URL without a trailing slash, e.g. `http://127.0.0.1:8080/fhir`.
-    pub base_url: String,
-    /// The CapabilityStatement served at `/metadata`.
-    pub capability: String,
-    /// The authorization server (tokens, keys, clients) and the resource server's check.
-    pub auth: Arc<AuthServer>,
-    /// The Bulk Data export engine (jobs, workers, files).
-    pub bulk: Arc<crate::bulk::Engine>,
-    /// Payer-to-payer settings (`$member-match`, consent, `$everything`).
-    pub exchange: crate::config::ExchangeConfig,
-    /// Failed `$member-match` attempts (HRex mm-7), counted in the database.
-    pub match_throttle: crate::ops::member_match::Throttle,
-    payer_identifiers: Vec<crate::identity::OrgIdentifier>,
-    /// The trust framework's anchors (`--trust-anchors`): mTLS and UDAP `x5c` chains.
-    pub trust: Option<crate::auth::pki::TrustAnchors>,
-    /// UDAP signing identity; `None` when UDAP is off (`/.well-known/udap` is then 404).
-    pub udap: Option<Arc<crate::auth::udap::UdapSigner>>,
-    /// The FHIR base on the mTLS listener, when there is one.
-    pub mtls_base_url: Option<String>,
-    /// The UDAP trust community URI we answer `?community=` for (`--udap-community`).
-    pub udap_community: Option<String>,
-    /// Bounds on waits and costs (search size and time).
-    pub limits: crate::config::LimitsConfig,
-}
-
-impl AppState {
-    /// The shared state; fails when the payer-to-payer settings do not parse.
-    pub fn new(
-        store: Store,
-        base_url: String,
-        bulk: Arc<crate::bulk::Engine>,
-        auth: Arc<AuthServer>,
-        exchange: crate::config::ExchangeConfig,
-    ) -> anyhow::Result<Self> {
-        let capability =
-            capability::capability_statement(&store.registry, &base_url, &auth.settings)
-                .to_string();
-        let match_throttle = crate::ops::member_match::Throttle::new(
-            store.clone(),
-            exchange.match_failure_limit,
-            exchange.match_failure_window_seconds,
-        );
-        Ok(AppState {
-            store,
-            base_url,
-            capability,
-            auth,
-            bulk,
-            match_throttle,
-            payer_identifiers: crate::ops::member_match::parse_payer_identifiers(&exchange)?,
-            exchange,
-            trust: None,
-            udap: None,
-            mtls_base_url: None,
-            udap_community: None,
-            limits: Default::default(),
-        })
-    }
-
-    /// This plan's organization identifiers (consent source, CoverageToMatch payor).
-    pub fn payer_identifiers(&self) -> Vec<crate::identity::OrgIdentifier> {
-        self.payer_identifiers.clone()
-    }
-}
-
-pub type SharedState = Arc<AppState>;
-
-/// The caller's access, extracted per request from the bearer token (verified signature,
-/// audience, expiry, client enabled, not revoked, certificate binding): a handler that takes
-/// it is closed to unauthenticated callers, who get 401 with `WWW-Authenticate: Bearer`.
-pub struct Access(pub AccessContext);
-
-impl FromRequestParts<SharedState> for Access {
-    type Rejection = Response;
-    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, Response> {
-        let cert = parts.extensions.get::<ClientCertificate>();
-        match state.auth.authenticate(&parts.headers, cert).await {
-            Ok(ctx) => Ok(Access(ctx)),
-            Err(e) => Err(unauthorized(e)),
-        }
-    }
-}
 
 /// `GET /health`: 200 `ok` while the database answers, 503 (with `Retry-After`) while it
 /// does not (issue 15: a load balancer must see an outage).
@@ -127,34 +33,6 @@ async fn health(axum::extract::State(state): axum::extract::State<SharedState>) 
             FhirError::unavailable().into_response()
         }
     }
-}
-
-/// RFC 6750 §3: 401 with a `WWW-Authenticate: Bearer` challenge (with `invalid_token` when a
-/// token was presented) and an OperationOutcome saying why.
-fn unauthorized(e: AuthFailure) -> Response {
-    let (challenge, text) = match e {
-        AuthFailure::Missing => (
-            r#"Bearer realm="pdex""#.to_owned(),
-            "an access token is required: send Authorization: Bearer <token>".to_owned(),
-        ),
-        AuthFailure::Invalid(why) => (
-            format!(
-                r#"Bearer realm="pdex", error="invalid_token", error_description="{}""#,
-                why.replace(['"', '\\'], "'")
-            ),
-            format!("invalid access token: {why}"),
-        ),
-        AuthFailure::Internal => {
-            return FhirError::internal("cannot check the access token").into_response();
-        }
-        // the token may be fine: the database that would tell is down (503, never 401)
-        AuthFailure::Unavailable => return FhirError::unavailable().into_response(),
-    };
-    let mut resp = FhirError::new(StatusCode::UNAUTHORIZED, IssueType::Login, text).into_response();
-    if let Ok(v) = HeaderValue::from_str(&challenge) {
-        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-    }
-    resp
 }
 
 /// Counts 403 answers (insufficient scope) for the audit counters.
@@ -176,9 +54,9 @@ const BODY_LIMIT: usize = 64 * 1024 * 1024;
 /// Builds the application router.
 pub fn router(state: SharedState) -> Router {
     use crate::ops::export;
+    use crate::rest::{bundle, interactions as rest};
     let fhir = Router::new()
         .route("/metadata", get(capability::metadata))
-        .route("/.well-known/udap", get(crate::auth::udap::discovery))
         .route("/$export", get(export::system).post(export::system))
         .route(
             "/Patient/$export",
@@ -223,7 +101,6 @@ pub fn router(state: SharedState) -> Router {
     Router::new()
         .nest("/fhir", fhir)
         .merge(crate::auth::server::router(state.auth.clone()))
-        .route("/oauth/register", post(crate::auth::dcr::register))
         // the base with a trailing slash is the same endpoint
         .route(
             "/fhir/",
