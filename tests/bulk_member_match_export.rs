@@ -352,16 +352,7 @@ async fn each_members_consent_decides_their_sensitive_data() {
                     .await
                     .unwrap();
                 rows.into_iter()
-                    .map(|r| {
-                        let mut it = r.into_iter();
-                        (
-                            (
-                                it.next().unwrap().into_string().unwrap(),
-                                it.next().unwrap().into_string().unwrap(),
-                            ),
-                            it.next().unwrap().as_i64().unwrap() == 1,
-                        )
-                    })
+                    .map(|r| ((r.text(0).unwrap(), r.text(1).unwrap()), r.flag(2).unwrap()))
                     .collect::<Vec<_>>()
             }
         };

@@ -230,8 +230,12 @@ impl SingleMemberEngine {
                 return Ok(MemberOutcome::NonMatched);
             }
         };
-        let member_has_sensitive =
-            !self.segmentation && stored::member_has_sensitive(&self.store, &patient_id).await?;
+        let member_has_sensitive = !self.segmentation
+            && self
+                .store
+                .member_lookup()
+                .member_has_sensitive(&patient_id)
+                .await?;
         let check = ComplianceCheck {
             us: &self.us,
             requester: &self.requester,

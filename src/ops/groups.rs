@@ -27,12 +27,12 @@
 //! - `managingEntity` = our organization (logical identifier reference); `identifier` = the
 //!   requesting payer's identifier (as in the IG example).
 //!
-//! Depends on `store` (writing the Group, `access::owner_key`), `auth` (types), `fhir`.
+//! Depends on `store` (writing the Group, `Store::record_group_owner`), `auth` (types), `fhir`.
 
 use super::bulk_member_match::{MatchedMember, MemberBundle, MemberOutcome};
 use crate::fhir::FhirError;
 use crate::identity::{AccessContext, OrgIdentifier};
-use crate::store::{IdRule, Store, WriteKind, WriteOp, WriteResult, access};
+use crate::store::{IdRule, Store, WriteKind, WriteOp, WriteResult};
 use serde_json::{Map, Value, json};
 use std::collections::{HashMap, HashSet};
 
@@ -397,19 +397,7 @@ pub async fn save_owned_group(
             vec![WriteOp::put(WriteKind::Update { if_match: None }, prepared)],
         )
         .await?;
-    if let Some(owner) = access::owner_key(ctx) {
-        tx.execute(
-            "INSERT INTO group_owners (group_id, owner, client_id, created_at) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (group_id) DO NOTHING",
-            vec![
-                id.into(),
-                owner.into(),
-                ctx.client_id.as_deref().into(),
-                chrono::Utc::now().timestamp_millis().into(),
-            ],
-        )
-        .await?;
-    }
+    store.record_group_owner(tx.as_mut(), &id, ctx).await?;
     tx.commit().await?;
     results
         .pop()

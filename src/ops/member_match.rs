@@ -175,7 +175,10 @@ pub async fn evaluate(state: &AppState, ctx: &AccessContext, text: &str) -> Resu
     if let (Some((consent_json, terms)), Some(requester)) = (&req.consent, &requester) {
         let segmentation = state.store.sensitivity.segmentation();
         let member_has_sensitive = !segmentation
-            && stored::member_has_sensitive(&state.store, &patient_id)
+            && state
+                .store
+                .member_lookup()
+                .member_has_sensitive(&patient_id)
                 .await
                 .map_err(FhirError::internal)?;
         let check = ComplianceCheck {
