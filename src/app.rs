@@ -180,6 +180,9 @@ impl Server {
             capability,
         )?;
         state.limits = config.limits;
+        // a bad origin is a start-up error, not a silently open API
+        let _policy = crate::server::cors(&config.cors_origins)?;
+        state.cors_origins = config.cors_origins.clone();
         let state = Arc::new(state);
         crate::ops::bulk_match_job::BulkMatchRunner::register(
             &state.bulk,

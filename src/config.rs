@@ -68,6 +68,8 @@ pub struct FileConfig {
     pub header_read_timeout_seconds: Option<u64>,
     pub body_read_timeout_seconds: Option<u64>,
     pub max_connections: Option<usize>,
+    /// Origins browser apps may call the API from (empty or absent: any origin).
+    pub cors_origins: Option<Vec<String>>,
     /// Bulk Data export engine settings (`[bulk]` table).
     pub bulk: Option<BulkFileConfig>,
 }
@@ -121,6 +123,9 @@ pub struct ServerConfig {
     pub bulk: BulkConfig,
     pub exchange: ExchangeConfig,
     pub limits: LimitsConfig,
+    /// Origins browser apps may call the FHIR API and the OAuth endpoints from
+    /// (`--cors-origin`); empty: any origin, without credentials (`server::cors`).
+    pub cors_origins: Vec<String>,
 }
 
 /// Every wait and every cost a client can cause is bounded (issue 15): pooled connections,
@@ -337,6 +342,7 @@ impl Default for ServerConfig {
             exchange: ExchangeConfig::default(),
             token_lifetime: DEFAULT_TOKEN_LIFETIME,
             limits: LimitsConfig::default(),
+            cors_origins: Vec::new(),
         }
     }
 }

@@ -98,38 +98,42 @@ pub fn router(state: SharedState) -> Router {
         )
         .route("/{rtype}/{id}/_history", get(rest::instance_history))
         .route("/{rtype}/{id}/_history/{vid}", get(rest::vread));
+    // The FHIR API: its bare errors (405, 413, extractor rejections) become
+    // OperationOutcomes — here only, so that OAuth errors stay RFC 6749 JSON and the coming
+    // member pages keep their HTML error pages.
+    let fhir_api = with_body_limits(
+        Router::new()
+            .nest("/fhir", fhir)
+            // the base with a trailing slash is the same endpoint
+            .route(
+                "/fhir/",
+                post(bundle::transaction_or_batch).get(rest::system_search),
+            )
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                count_forbidden,
+            )),
+        &state,
+    )
+    .layer(middleware::from_fn(errors_as_operation_outcomes));
+    // The authorization server's endpoints (token, introspection, revocation, JWKS,
+    // registration, SMART and UDAP discovery): bare errors become RFC 6749 JSON.
+    let oauth = with_body_limits(crate::auth::server::router(state.auth.clone()), &state)
+        .layer(middleware::from_fn(errors_as_oauth_errors));
+    // CORS (the invariant in ARCHITECTURE.md): the API and the OAuth endpoints answer browser
+    // apps from any origin, or from the `cors_origins` list, never with credentials (public
+    // SMART clients send bearer tokens, not cookies); routes added outside these two groups
+    // — pages that set cookies — get no CORS headers at all.
+    let cors = cors(&state.cors_origins).unwrap_or_else(|e| {
+        // `app` checked the origins at start-up; a state built elsewhere gets no CORS
+        tracing::error!(error = %e, "CORS origins do not parse; no CORS headers are sent");
+        tower_http::cors::CorsLayer::new()
+    });
     Router::new()
-        .nest("/fhir", fhir)
-        .merge(crate::auth::server::router(state.auth.clone()))
-        // the base with a trailing slash is the same endpoint
-        .route(
-            "/fhir/",
-            post(bundle::transaction_or_batch).get(rest::system_search),
-        )
-        .route("/health", get(health))
+        .merge(fhir_api.layer(cors.clone()))
+        .merge(oauth.layer(cors))
+        .route("/health", get(health).with_state(state.clone()))
         .fallback(|| async { FhirError::not_found("no such endpoint") })
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            count_forbidden,
-        ))
-        .layer(middleware::from_fn_with_state(state.clone(), bounded_body))
-        .with_state(state)
-        // Discovery and FHIR calls from browser apps (SMART 2.2 CORS); no cookies are used,
-        // so any origin may read what its bearer token allows.
-        .layer(
-            tower_http::cors::CorsLayer::new()
-                .allow_origin(tower_http::cors::Any)
-                .allow_methods(tower_http::cors::Any)
-                .allow_headers(tower_http::cors::Any)
-                .expose_headers([header::LOCATION, header::ETAG, header::CONTENT_LOCATION]),
-        )
-        // One limit for every body: the tower layer refuses larger requests (413), and the
-        // extractors' own 2 MB default is lifted to the same size (a 10,000-member
-        // `$bulk-member-match` or a large transaction Bundle is far above 2 MB).
-        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        // outside the body limit, so that its 413 is an OperationOutcome too
-        .layer(middleware::from_fn(errors_as_operation_outcomes))
         .layer(CatchPanicLayer::custom(|_| {
             FhirError::internal("a request handler panicked").into_response()
         }))
@@ -154,6 +158,42 @@ pub fn router(state: SharedState) -> Router {
             header::COOKIE,
         ]))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// The CORS policy of the FHIR API and the OAuth endpoints: `origins` empty → any origin
+/// (`Access-Control-Allow-Origin: *`), else exactly those; never credentials. Fails on an
+/// origin that is not a valid header value.
+pub fn cors(origins: &[String]) -> anyhow::Result<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+    let allow = if origins.is_empty() {
+        AllowOrigin::from(Any)
+    } else {
+        let list = origins
+            .iter()
+            .map(|o| {
+                HeaderValue::from_str(o.trim_end_matches('/'))
+                    .map_err(|_| anyhow::anyhow!("CORS origin {o:?} is not a valid origin"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        AllowOrigin::list(list)
+    };
+    Ok(CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods(Any)
+        .allow_headers(Any)
+        .expose_headers([header::LOCATION, header::ETAG, header::CONTENT_LOCATION]))
+}
+
+/// One limit for every body, under the body-read deadline: the tower layer refuses larger
+/// requests (413), and the extractors' own 2 MB default is lifted to the same size (a
+/// 10,000-member `$bulk-member-match` or a large transaction Bundle is far above 2 MB).
+/// Inside each route group's error layer, so that its 413 is answered in the group's form.
+fn with_body_limits(routes: Router<SharedState>, state: &SharedState) -> Router {
+    routes
+        .layer(middleware::from_fn_with_state(state.clone(), bounded_body))
+        .with_state(state.clone())
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
 }
 
 /// The whole request body must arrive within `body_read_timeout_seconds` (issue 15 item 4: a
@@ -245,6 +285,42 @@ async fn errors_as_operation_outcomes(req: Request, next: Next) -> Response {
     }
     out.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+    out
+}
+
+/// Errors produced outside the OAuth handlers (405, 413, a form that does not parse) arrive
+/// without a body; RFC 6749 §5.2 says what an error looks like: `{"error": …}` JSON.
+async fn errors_as_oauth_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json") || v.contains("+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (error, description) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => ("invalid_request", "method not allowed on this URL"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("invalid_request", "the request body is too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "invalid_request",
+            "unsupported Content-Type; send application/x-www-form-urlencoded",
+        ),
+        s if s.is_server_error() => ("server_error", "internal server error"),
+        _ => ("invalid_request", "the request could not be processed"),
+    };
+    let mut out = (
+        status,
+        axum::Json(serde_json::json!({"error": error, "error_description": description})),
+    )
+        .into_response();
+    for (name, value) in resp.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
     out
 }
 

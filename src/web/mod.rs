@@ -34,6 +34,8 @@ pub struct AppState {
     payer_identifiers: Vec<OrgIdentifier>,
     /// Bounds on waits and costs (search size and time).
     pub limits: crate::config::LimitsConfig,
+    /// Origins browser apps may call the API from; empty: any (`server::cors`).
+    pub cors_origins: Vec<String>,
 }
 
 impl AppState {
@@ -62,6 +64,7 @@ impl AppState {
             payer_identifiers: parse_payer_identifiers(&exchange)?,
             exchange,
             limits: Default::default(),
+            cors_origins: Vec::new(),
         })
     }
 
