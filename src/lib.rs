@@ -17,4 +17,6 @@ pub mod search;
 pub mod server;
 pub mod store;
 pub mod synth;
+#[cfg(test)]
+mod tidy;
 pub mod web;

@@ -24,7 +24,7 @@ fn type_code(kind: ParamType) -> &'static str {
     }
 }
 
-/// The CapabilityStatement as JSON. Built once at start-up (see `AppState::new`): it depends
+/// The CapabilityStatement as JSON. Built once at start-up (by `app::Server::bind_tls`, handed to `web::AppState::new`): it depends
 /// only on the registry and the base URL.
 pub fn capability_statement(
     registry: &Registry,
