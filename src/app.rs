@@ -184,13 +184,12 @@ impl Server {
         let _policy = crate::server::cors(&config.cors_origins)?;
         state.cors_origins = config.cors_origins.clone();
         let state = Arc::new(state);
-        crate::ops::bulk_match_job::BulkMatchRunner::register(
-            &state.bulk,
-            state.store.clone(),
-            state.payer_identifiers(),
-            state.store.sensitivity.segmentation(),
-        );
-        crate::ops::davinci_data_export::register(&state.bulk);
+        // each operation's job hooks, from the one table that declares it
+        for op in crate::ops::OPERATIONS {
+            if let Some(register) = op.register {
+                register(&state);
+            }
+        }
         Ok(Server {
             listener,
             state,

@@ -15,8 +15,11 @@ mod release;
 use common::{ClientSpec, TestServer, backends};
 use pdex::config::PdexVersion;
 use pdex::identity::ClientKind;
-use pdex::ops::bulk_member_match::OPERATION;
-use pdex::ops::davinci_data_export::{EXPORT_TYPE_PAYER_TO_PAYER, OPERATION as DATA_EXPORT};
+use pdex::ops::davinci_data_export::EXPORT_TYPE_PAYER_TO_PAYER;
+
+const OPERATION: &str = "http://hl7.org/fhir/us/davinci-pdex/OperationDefinition/BulkMemberMatch";
+const DATA_EXPORT: &str =
+    "http://hl7.org/fhir/us/davinci-atr/OperationDefinition/davinci-data-export";
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 

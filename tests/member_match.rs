@@ -390,7 +390,7 @@ fn payer(npi: &str) -> AccessContext {
             system: NPI.into(),
             value: npi.into(),
         }),
-        scopes: vec![pdex::ops::member_match::OPERATION.into()],
+        scopes: vec![pdex::identity::scopes::MEMBER_MATCH.into()],
         scope: pdex::identity::DataScope::Patients(vec![]),
         allow_sensitive: false,
         can_write: false,

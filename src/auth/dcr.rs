@@ -15,6 +15,7 @@
 use super::clients::{self, NewClient};
 use super::server::AuthServer;
 use super::udap::{self, RegistrationError, SoftwareStatement};
+use crate::identity::scopes;
 use crate::identity::{ClientCertificate, ClientKind, OrgIdentifier};
 use crate::identity::{ListenerInfo, ListenerKind};
 use axum::Json;
@@ -28,10 +29,10 @@ use std::sync::Arc;
 /// Scopes a dynamically registered payer may hold (protocols.md §5.4: "Grant only
 /// client_credentials and the member-match / bulk-member-match / Group scopes").
 pub const PAYER_SCOPES: [&str; 4] = [
-    "http://hl7.org/fhir/us/davinci-hrex/OperationDefinition/member-match",
-    "http://hl7.org/fhir/us/davinci-pdex/OperationDefinition/bulk-member-match",
-    "http://hl7.org/fhir/us/davinci-pdex/OperationDefinition/BulkMemberMatch",
-    "system/Group.u?code=http://hl7.org/fhir/us/davinci-pdex/ValueSet/PDexMultiMemberMatchResultVS|match",
+    scopes::MEMBER_MATCH,
+    scopes::BULK_MEMBER_MATCH_2_1,
+    scopes::BULK_MEMBER_MATCH,
+    scopes::GROUP_EXPORT,
 ];
 
 /// The organization identifier system for a payer known by its certificate SAN URI.

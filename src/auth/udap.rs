@@ -220,10 +220,10 @@ impl UdapSigner {
 pub const SCOPES_SUPPORTED: [&str; 6] = [
     "system/*.read",
     "system/*.rs",
-    "http://hl7.org/fhir/us/davinci-hrex/OperationDefinition/member-match",
-    "http://hl7.org/fhir/us/davinci-pdex/OperationDefinition/bulk-member-match",
-    "http://hl7.org/fhir/us/davinci-pdex/OperationDefinition/BulkMemberMatch",
-    "system/Group.u?code=http://hl7.org/fhir/us/davinci-pdex/ValueSet/PDexMultiMemberMatchResultVS|match",
+    crate::identity::scopes::MEMBER_MATCH,
+    crate::identity::scopes::BULK_MEMBER_MATCH_2_1,
+    crate::identity::scopes::BULK_MEMBER_MATCH,
+    crate::identity::scopes::GROUP_EXPORT,
 ];
 
 /// The unsigned metadata for the listener `listener`.

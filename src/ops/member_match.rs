@@ -28,10 +28,6 @@ use axum::response::{IntoResponse, Response};
 use matcher::MatchResult;
 use serde_json::{Value, json};
 
-/// The operation's canonical URL, which is also the scope that allows it (PDex
-/// "Scopes for Operations").
-pub const OPERATION: &str = "http://hl7.org/fhir/us/davinci-hrex/OperationDefinition/member-match";
-
 const UMB_SYSTEM: &str = "http://hl7.org/fhir/us/davinci-hrex/CodeSystem/hrex-temp";
 
 /// Why a `$member-match` did not return a member.
@@ -85,12 +81,7 @@ pub async fn member_match(
 
 /// Runs `$member-match` for `ctx` on the request text: the response Parameters, or why not.
 pub async fn evaluate(state: &AppState, ctx: &AccessContext, text: &str) -> Result<Value, Refusal> {
-    if !ctx.has_operation(OPERATION) {
-        return Err(FhirError::forbidden(format!(
-            "this access token does not carry the scope {OPERATION}"
-        ))
-        .into());
-    }
+    super::MEMBER_MATCH.authorize(ctx)?;
     if !matches!(
         ctx.kind,
         ClientKind::Payer | ClientKind::Provider | ClientKind::Admin | ClientKind::Operator

@@ -55,17 +55,8 @@ const BODY_LIMIT: usize = 64 * 1024 * 1024;
 pub fn router(state: SharedState) -> Router {
     use crate::ops::export;
     use crate::rest::{bundle, interactions as rest};
-    let fhir = Router::new()
+    let mut fhir = Router::new()
         .route("/metadata", get(capability::metadata))
-        .route("/$export", get(export::system).post(export::system))
-        .route(
-            "/Patient/$export",
-            get(export::patient).post(export::patient),
-        )
-        .route(
-            "/Group/{id}/$export",
-            get(export::group).post(export::group),
-        )
         .route("/_export/{job}", get(export::status).delete(export::cancel))
         .route("/_export/{job}/{file}", get(export::download))
         .route(
@@ -75,29 +66,15 @@ pub fn router(state: SharedState) -> Router {
         .route("/{rtype}", get(rest::search_get).post(rest::create))
         .route("/{rtype}/_search", post(rest::search_post))
         .route(
-            "/Group/{id}/$davinci-data-export",
-            get(crate::ops::davinci_data_export::handler)
-                .post(crate::ops::davinci_data_export::handler),
-        )
-        .route(
-            "/Group/$bulk-member-match",
-            post(crate::ops::bulk_match_job::kickoff_handler),
-        )
-        .route(
-            "/Patient/$member-match",
-            post(crate::ops::member_match::member_match),
-        )
-        .route(
-            "/Patient/{id}/$everything",
-            get(crate::ops::everything::everything_get)
-                .post(crate::ops::everything::everything_post),
-        )
-        .route(
             "/{rtype}/{id}",
             get(rest::read).put(rest::update).delete(rest::delete),
         )
         .route("/{rtype}/{id}/_history", get(rest::instance_history))
         .route("/{rtype}/{id}/_history/{vid}", get(rest::vread));
+    // every operation, from the one table that declares it
+    for op in crate::ops::OPERATIONS {
+        fhir = fhir.route(&op.path(), op.route());
+    }
     // The FHIR API: its bare errors (405, 413, extractor rejections) become
     // OperationOutcomes — here only, so that OAuth errors stay RFC 6749 JSON and the coming
     // member pages keep their HTML error pages.

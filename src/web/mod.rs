@@ -4,6 +4,7 @@
 //! and the router (`server`), which all depend on it; it never depends on them.
 
 pub mod http;
+pub mod kickoff;
 
 use crate::auth::AuthServer;
 use crate::auth::server::AuthFailure;
