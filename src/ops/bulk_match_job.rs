@@ -394,6 +394,7 @@ impl JobRunner for BulkMatchRunner {
             job.id.clone(),
         );
         let settings = GroupSettings {
+            profiles: &crate::ops::groups::PAYER_TO_PAYER,
             group_id: &job.id,
             requester: Some(&requester),
             us: self.us.first(),

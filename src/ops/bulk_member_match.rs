@@ -454,6 +454,7 @@ mod tests {
         ]}))
         .unwrap();
         let settings = GroupSettings {
+            profiles: &crate::ops::groups::PAYER_TO_PAYER,
             group_id: "g",
             requester: None,
             us: None,
