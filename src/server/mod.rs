@@ -75,6 +75,8 @@ pub fn router(state: SharedState) -> Router {
     for op in crate::ops::OPERATIONS {
         fhir = fhir.route(&op.path(), op.route());
     }
+    // an unknown URL under the FHIR base is part of the API: its 404 carries CORS too
+    let fhir = fhir.fallback(|| async { FhirError::not_found("no such endpoint") });
     // The FHIR API: its bare errors (405, 413, extractor rejections) become
     // OperationOutcomes — here only, so that OAuth errors stay RFC 6749 JSON and the coming
     // member pages keep their HTML error pages.
