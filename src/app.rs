@@ -6,8 +6,9 @@ use crate::auth::pki::{self, TrustAnchors};
 use crate::auth::udap::UdapSigner;
 use crate::config::{ServerConfig, TlsConfig};
 use crate::identity::{ListenerInfo, ListenerKind};
+use crate::server::router;
 use crate::server::tls::{self, Shutdown};
-use crate::server::{AppState, router};
+use crate::web::AppState;
 use axum::Extension;
 
 use crate::store::Store;
@@ -145,7 +146,7 @@ impl Server {
             _ => None,
         };
         let lifetime = match config.token_lifetime {
-            0 => crate::auth::server::DEFAULT_TOKEN_LIFETIME,
+            0 => crate::config::DEFAULT_TOKEN_LIFETIME,
             n => n,
         };
         let mut settings = crate::auth::AuthSettings::new(&base_url, lifetime);
@@ -159,23 +160,36 @@ impl Server {
                 .oauth_url("token"),
             );
         }
-        settings.trust = trust.clone();
+        settings.trust = trust;
+        settings.udap = udap;
+        settings.udap_community = tls.udap_community.clone();
         let auth = crate::auth::AuthServer::start(store.clone(), settings).await?;
         let bulk = crate::bulk::Engine::new(store.clone(), config.bulk.clone())?;
-        let mut state = AppState::new(store, base_url, bulk, auth, config.exchange.clone())?;
-        state.trust = trust;
-        state.udap = udap;
-        state.mtls_base_url = mtls.as_ref().map(|m| m.base_url.clone());
-        state.udap_community = tls.udap_community.clone();
+        let capability = crate::server::capability::capability_statement(
+            &store.registry,
+            &base_url,
+            &auth.settings,
+        )
+        .to_string();
+        let mut state = AppState::new(
+            store,
+            base_url,
+            bulk,
+            auth,
+            config.exchange.clone(),
+            capability,
+        )?;
         state.limits = config.limits;
+        // a bad origin is a start-up error, not a silently open API
+        let _policy = crate::server::cors(&config.cors_origins)?;
+        state.cors_origins = config.cors_origins.clone();
         let state = Arc::new(state);
-        crate::ops::bulk_match_job::BulkMatchRunner::register(
-            &state.bulk,
-            state.store.clone(),
-            state.payer_identifiers(),
-            state.store.sensitivity.segmentation(),
-        );
-        crate::ops::davinci_data_export::register(&state.bulk);
+        // each operation's job hooks, from the one table that declares it
+        for op in crate::ops::OPERATIONS {
+            if let Some(register) = op.register {
+                register(&state);
+            }
+        }
         Ok(Server {
             listener,
             state,

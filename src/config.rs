@@ -7,6 +7,9 @@ use anyhow::Context;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
+/// Default access-token lifetime, seconds (SMART Backend Services: `expires_in` SHOULD NOT
+/// exceed 300).
+pub const DEFAULT_TOKEN_LIFETIME: u64 = 300;
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./pdex-data/pdex.db";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_CONFIG_FILE: &str = "config/pdex.toml";
@@ -65,6 +68,8 @@ pub struct FileConfig {
     pub header_read_timeout_seconds: Option<u64>,
     pub body_read_timeout_seconds: Option<u64>,
     pub max_connections: Option<usize>,
+    /// Origins browser apps may call the API from (empty or absent: any origin).
+    pub cors_origins: Option<Vec<String>>,
     /// Bulk Data export engine settings (`[bulk]` table).
     pub bulk: Option<BulkFileConfig>,
 }
@@ -118,6 +123,9 @@ pub struct ServerConfig {
     pub bulk: BulkConfig,
     pub exchange: ExchangeConfig,
     pub limits: LimitsConfig,
+    /// Origins browser apps may call the FHIR API and the OAuth endpoints from
+    /// (`--cors-origin`); empty: any origin, without credentials (`server::cors`).
+    pub cors_origins: Vec<String>,
 }
 
 /// Every wait and every cost a client can cause is bounded (issue 15): pooled connections,
@@ -180,7 +188,7 @@ impl LimitsConfig {
     }
 }
 
-/// Resolved settings of the Bulk Data export engine (`crate::bulk`).
+/// Resolved settings of the Bulk Data export engine (the `bulk` module).
 #[derive(Debug, Clone)]
 pub struct BulkConfig {
     /// Where finished export files are kept (local storage) and parts are spooled.
@@ -332,8 +340,9 @@ impl Default for ServerConfig {
             demo: false,
             bulk: BulkConfig::default(),
             exchange: ExchangeConfig::default(),
-            token_lifetime: crate::auth::server::DEFAULT_TOKEN_LIFETIME,
+            token_lifetime: DEFAULT_TOKEN_LIFETIME,
             limits: LimitsConfig::default(),
+            cors_origins: Vec::new(),
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::auth::assertion::SigningKey;
 use crate::auth::clients;
 use crate::identity::{ClientKind, scopes};
 use crate::import::{ImportOptions, InputFile};
-use crate::server::AppState;
+use crate::web::AppState;
 use anyhow::Context;
 use include_dir::{Dir, include_dir};
 use serde_json::Value;
@@ -52,7 +52,6 @@ impl DemoClient {
 
 /// The three demo clients.
 pub fn clients() -> Vec<DemoClient> {
-    use crate::ops::{bulk_member_match, davinci_data_export, member_match};
     vec![
         DemoClient {
             client_id: "demo-payer",
@@ -61,9 +60,9 @@ pub fn clients() -> Vec<DemoClient> {
             organization: Some(PAYER_ORGANIZATION),
             scopes: format!(
                 "system/*.rs {} {} {}",
-                member_match::OPERATION,
-                bulk_member_match::OPERATION,
-                davinci_data_export::OPERATION
+                crate::ops::MEMBER_MATCH.canonical,
+                crate::ops::BULK_MEMBER_MATCH.canonical,
+                crate::ops::DAVINCI_DATA_EXPORT.canonical
             ),
             key_file: "payer.pem",
         },
@@ -72,7 +71,7 @@ pub fn clients() -> Vec<DemoClient> {
             name: "Lakeside Family Medicine (demo provider)",
             kind: ClientKind::Provider,
             organization: Some(PROVIDER_ORGANIZATION),
-            scopes: format!("system/*.rs {}", member_match::OPERATION),
+            scopes: format!("system/*.rs {}", crate::ops::MEMBER_MATCH.canonical),
             key_file: "provider.pem",
         },
         DemoClient {

@@ -12,7 +12,11 @@ pub mod fhir;
 pub mod identity;
 pub mod import;
 pub mod ops;
+pub mod rest;
 pub mod search;
 pub mod server;
 pub mod store;
 pub mod synth;
+#[cfg(test)]
+mod tidy;
+pub mod web;

@@ -217,6 +217,10 @@ struct ServeArgs {
     /// writes the Parameters envelope) or `2.2` (`_since` never rewritten, Group files only).
     #[arg(long, env = "PDEX_PDEX_VERSION")]
     pdex_version: Option<String>,
+    /// An origin browser apps may call the FHIR API and the OAuth endpoints from, e.g.
+    /// `https://app.example.org` (repeatable; default: any origin, without credentials).
+    #[arg(long = "cors-origin", env = "PDEX_CORS_ORIGINS", value_delimiter = ',')]
+    cors_origins: Vec<String>,
     #[command(flatten)]
     bulk: BulkArgs,
     #[command(flatten)]
@@ -464,11 +468,16 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 sensitive_labels: labels,
                 demo: args.demo,
                 token_lifetime: pick(args.token_lifetime, file.token_lifetime, || {
-                    pdex::auth::server::DEFAULT_TOKEN_LIFETIME
+                    pdex::config::DEFAULT_TOKEN_LIFETIME
                 }),
                 bulk: args.bulk.resolve(file.bulk.as_ref()),
                 exchange,
                 limits: args.limits.resolve(&file),
+                cors_origins: if args.cors_origins.is_empty() {
+                    file.cors_origins.clone().unwrap_or_default()
+                } else {
+                    args.cors_origins
+                },
             };
             if config.token_lifetime == 0 {
                 anyhow::bail!("--token-lifetime must be at least 1 second");

@@ -1390,3 +1390,39 @@ async fn secret_clients_authenticate_with_client_secret_basic() {
         s.stop().await;
     }
 }
+
+/// Issue 12 item 3: a client row whose `disabled` flag does not decode is an error, never
+/// "enabled" — the token endpoint and the bearer check both refuse (500), where the old
+/// positional decoding defaulted the flag to 0. SQLite only: PostgreSQL's INTEGER column
+/// cannot hold anything but an integer, so the fault cannot be staged there.
+#[tokio::test]
+async fn a_client_flag_that_does_not_decode_refuses_instead_of_defaulting() {
+    for b in backends().into_iter().filter(|b| !b.is_postgres()) {
+        let server = TestServer::start(&b).await;
+        let client = server
+            .register_client(ClientSpec {
+                scopes: "system/Patient.rs".into(),
+                ..ClientSpec::default()
+            })
+            .await;
+        let token = client.token(&server).await;
+        let http = server.http(&token);
+        let ok = http.get(server.url("Patient")).send().await.unwrap();
+        assert_eq!(ok.status(), StatusCode::OK);
+        let mut tx = server.state.store.db.begin().await.unwrap();
+        tx.execute(
+            "UPDATE auth_clients SET disabled = 'no' WHERE client_id = ?",
+            vec![client.client_id.as_str().into()],
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        let resp = http.get(server.url("Patient")).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let resp = client
+            .request_token(&server, Some("system/Patient.rs"))
+            .await;
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        server.stop().await;
+    }
+}

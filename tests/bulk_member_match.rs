@@ -15,11 +15,16 @@ mod profile;
 use common::{ClientSpec, TestClient, TestServer, assert_outcome, backends};
 use pdex::config::PdexVersion;
 use pdex::identity::{ClientKind, OrgIdentifier};
-use pdex::ops::bulk_member_match::{OPERATION, OPERATION_V21};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
 const NPI: &str = "http://hl7.org/fhir/sid/us-npi";
+/// The operation's canonical (PDex 2.2.0), which is also its scope, and the 2.1.0 spelling.
+const OPERATION: &str = "http://hl7.org/fhir/us/davinci-pdex/OperationDefinition/BulkMemberMatch";
+const OPERATION_V21: &str =
+    "http://hl7.org/fhir/us/davinci-pdex/OperationDefinition/bulk-member-match";
+const DATA_EXPORT: &str =
+    "http://hl7.org/fhir/us/davinci-atr/OperationDefinition/davinci-data-export";
 const NEW_PAYER_NPI: &str = "0123456789";
 
 /// A registered client of `kind` for the organization with NPI `npi`, with `scopes`.
@@ -353,10 +358,7 @@ async fn whole_request_errors_are_4xx_and_queue_nothing() {
             .map(|o| o["definition"].as_str().unwrap())
             .collect();
         assert!(defs.contains(&OPERATION), "{defs:?}");
-        assert!(
-            defs.contains(&pdex::ops::davinci_data_export::OPERATION),
-            "{defs:?}"
-        );
+        assert!(defs.contains(&DATA_EXPORT), "{defs:?}");
         let send = |body: String, prefer: bool| post(&s, &s.client, body, prefer);
         let good = request(vec![bundle_for(&common::demo_member("m000001"), "x")]).to_string();
         assert_outcome(send(good.clone(), false).await, StatusCode::BAD_REQUEST).await;

@@ -15,8 +15,11 @@ mod release;
 use common::{ClientSpec, TestServer, backends};
 use pdex::config::PdexVersion;
 use pdex::identity::ClientKind;
-use pdex::ops::bulk_member_match::OPERATION;
-use pdex::ops::davinci_data_export::{EXPORT_TYPE_PAYER_TO_PAYER, OPERATION as DATA_EXPORT};
+use pdex::ops::davinci_data_export::EXPORT_TYPE_PAYER_TO_PAYER;
+
+const OPERATION: &str = "http://hl7.org/fhir/us/davinci-pdex/OperationDefinition/BulkMemberMatch";
+const DATA_EXPORT: &str =
+    "http://hl7.org/fhir/us/davinci-atr/OperationDefinition/davinci-data-export";
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
@@ -352,16 +355,7 @@ async fn each_members_consent_decides_their_sensitive_data() {
                     .await
                     .unwrap();
                 rows.into_iter()
-                    .map(|r| {
-                        let mut it = r.into_iter();
-                        (
-                            (
-                                it.next().unwrap().into_string().unwrap(),
-                                it.next().unwrap().into_string().unwrap(),
-                            ),
-                            it.next().unwrap().as_i64().unwrap() == 1,
-                        )
-                    })
+                    .map(|r| ((r.text(0).unwrap(), r.text(1).unwrap()), r.flag(2).unwrap()))
                     .collect::<Vec<_>>()
             }
         };

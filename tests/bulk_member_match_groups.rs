@@ -94,6 +94,7 @@ fn build_ig_like() -> (Vec<MemberBundle>, ResultGroups) {
     let groups = groups::build(
         &results,
         &GroupSettings {
+            profiles: &pdex::ops::groups::PAYER_TO_PAYER,
             group_id: "07e72a15407547bf9d03f522aa536a72",
             requester: Some(&requester),
             us: Some(&us),
@@ -335,6 +336,7 @@ fn matched_is_always_emitted_even_empty_and_the_others_only_when_used() {
     let g = groups::build(
         &results,
         &GroupSettings {
+            profiles: &pdex::ops::groups::PAYER_TO_PAYER,
             group_id: "g",
             requester: None,
             us: None,
@@ -450,6 +452,7 @@ fn match_group(id: &str, requester: &str) -> Value {
     groups::build(
         &[(&bundle, matched("alice"))],
         &GroupSettings {
+            profiles: &pdex::ops::groups::PAYER_TO_PAYER,
             group_id: id,
             requester: Some(&requester),
             us: Some(&npi("9876543210")),

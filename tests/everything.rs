@@ -52,7 +52,7 @@ async fn expected(s: &TestServer, patient: &str) -> BTreeSet<String> {
         .await
         .unwrap()
         .into_iter()
-        .map(|r| format!("{}/{}", r[0].as_str().unwrap(), r[1].as_str().unwrap()))
+        .map(|r| format!("{}/{}", r.text(0).unwrap(), r.text(1).unwrap()))
         .collect();
     let shared = db
         .fetch(
@@ -66,7 +66,7 @@ async fn expected(s: &TestServer, patient: &str) -> BTreeSet<String> {
     out.extend(
         shared
             .into_iter()
-            .map(|r| format!("{}/{}", r[0].as_str().unwrap(), r[1].as_str().unwrap())),
+            .map(|r| format!("{}/{}", r.text(0).unwrap(), r.text(1).unwrap())),
     );
     out
 }

@@ -7,7 +7,8 @@
 mod common;
 
 use common::{TestServer, assert_outcome, backends};
-use pdex::bulk::request::{self, Level, ParseOptions, RawParam};
+use pdex::bulk::request::{self, Level, ParseOptions};
+use pdex::fhir::parameters::Parameter as RawParam;
 use pdex::identity::{AccessContext, ClientKind};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

@@ -193,11 +193,10 @@ async fn owners_are_identical_in_every_run_on_every_store() {
             let owners: Vec<(String, String, Option<String>)> = rows
                 .into_iter()
                 .map(|r| {
-                    let mut it = r.into_iter();
                     (
-                        it.next().unwrap().into_string().unwrap(),
-                        it.next().unwrap().into_string().unwrap(),
-                        it.next().unwrap().into_string(),
+                        r.text(0).unwrap(),
+                        r.text(1).unwrap(),
+                        r.opt_text(2).unwrap(),
                     )
                 })
                 .collect();

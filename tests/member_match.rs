@@ -390,7 +390,7 @@ fn payer(npi: &str) -> AccessContext {
             system: NPI.into(),
             value: npi.into(),
         }),
-        scopes: vec![pdex::ops::member_match::OPERATION.into()],
+        scopes: vec![pdex::identity::scopes::MEMBER_MATCH.into()],
         scope: pdex::identity::DataScope::Patients(vec![]),
         allow_sensitive: false,
         can_write: false,
@@ -551,7 +551,9 @@ async fn the_consent_decision_flow() {
             .await
             .unwrap();
         assert_eq!(rows.len(), 1);
-        let row: Vec<Option<String>> = rows[0].iter().cloned().map(|v| v.into_string()).collect();
+        let row: Vec<Option<String>> = (0..rows[0].len())
+            .map(|i| rows[0].opt_text(i).unwrap())
+            .collect();
         assert_eq!(row[0].as_deref(), Some("m000000"));
         assert_eq!(row[1].as_deref(), Some(NEW_PAYER_NPI));
         assert_eq!(row[2].as_deref(), Some("payer-0123456789"));

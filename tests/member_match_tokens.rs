@@ -189,7 +189,7 @@ async fn the_single_member_flow_with_real_tokens() {
             .await
             .unwrap()
             .into_iter()
-            .map(|r| format!("{}/{}", r[0].as_str().unwrap(), r[1].as_str().unwrap()))
+            .map(|r| format!("{}/{}", r.text(0).unwrap(), r.text(1).unwrap()))
             .next()
             .unwrap();
         assert_eq!(

@@ -990,3 +990,116 @@ async fn a_nul_in_a_client_assertion_issuer_is_invalid_client() {
         s.stop().await;
     }
 }
+
+/// Issue 12 item 5, the CORS invariant: the FHIR API and the OAuth endpoints (token,
+/// introspection, JWKS, SMART discovery) answer browser apps from any origin with
+/// `Access-Control-Allow-Origin: *` and never with credentials; `cors_origins` narrows the
+/// list to exactly the configured origins; routes outside those two groups (`/health` today,
+/// the cookie-setting member pages next) send no CORS headers.
+#[tokio::test]
+async fn cors_is_open_on_the_api_and_oauth_never_with_credentials_and_narrowed_by_cors_origins() {
+    let anon = reqwest::Client::new();
+    for b in backends() {
+        let server = TestServer::start(&b).await;
+        let root = server.base.trim_end_matches("/fhir").to_owned();
+        let origin = "https://app.example.org";
+        for (method, url) in [
+            (reqwest::Method::GET, server.url("metadata")),
+            (
+                reqwest::Method::GET,
+                server.url(".well-known/smart-configuration"),
+            ),
+            (reqwest::Method::GET, format!("{root}/oauth/jwks")),
+            (reqwest::Method::POST, format!("{root}/oauth/token")),
+            (reqwest::Method::POST, format!("{root}/oauth/introspect")),
+            (reqwest::Method::GET, server.url("Patient")),
+        ] {
+            let resp = anon
+                .request(method.clone(), &url)
+                .header("Origin", origin)
+                .send()
+                .await
+                .unwrap();
+            let h = resp.headers();
+            assert_eq!(h["access-control-allow-origin"], "*", "{method} {url}");
+            assert!(!h.contains_key("access-control-allow-credentials"), "{url}");
+            // the browser's preflight for a bearer-token request
+            let resp = anon
+                .request(reqwest::Method::OPTIONS, &url)
+                .header("Origin", origin)
+                .header("Access-Control-Request-Method", method.as_str())
+                .header("Access-Control-Request-Headers", "authorization")
+                .send()
+                .await
+                .unwrap();
+            assert!(
+                resp.status().is_success(),
+                "preflight {url}: {}",
+                resp.status()
+            );
+            assert_eq!(resp.headers()["access-control-allow-origin"], "*", "{url}");
+            assert!(
+                !resp
+                    .headers()
+                    .contains_key("access-control-allow-credentials")
+            );
+        }
+        let resp = anon
+            .get(format!("{root}/health"))
+            .header("Origin", origin)
+            .send()
+            .await
+            .unwrap();
+        assert!(!resp.headers().contains_key("access-control-allow-origin"));
+        server.stop().await;
+
+        let server = TestServer::start_with(&b, |c| {
+            c.cors_origins = vec![origin.into()];
+        })
+        .await;
+        for (from, allowed) in [(origin, true), ("https://evil.example.com", false)] {
+            let resp = anon
+                .get(server.url("metadata"))
+                .header("Origin", from)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            let acao = resp.headers().get("access-control-allow-origin");
+            if allowed {
+                assert_eq!(acao.unwrap(), origin);
+            } else {
+                assert!(acao.is_none(), "{from} must not be allowed");
+            }
+        }
+        server.stop().await;
+    }
+}
+
+/// Issue 12 item 5, the error middleware's scope: a bare error on a FHIR route becomes an
+/// OperationOutcome, on an OAuth endpoint RFC 6749 JSON (`{"error": …}`) — never a FHIR
+/// OperationOutcome to an OAuth client.
+#[tokio::test]
+async fn bare_errors_are_operation_outcomes_on_fhir_routes_and_rfc6749_json_on_oauth_routes() {
+    let anon = reqwest::Client::new();
+    for b in backends() {
+        let server = TestServer::start(&b).await;
+        let root = server.base.trim_end_matches("/fhir").to_owned();
+        let resp = anon.delete(server.url("metadata")).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+        let ct = resp.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(ct.starts_with("application/fhir+json"), "{ct}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["resourceType"], "OperationOutcome");
+        for path in ["/oauth/token", "/oauth/introspect", "/oauth/revoke"] {
+            let resp = anon.get(format!("{root}{path}")).send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED, "{path}");
+            let ct = resp.headers()["content-type"].to_str().unwrap().to_owned();
+            assert!(ct.starts_with("application/json"), "{path}: {ct}");
+            let body: Value = resp.json().await.unwrap();
+            assert_eq!(body["error"], "invalid_request", "{path}: {body}");
+            assert!(body.get("resourceType").is_none(), "{path}: {body}");
+        }
+        server.stop().await;
+    }
+}

@@ -57,7 +57,7 @@ async fn generated_data_imports_into_every_store_and_is_searchable() {
             .await
             .unwrap();
         let any_sensitive = members.iter().any(|m| m["has_sensitive"] == true);
-        assert_eq!(flagged[0][0].as_i64().unwrap() > 0, any_sensitive);
+        assert_eq!(flagged[0].int(0).unwrap() > 0, any_sensitive);
         s.stop().await;
     }
 }

@@ -8,6 +8,7 @@
 
 use crate::identity::{ClientKind, OrgIdentifier, scopes};
 use crate::store::{SqlValue, Store};
+use anyhow::Context;
 use base64::Engine;
 use serde_json::{Value, json};
 
@@ -478,47 +479,41 @@ fn row_values(c: &Client) -> Vec<SqlValue> {
 }
 
 fn from_row(row: crate::store::db::Row) -> anyhow::Result<Client> {
-    let mut it = row.into_iter();
-    let mut next = || it.next().unwrap_or(SqlValue::Null);
-    let text = |v: SqlValue| v.into_string();
+    // columns in `COLUMNS` order; every decode error is an error (issue 12: a `disabled`
+    // that failed to decode must never read as enabled)
     let json_of = |v: Option<String>| -> anyhow::Result<Option<Value>> {
         v.map(|s| serde_json::from_str(&s).map_err(anyhow::Error::from))
             .transpose()
     };
-    let list_of = |v: Option<String>| -> Vec<String> {
-        v.and_then(|s| serde_json::from_str(&s).ok())
-            .unwrap_or_default()
+    let list_of = |s: String| -> anyhow::Result<Vec<String>> {
+        serde_json::from_str(&s).map_err(anyhow::Error::from)
     };
-    let client_id = text(next()).unwrap_or_default();
-    let name = text(next()).unwrap_or_default();
-    let kind_text = text(next()).unwrap_or_default();
+    let client_id = row.text(0)?;
+    let context = |what: &str| format!("client {client_id}: {what}");
+    let kind_text = row.text(2)?;
     let kind = ClientKind::parse(&kind_text)
         .ok_or_else(|| anyhow::anyhow!("client {client_id} has unknown kind {kind_text:?}"))?;
-    let jwks = json_of(text(next()))?;
-    let jwks_uri = text(next());
-    let org_system = text(next());
-    let org_value = text(next());
-    let organization = match (org_system, org_value) {
+    let organization = match (row.opt_text(5)?, row.opt_text(6)?) {
         (Some(system), Some(value)) => Some(OrgIdentifier { system, value }),
         _ => None,
     };
     Ok(Client {
-        client_id,
-        name,
+        name: row.text(1)?,
         kind,
-        jwks,
-        jwks_uri,
+        jwks: json_of(row.opt_text(3)?).with_context(|| context("jwks"))?,
+        jwks_uri: row.opt_text(4)?,
         organization,
-        scopes: scopes::split(&text(next()).unwrap_or_default()),
-        cert_san_uri: text(next()),
-        cert_thumbprint: text(next()),
-        secret_hash: text(next()),
-        redirect_uris: list_of(text(next())),
-        grant_types: list_of(text(next())),
-        external_id: text(next()),
-        metadata: json_of(text(next()))?,
-        disabled: next().as_i64().unwrap_or(0) != 0,
-        created_at: next().as_i64().unwrap_or(0),
-        updated_at: next().as_i64().unwrap_or(0),
+        scopes: scopes::split(&row.text(7)?),
+        cert_san_uri: row.opt_text(8)?,
+        cert_thumbprint: row.opt_text(9)?,
+        secret_hash: row.opt_text(10)?,
+        redirect_uris: list_of(row.text(11)?).with_context(|| context("redirect_uris"))?,
+        grant_types: list_of(row.text(12)?).with_context(|| context("grant_types"))?,
+        external_id: row.opt_text(13)?,
+        metadata: json_of(row.opt_text(14)?).with_context(|| context("metadata"))?,
+        disabled: row.flag(15)?,
+        created_at: row.int(16)?,
+        updated_at: row.int(17)?,
+        client_id,
     })
 }

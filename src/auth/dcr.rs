@@ -13,24 +13,26 @@
 //!   `iss` registers again (same `client_id`), and an empty `grant_types` cancels.
 
 use super::clients::{self, NewClient};
+use super::server::AuthServer;
 use super::udap::{self, RegistrationError, SoftwareStatement};
+use crate::identity::scopes;
 use crate::identity::{ClientCertificate, ClientKind, OrgIdentifier};
 use crate::identity::{ListenerInfo, ListenerKind};
-use crate::server::SharedState;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 /// Scopes a dynamically registered payer may hold (protocols.md §5.4: "Grant only
 /// client_credentials and the member-match / bulk-member-match / Group scopes").
 pub const PAYER_SCOPES: [&str; 4] = [
-    "http://hl7.org/fhir/us/davinci-hrex/OperationDefinition/member-match",
-    "http://hl7.org/fhir/us/davinci-pdex/OperationDefinition/bulk-member-match",
-    "http://hl7.org/fhir/us/davinci-pdex/OperationDefinition/BulkMemberMatch",
-    "system/Group.u?code=http://hl7.org/fhir/us/davinci-pdex/ValueSet/PDexMultiMemberMatchResultVS|match",
+    scopes::MEMBER_MATCH,
+    scopes::BULK_MEMBER_MATCH_2_1,
+    scopes::BULK_MEMBER_MATCH,
+    scopes::GROUP_EXPORT,
 ];
 
 /// The organization identifier system for a payer known by its certificate SAN URI.
@@ -67,14 +69,14 @@ fn negotiate_scopes(requested: &str, allowed: &[&str]) -> Vec<String> {
 
 /// `POST /oauth/register`.
 pub async fn register(
-    State(state): State<SharedState>,
+    State(state): State<Arc<AuthServer>>,
     listener: Option<axum::Extension<ListenerInfo>>,
     cert: Option<axum::Extension<ClientCertificate>>,
     body: Bytes,
 ) -> Response {
     let listener = listener.map(|e| e.0).unwrap_or_else(|| ListenerInfo {
         kind: ListenerKind::Public,
-        base_url: state.base_url.clone(),
+        base_url: state.settings.fhir_base.clone(),
     });
     let body: Value = match serde_json::from_slice(&body) {
         Ok(v @ Value::Object(_)) => v,
@@ -124,7 +126,7 @@ fn client_error(e: clients::ClientError) -> RegistrationError {
 
 /// RFC 7591 over mTLS.
 async fn register_unsigned(
-    state: &SharedState,
+    state: &AuthServer,
     cert: &ClientCertificate,
     body: &Value,
 ) -> Result<Response, RegistrationError> {
@@ -265,11 +267,11 @@ async fn register_unsigned(
 
 /// UDAP DCR.
 async fn register_udap(
-    state: &SharedState,
+    state: &AuthServer,
     listener: &ListenerInfo,
     body: &Value,
 ) -> Result<Response, RegistrationError> {
-    let (Some(anchors), Some(_)) = (&state.trust, &state.udap) else {
+    let (Some(anchors), Some(_)) = (&state.settings.trust, &state.settings.udap) else {
         return Err(RegistrationError::unapproved(
             "UDAP registration is not enabled on this server (no trust anchors or UDAP certificate)",
         ));
@@ -280,7 +282,6 @@ async fn register_udap(
     // jti replay (UDAP registration.md: a jti may be reused only after the statement
     // expired), keyed by the statement's iss.
     let fresh = state
-        .auth
         .client_keys
         .record_jti(
             &state.store,

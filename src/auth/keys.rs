@@ -77,16 +77,14 @@ pub fn ec_public_jwk(point: &[u8], crv: &str, kid: &str, alg: &str) -> anyhow::R
 }
 
 fn load_key(row: crate::store::db::Row) -> anyhow::Result<ServerKey> {
-    let mut it = row.into_iter();
-    let mut next = || it.next().unwrap_or(SqlValue::Null);
-    let kid = next().into_string().unwrap_or_default();
-    let alg = next().into_string().unwrap_or_default();
-    let private = next().into_string().unwrap_or_default();
-    let jwk: Value = serde_json::from_str(&next().into_string().unwrap_or_default())
+    let kid = row.text(0)?;
+    let alg = row.text(1)?;
+    let private = row.text(2)?;
+    let jwk: Value = serde_json::from_str(&row.text(3)?)
         .with_context(|| format!("signing key {kid}: bad public JWK"))?;
-    let created_at = next().as_i64().unwrap_or(0);
-    let retired_at = next().as_i64();
-    let signed_until = next().as_i64();
+    let created_at = row.int(4)?;
+    let retired_at = row.opt_int(5)?;
+    let signed_until = row.opt_int(6)?;
     anyhow::ensure!(alg == "ES256", "signing key {kid}: unsupported alg {alg:?}");
     let der = STANDARD
         .decode(private)
@@ -161,24 +159,16 @@ pub async fn list(store: &Store) -> anyhow::Result<Vec<KeyInfo>> {
             &[],
         )
         .await?;
-    Ok(rows
-        .into_iter()
+    rows.into_iter()
         .map(|r| {
-            let mut it = r.into_iter();
-            KeyInfo {
-                kid: it
-                    .next()
-                    .and_then(SqlValue::into_string)
-                    .unwrap_or_default(),
-                alg: it
-                    .next()
-                    .and_then(SqlValue::into_string)
-                    .unwrap_or_default(),
-                created_at: it.next().and_then(|v| v.as_i64()).unwrap_or(0),
-                retired_at: it.next().and_then(|v| v.as_i64()),
-            }
+            Ok(KeyInfo {
+                kid: r.text(0)?,
+                alg: r.text(1)?,
+                created_at: r.int(2)?,
+                retired_at: r.opt_int(3)?,
+            })
         })
-        .collect())
+        .collect()
 }
 
 async fn current_kid(store: &Store) -> anyhow::Result<Option<String>> {
@@ -189,11 +179,7 @@ async fn current_kid(store: &Store) -> anyhow::Result<Option<String>> {
             &[],
         )
         .await?;
-    Ok(rows
-        .into_iter()
-        .next()
-        .and_then(|r| r.into_iter().next())
-        .and_then(SqlValue::into_string))
+    rows.first().map(|r| r.text(0)).transpose()
 }
 
 /// The server's keys as the token issuer and the resource server use them.

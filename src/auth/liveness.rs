@@ -49,11 +49,13 @@ pub async fn check(store: &Store, client_id: &str, grant: &GrantRef) -> Result<(
     let Some(row) = rows.into_iter().next() else {
         return Err(Dead::Refused("the token's client is not registered".into()));
     };
-    let mut cols = row.iter().map(SqlValue::as_i64);
+    let mut col = 0;
     let mut next = || {
-        cols.next()
-            .flatten()
-            .ok_or_else(|| Dead::Internal("the liveness check read no integer".into()))
+        let v = row
+            .int(col)
+            .map_err(|e| Dead::Internal(format!("the liveness check: {e:#}")));
+        col += 1;
+        v
     };
     if next()? != 0 {
         return Err(Dead::Refused("the token's client is disabled".into()));

@@ -24,6 +24,7 @@ pub mod keys;
 pub mod liveness;
 pub mod metrics;
 pub mod server;
+pub mod throttle;
 pub mod token;
 
 pub use server::{AuthServer, AuthSettings};

@@ -13,10 +13,6 @@ use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use std::sync::Arc;
 
-/// Default access-token lifetime, seconds (SMART Backend Services: `expires_in` SHOULD NOT
-/// exceed 300).
-pub const DEFAULT_TOKEN_LIFETIME: u64 = 300;
-
 /// Where the authorization server lives and how long its tokens last.
 #[derive(Debug, Clone)]
 pub struct AuthSettings {
@@ -32,6 +28,10 @@ pub struct AuthSettings {
     /// The trust framework's anchors (`--trust-anchors`): UDAP B2B re-validates each client
     /// assertion's `x5c` chain against them.
     pub trust: Option<super::pki::TrustAnchors>,
+    /// UDAP signing identity; `None` when UDAP is off (`/.well-known/udap` is then 404).
+    pub udap: Option<Arc<super::udap::UdapSigner>>,
+    /// The UDAP trust community URI we answer `?community=` for (`--udap-community`).
+    pub udap_community: Option<String>,
 }
 
 impl AuthSettings {
@@ -46,6 +46,8 @@ impl AuthSettings {
             token_lifetime,
             extra_token_urls: Vec::new(),
             trust: None,
+            udap: None,
+            udap_community: None,
         }
     }
     /// The `iss` of our access tokens.
@@ -202,6 +204,8 @@ pub fn router<S: Clone + Send + Sync + 'static>(auth: Arc<AuthServer>) -> Router
         .route("/oauth/introspect", post(super::introspect::introspect))
         .route("/oauth/revoke", post(super::introspect::revoke))
         .route("/oauth/jwks", get(super::discovery::jwks))
+        .route("/oauth/register", post(super::dcr::register))
+        .route("/fhir/.well-known/udap", get(super::udap::discovery))
         .route(
             "/fhir/.well-known/smart-configuration",
             get(super::discovery::smart_configuration),

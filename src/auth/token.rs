@@ -581,6 +581,6 @@ async fn member_grant(
         lifetime: auth
             .settings
             .token_lifetime
-            .min(super::server::DEFAULT_TOKEN_LIFETIME),
+            .min(crate::config::DEFAULT_TOKEN_LIFETIME),
     })
 }

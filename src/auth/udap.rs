@@ -10,9 +10,9 @@
 //! trust anchors UDAP is off, and discovery answers 404 as UDAP discovery.md requires.
 
 use super::pki::{self, TrustAnchors};
+use super::server::AuthServer;
 use crate::identity::ClientCertificate;
 use crate::identity::{ListenerInfo, ListenerKind};
-use crate::server::SharedState;
 use anyhow::anyhow;
 use aws_lc_rs::signature::{self as sig, RsaKeyPair};
 use axum::Json;
@@ -24,6 +24,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use serde_json::{Value, json};
 use std::collections::HashMap;
+use std::sync::Arc;
 use x509_parser::prelude::*;
 
 /// Lifetime of `signed_metadata` (UDAP discovery: `exp` at most one year after `iat`).
@@ -165,6 +166,15 @@ pub struct UdapSigner {
     pub san_uris: Vec<String>,
 }
 
+impl std::fmt::Debug for UdapSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // never the key
+        f.debug_struct("UdapSigner")
+            .field("san_uris", &self.san_uris)
+            .finish_non_exhaustive()
+    }
+}
+
 impl UdapSigner {
     /// `None` (UDAP off, with a warning) when the key is not RSA or does not match the
     /// certificate.
@@ -210,10 +220,10 @@ impl UdapSigner {
 pub const SCOPES_SUPPORTED: [&str; 6] = [
     "system/*.read",
     "system/*.rs",
-    "http://hl7.org/fhir/us/davinci-hrex/OperationDefinition/member-match",
-    "http://hl7.org/fhir/us/davinci-pdex/OperationDefinition/bulk-member-match",
-    "http://hl7.org/fhir/us/davinci-pdex/OperationDefinition/BulkMemberMatch",
-    "system/Group.u?code=http://hl7.org/fhir/us/davinci-pdex/ValueSet/PDexMultiMemberMatchResultVS|match",
+    crate::identity::scopes::MEMBER_MATCH,
+    crate::identity::scopes::BULK_MEMBER_MATCH_2_1,
+    crate::identity::scopes::BULK_MEMBER_MATCH,
+    crate::identity::scopes::GROUP_EXPORT,
 ];
 
 /// The unsigned metadata for the listener `listener`.
@@ -237,15 +247,15 @@ pub fn metadata(listener: &ListenerInfo) -> Value {
 
 /// `GET {base}/.well-known/udap[?community=URI]` (UDAP discovery.md §2).
 pub async fn discovery(
-    State(state): State<SharedState>,
+    State(state): State<Arc<AuthServer>>,
     listener: Option<axum::Extension<ListenerInfo>>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let listener = listener.map(|e| e.0).unwrap_or_else(|| ListenerInfo {
         kind: ListenerKind::Public,
-        base_url: state.base_url.clone(),
+        base_url: state.settings.fhir_base.clone(),
     });
-    let Some(signer) = state.udap.as_ref() else {
+    let Some(signer) = state.settings.udap.as_ref() else {
         return crate::fhir::FhirError::not_found(
             "UDAP is not enabled on this server (it needs --trust-anchors and an RSA --udap-cert/--udap-key or TLS certificate)",
         )
@@ -254,7 +264,7 @@ pub async fn discovery(
     // "Servers SHALL support the community parameter": we serve one trust community, the
     // configured anchors; any other community is unknown → 204 (discovery.md §2.2).
     if let Some(community) = query.get("community")
-        && state.udap_community.as_deref() != Some(community.as_str())
+        && state.settings.udap_community.as_deref() != Some(community.as_str())
     {
         return StatusCode::NO_CONTENT.into_response();
     }

@@ -119,26 +119,25 @@ const JOB_COLUMNS: &str = "id, kind, owner_client, owner_cert, request_url, acce
      transaction_time, created_at, progress, checkpoint, failure, completed_at, expires_at, \
      last_polled_at";
 
-fn job_from_row(row: Row) -> Job {
-    let mut it = row.into_iter();
-    let mut next = || it.next().unwrap_or(SqlValue::Null);
-    Job {
-        id: next().into_string().unwrap_or_default(),
-        kind: next().into_string().unwrap_or_default(),
-        owner_client: next().into_string().unwrap_or_default(),
-        owner_cert: next().into_string(),
-        request_url: next().into_string().unwrap_or_default(),
-        access: next().into_string().unwrap_or_default(),
-        state: next().into_string().unwrap_or_default(),
-        transaction_time: next().as_i64().unwrap_or_default(),
-        created_at: next().as_i64().unwrap_or_default(),
-        progress: next().into_string(),
-        checkpoint: next().into_string(),
-        failure: next().into_string(),
-        completed_at: next().as_i64(),
-        expires_at: next().as_i64(),
-        last_polled_at: next().as_i64(),
-    }
+fn job_from_row(row: Row) -> anyhow::Result<Job> {
+    // columns in `JOB_COLUMNS` order
+    Ok(Job {
+        id: row.text(0)?,
+        kind: row.text(1)?,
+        owner_client: row.text(2)?,
+        owner_cert: row.opt_text(3)?,
+        request_url: row.text(4)?,
+        access: row.text(5)?,
+        state: row.text(6)?,
+        transaction_time: row.int(7)?,
+        created_at: row.int(8)?,
+        progress: row.opt_text(9)?,
+        checkpoint: row.opt_text(10)?,
+        failure: row.opt_text(11)?,
+        completed_at: row.opt_int(12)?,
+        expires_at: row.opt_int(13)?,
+        last_polled_at: row.opt_int(14)?,
+    })
 }
 
 /// A job's large, write-once parts (table `job_payloads`), read by its runner only: the
@@ -213,9 +212,8 @@ impl Jobs {
             )
             .await?
             .first()
-            .and_then(|r| r.first())
-            .and_then(SqlValue::as_i64)
-            .unwrap_or(0);
+            .ok_or_else(|| anyhow::anyhow!("COUNT(*) returned no row"))?
+            .int(0)?;
         if active as usize >= limit {
             return Ok(None);
         }
@@ -259,12 +257,10 @@ impl Jobs {
             .into_iter()
             .next()
             .ok_or_else(|| anyhow::anyhow!("job {id} has no stored request"))?;
-        let mut it = row.into_iter();
-        let mut next = || it.next().unwrap_or(SqlValue::Null);
         Ok(JobPayload {
-            params: next().into_string().unwrap_or_default(),
-            members: next().into_string(),
-            errors: next().into_string(),
+            params: row.text(0)?,
+            members: row.opt_text(1)?,
+            errors: row.opt_text(2)?,
         })
     }
 
@@ -276,7 +272,7 @@ impl Jobs {
                 &[SqlValue::from(id)],
             )
             .await?;
-        Ok(rows.into_iter().next().map(job_from_row))
+        rows.into_iter().next().map(job_from_row).transpose()
     }
 
     /// Takes the oldest runnable job — queued and due, or running with an expired lease (its
@@ -298,12 +294,7 @@ impl Jobs {
                 vec![SqlValue::Int(now), SqlValue::Int(now)],
             )
             .await?;
-        let Some(id) = picked
-            .into_iter()
-            .next()
-            .and_then(|r| r.into_iter().next())
-            .and_then(SqlValue::into_string)
-        else {
+        let Some(id) = picked.first().map(|r| r.text(0)).transpose()? else {
             return Ok(None);
         };
         tx.execute(
@@ -494,8 +485,9 @@ impl Jobs {
             )
             .await?
             .first()
-            .and_then(|r| r.first())
-            .and_then(SqlValue::as_i64);
+            .map(|r| r.opt_int(0))
+            .transpose()?
+            .flatten();
         self.guarded_update(
             "UPDATE jobs SET last_polled_at = ? WHERE id = ?",
             vec![SqlValue::Int(now_ms()), SqlValue::from(id)],
@@ -512,21 +504,18 @@ impl Jobs {
                 &[SqlValue::from(id)],
             )
             .await?;
-        Ok(rows
-            .into_iter()
+        rows.into_iter()
             .map(|row| {
-                let mut it = row.into_iter();
-                let mut next = || it.next().unwrap_or(SqlValue::Null);
-                JobFile {
-                    seq: next().as_i64().unwrap_or_default(),
-                    section: next().into_string().unwrap_or_default(),
-                    rtype: next().into_string().unwrap_or_default(),
-                    name: next().into_string().unwrap_or_default(),
-                    count: next().as_i64().unwrap_or_default(),
-                    bytes: next().as_i64().unwrap_or_default(),
-                }
+                Ok(JobFile {
+                    seq: row.int(0)?,
+                    section: row.text(1)?,
+                    rtype: row.text(2)?,
+                    name: row.text(3)?,
+                    count: row.int(4)?,
+                    bytes: row.int(5)?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Completed jobs whose files have passed their expiry.
@@ -538,10 +527,7 @@ impl Jobs {
                 &[SqlValue::Int(now)],
             )
             .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|r| r.into_iter().next().and_then(SqlValue::into_string))
-            .collect())
+        rows.iter().map(|r| r.text(0)).collect()
     }
 
     async fn guarded_update(&self, sql: &str, params: Vec<SqlValue>) -> anyhow::Result<bool> {

@@ -5,11 +5,11 @@
 //! MAY process the request instead", and PDex 2.2.0 §pdex-180d: never silently ignored).
 
 use crate::fhir::FhirError;
+use crate::fhir::parameters::Parameter;
 use crate::identity::{AccessContext, Interaction};
 use crate::search::query;
 use crate::store::Store;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// Which data an export is about.
@@ -67,55 +67,6 @@ impl ExportParams {
     }
 }
 
-/// One kick-off parameter as received.
-#[derive(Debug, Clone)]
-pub struct RawParam {
-    pub name: String,
-    pub value: String,
-}
-
-/// Query pairs of a GET kick-off.
-pub fn from_query(pairs: Vec<(String, String)>) -> Vec<RawParam> {
-    pairs
-        .into_iter()
-        .map(|(name, value)| RawParam { name, value })
-        .collect()
-}
-
-/// The parameters of a POST kick-off's `Parameters` body.
-pub fn from_parameters(body: &Value) -> Result<Vec<RawParam>, FhirError> {
-    if body["resourceType"] != "Parameters" {
-        return Err(FhirError::bad_request(
-            "a POST kick-off takes a Parameters resource",
-        ));
-    }
-    let mut out = Vec::new();
-    for p in body["parameter"].as_array().into_iter().flatten() {
-        let name = p["name"]
-            .as_str()
-            .ok_or_else(|| FhirError::bad_request("a parameter has no name"))?;
-        let value = [
-            "valueString",
-            "valueInstant",
-            "valueDateTime",
-            "valueCode",
-            "valueUri",
-            "valueCanonical",
-        ]
-        .iter()
-        .find_map(|k| p[*k].as_str().map(str::to_owned))
-        .or_else(|| p["valueReference"]["reference"].as_str().map(str::to_owned))
-        .ok_or_else(|| {
-            FhirError::bad_request(format!("parameter {name} has no value of a supported type"))
-        })?;
-        out.push(RawParam {
-            name: name.to_owned(),
-            value,
-        });
-    }
-    Ok(out)
-}
-
 /// How to parse a kick-off.
 pub struct ParseOptions<'a> {
     pub level: Level,
@@ -151,7 +102,7 @@ const LIST_PARAMS: [&str; 5] = [
 pub fn parse(
     store: &Store,
     ctx: &AccessContext,
-    raw: Vec<RawParam>,
+    raw: Vec<Parameter>,
     opts: &ParseOptions<'_>,
 ) -> Result<Parsed, FhirError> {
     let mut warnings: Vec<String> = Vec::new();

@@ -15,7 +15,7 @@ pub mod policy;
 pub mod stored;
 
 use crate::identity::OrgIdentifier;
-use crate::store::{SqlValue, Store};
+use crate::store::Store;
 
 pub use policy::{ConsentTerms, Constraint, Policy};
 
@@ -70,7 +70,10 @@ pub async fn grant_for(
     }
     let has_sensitive = match consent.policy {
         Policy::Regular if !store.sensitivity.segmentation() => {
-            stored::member_has_sensitive(store, patient_id).await?
+            store
+                .member_lookup()
+                .member_has_sensitive(patient_id)
+                .await?
         }
         _ => false,
     };
@@ -101,15 +104,9 @@ pub async fn resolve_member(store: &Store, member: &str) -> anyhow::Result<Optio
         .map(|(_, id)| id)
         .filter(|id| crate::fhir::is_valid_id(id));
     let candidate_id = as_reference.or_else(|| crate::fhir::is_valid_id(member).then_some(member));
+    let lookup = store.member_lookup();
     if let Some(id) = candidate_id {
-        let rows = store
-            .db
-            .fetch(
-                "SELECT id FROM resources WHERE rtype = 'Patient' AND id = ? AND deleted = 0",
-                &[id.into()],
-            )
-            .await?;
-        if !rows.is_empty() {
+        if lookup.patient_exists(id).await? {
             return Ok(Some(id.to_owned()));
         }
         if as_reference.is_some() {
@@ -120,19 +117,7 @@ pub async fn resolve_member(store: &Store, member: &str) -> anyhow::Result<Optio
         Some((s, v)) => (Some(s), v),
         None => (None, member),
     };
-    let mut sql = String::from(
-        "SELECT DISTINCT t.patient_id FROM idx_token t WHERE t.rtype = 'Patient' AND t.param = 'identifier' AND t.code = ?",
-    );
-    let mut params: Vec<SqlValue> = vec![crate::store::index_key(value).into()];
-    if let Some(s) = system.filter(|s| !s.is_empty()) {
-        sql.push_str(" AND t.system = ?");
-        params.push(s.into());
-    }
-    let rows = store.db.fetch(&sql, &params).await?;
-    let ids: Vec<String> = rows
-        .into_iter()
-        .filter_map(|r| r.into_iter().next().and_then(SqlValue::into_string))
-        .collect();
+    let ids = lookup.patients_by_identifier(system, value).await?;
     Ok(match ids.as_slice() {
         [one] => Some(one.clone()),
         _ => None,

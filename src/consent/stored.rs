@@ -100,10 +100,7 @@ pub async fn insert_all(store: &Store, rows: &[ConsentRow]) -> anyhow::Result<()
             "SELECT patient_id, id FROM member_consents WHERE patient_id IN ({marks}) AND id IN ({marks})"
         );
         for row in tx.fetch(&sql, params).await? {
-            let mut it = row.into_iter().filter_map(SqlValue::into_string);
-            if let (Some(p), Some(i)) = (it.next(), it.next()) {
-                known.insert((p, i));
-            }
+            known.insert((row.text(0)?, row.text(1)?));
         }
     }
     let mut values = Vec::new();
@@ -163,23 +160,15 @@ pub async fn latest_active(
     let Some(row) = rows.into_iter().next() else {
         return Ok(None);
     };
-    let mut it = row.into_iter();
-    let mut text = || it.next().and_then(SqlValue::into_string);
-    let id = text().unwrap_or_default();
-    let patient_id = text().unwrap_or_default();
-    let system = text().unwrap_or_default();
-    let value = text().unwrap_or_default();
-    let client_id = text();
-    let policy = text().as_deref().and_then(Policy::parse);
-    let num = |v: Option<String>| v.and_then(|s| s.parse::<i64>().ok()).unwrap_or_default();
-    let period_start = num(text());
-    let period_end = num(text());
-    let source_reference = text();
-    let status = text().unwrap_or_default();
-    let created = num(text());
-    let Some(policy) = policy else {
-        anyhow::bail!("stored consent {id} has an unknown policy");
+    let id = row.text(0)?;
+    let policy_text = row.text(5)?;
+    let Some(policy) = Policy::parse(&policy_text) else {
+        anyhow::bail!("stored consent {id} has an unknown policy {policy_text:?}");
     };
+    let (patient_id, system, value, client_id) =
+        (row.text(1)?, row.text(2)?, row.text(3)?, row.opt_text(4)?);
+    let (period_start, period_end) = (row.int(6)?, row.int(7)?);
+    let (source_reference, status, created) = (row.opt_text(8)?, row.text(9)?, row.int(10)?);
     Ok(Some(StoredConsent {
         id,
         patient_id,
@@ -192,19 +181,6 @@ pub async fn latest_active(
         status,
         created,
     }))
-}
-
-/// Does the member have any resource flagged sensitive? (Index range on
-/// `resources_patient`, the member's own rows only.)
-pub async fn member_has_sensitive(store: &Store, patient_id: &str) -> anyhow::Result<bool> {
-    let rows = store
-        .db
-        .fetch(
-            "SELECT 1 FROM resources r WHERE r.patient_id = ? AND r.sensitive = 1 AND r.deleted = 0 LIMIT 1",
-            &[patient_id.into()],
-        )
-        .await?;
-    Ok(!rows.is_empty())
 }
 
 /// Revokes (marks `inactive`) the active consents of `patient_id` for `requester` — the

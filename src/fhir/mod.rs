@@ -5,6 +5,7 @@ pub mod bundle;
 pub mod datetime;
 pub mod error;
 pub mod json;
+pub mod parameters;
 pub mod projection;
 pub mod text;
 

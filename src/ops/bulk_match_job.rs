@@ -40,12 +40,11 @@ use crate::consent::policy::{ComplianceCheck, can_comply};
 use crate::consent::stored;
 use crate::fhir::FhirError;
 use crate::identity::{AccessContext, ClientKind, OrgIdentifier};
-use crate::server::http::body_text;
-use crate::server::{Access, SharedState};
 use crate::store::Store;
+use crate::web::SharedState;
+use crate::web::kickoff::KickOff;
 use async_trait::async_trait;
-use axum::body::Bytes;
-use axum::extract::{OriginalUri, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
@@ -73,14 +72,11 @@ struct JobParams {
 /// `POST [base]/Group/$bulk-member-match`.
 pub async fn kickoff_handler(
     State(state): State<SharedState>,
-    Access(ctx): Access,
-    uri: OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
+    k: KickOff,
 ) -> Result<Response, FhirError> {
-    let text = body_text(&headers, &body)?;
-    let url = super::export::request_url(&state.base_url, &uri, true);
-    kickoff(&state, &ctx, &headers, &text, &url).await
+    let text = k.body_text()?;
+    let url = k.request_url(&state.base_url);
+    kickoff(&state, &k.ctx, &k.headers, &text, &url).await
 }
 
 /// The kick-off for `ctx` (the handler's body, callable in-process).
@@ -91,14 +87,7 @@ pub async fn kickoff(
     body: &str,
     request_url: &str,
 ) -> Result<Response, FhirError> {
-    if !(ctx.has_operation(bulk_member_match::OPERATION)
-        || ctx.has_operation(bulk_member_match::OPERATION_V21))
-    {
-        return Err(FhirError::forbidden(format!(
-            "this access token does not carry the scope {}",
-            bulk_member_match::OPERATION
-        )));
-    }
+    super::BULK_MEMBER_MATCH.authorize(ctx)?;
     if !matches!(
         ctx.kind,
         ClientKind::Payer | ClientKind::Admin | ClientKind::Operator
@@ -108,7 +97,7 @@ pub async fn kickoff(
         ));
     }
     // §pdex-147: Prefer: respond-async SHALL be sent (same rule as the Bulk kick-offs)
-    super::export::check_kickoff_headers(headers)?;
+    crate::web::kickoff::check_respond_async(headers)?;
     bulk_member_match::parse_request(body, RequestLimits::default())?;
     if ctx.organization.is_none() {
         return Err(FhirError::forbidden(
@@ -230,8 +219,12 @@ impl SingleMemberEngine {
                 return Ok(MemberOutcome::NonMatched);
             }
         };
-        let member_has_sensitive =
-            !self.segmentation && stored::member_has_sensitive(&self.store, &patient_id).await?;
+        let member_has_sensitive = !self.segmentation
+            && self
+                .store
+                .member_lookup()
+                .member_has_sensitive(&patient_id)
+                .await?;
         let check = ComplianceCheck {
             us: &self.us,
             requester: &self.requester,
@@ -401,6 +394,7 @@ impl JobRunner for BulkMatchRunner {
             job.id.clone(),
         );
         let settings = GroupSettings {
+            profiles: &crate::ops::groups::PAYER_TO_PAYER,
             group_id: &job.id,
             requester: Some(&requester),
             us: self.us.first(),

@@ -24,13 +24,6 @@ use axum::http::StatusCode;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-/// The operation's canonical URL (PDex 2.2.0), which is also its scope.
-pub const OPERATION: &str =
-    "http://hl7.org/fhir/us/davinci-pdex/OperationDefinition/BulkMemberMatch";
-/// The PDex 2.1.0 spelling of the scope (protocols.md: accept both).
-pub const OPERATION_V21: &str =
-    "http://hl7.org/fhir/us/davinci-pdex/OperationDefinition/bulk-member-match";
-
 /// The request profile.
 pub const REQUEST_PROFILE: &str = "http://hl7.org/fhir/us/davinci-pdex/StructureDefinition/pdex-parameters-multi-member-match-bundle-in";
 
@@ -461,6 +454,7 @@ mod tests {
         ]}))
         .unwrap();
         let settings = GroupSettings {
+            profiles: &crate::ops::groups::PAYER_TO_PAYER,
             group_id: "g",
             requester: None,
             us: None,

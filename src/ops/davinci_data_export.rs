@@ -38,20 +38,16 @@ pub use crate::config::PdexVersion;
 use crate::fhir::FhirError;
 use crate::fhir::datetime::format_instant;
 use crate::identity::{AccessContext, ClientKind, DataScope};
-use crate::server::http::prefer;
-use crate::server::{Access, SharedState};
 use crate::store::Store;
+use crate::web::SharedState;
+use crate::web::http::prefer;
+use crate::web::kickoff::KickOff;
 use async_trait::async_trait;
-use axum::body::Bytes;
-use axum::extract::{OriginalUri, Path, RawQuery, State};
-use axum::http::{HeaderMap, Method};
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::json;
 use std::sync::Arc;
-
-/// The operation's canonical URL.
-pub const OPERATION: &str =
-    "http://hl7.org/fhir/us/davinci-atr/OperationDefinition/davinci-data-export";
 
 pub const EXPORT_TYPE_PAYER_TO_PAYER: &str = "hl7.fhir.us.davinci-pdex#payertopayer";
 /// Export types that exist but belong to other Groups than a payer-to-payer match Group.
@@ -179,18 +175,21 @@ impl MemberFilter for PayerConsentFilter {
 #[allow(clippy::too_many_arguments)]
 pub async fn handler(
     State(state): State<SharedState>,
-    Access(ctx): Access,
-    method: Method,
     Path(id): Path<String>,
-    RawQuery(q): RawQuery,
-    uri: OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
+    k: KickOff,
 ) -> Result<Response, FhirError> {
-    super::export::refuse_member_token(&ctx)?;
-    let (raw, post) = super::export::kickoff_params(&method, q.as_deref(), &headers, &body)?;
-    let url = super::export::request_url(&state.base_url, &uri, post);
-    kickoff(&state, &ctx, &id, raw, post, &headers, &url).await
+    super::export::refuse_member_token(&k.ctx)?;
+    let url = k.request_url(&state.base_url);
+    kickoff(
+        &state,
+        &k.ctx,
+        &id,
+        k.params()?,
+        k.is_post(),
+        &k.headers,
+        &url,
+    )
+    .await
 }
 
 /// The kick-off for `ctx` on `Group/{group_id}` (callable in-process).
@@ -198,12 +197,12 @@ pub async fn kickoff(
     state: &SharedState,
     ctx: &AccessContext,
     group_id: &str,
-    raw: Vec<request::RawParam>,
+    raw: Vec<crate::fhir::parameters::Parameter>,
     post: bool,
     headers: &HeaderMap,
     request_url: &str,
 ) -> Result<Response, FhirError> {
-    super::export::check_kickoff_headers(headers)?;
+    crate::web::kickoff::check_respond_async(headers)?;
     let group = state
         .store
         .read(ctx, "Group", group_id)

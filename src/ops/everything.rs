@@ -15,9 +15,9 @@
 use crate::fhir::datetime::{self, DateRange};
 use crate::fhir::{FhirError, is_valid_id};
 use crate::identity::AccessContext;
-use crate::server::http::{body_text, query_pairs};
-use crate::server::{Access, SharedState};
 use crate::store::everything::EverythingPhase;
+use crate::web::http::{body_text, query_pairs};
+use crate::web::{Access, SharedState};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -58,17 +58,9 @@ struct Cursor {
     pk: i64,
 }
 
-pub async fn everything_get(
-    State(state): State<SharedState>,
-    Access(ctx): Access,
-    Path(id): Path<String>,
-    RawQuery(q): RawQuery,
-) -> Result<Response, FhirError> {
-    let pairs = query_pairs(q.as_deref());
-    run(state, ctx, id, pairs).await
-}
-
-pub async fn everything_post(
+/// `GET|POST [base]/Patient/{id}/$everything`: parameters from the query, and from a
+/// `Parameters` body on POST.
+pub async fn everything(
     State(state): State<SharedState>,
     Access(ctx): Access,
     Path(id): Path<String>,
@@ -84,31 +76,14 @@ pub async fn everything_post(
     run(state, ctx, id, pairs).await
 }
 
-/// A Parameters body as name/value pairs.
+/// A Parameters body as name/value pairs (`fhir::parameters`, the one reader).
 fn parameters_to_pairs(text: &str) -> Result<Vec<(String, String)>, FhirError> {
     let v: Value = serde_json::from_str(text)
         .map_err(|e| FhirError::bad_request(format!("the body is not valid JSON: {e}")))?;
-    if v["resourceType"] != "Parameters" {
-        return Err(FhirError::bad_request(
-            "the body must be a Parameters resource",
-        ));
-    }
-    let mut out = Vec::new();
-    for p in v["parameter"].as_array().into_iter().flatten() {
-        let name = p["name"]
-            .as_str()
-            .ok_or_else(|| FhirError::bad_request("a parameter has no name"))?;
-        let value = p
-            .as_object()
-            .and_then(|o| o.iter().find(|(k, _)| k.starts_with("value")))
-            .map(|(_, v)| match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-            .ok_or_else(|| FhirError::bad_request(format!("parameter {name} has no value")))?;
-        out.push((name.to_owned(), value));
-    }
-    Ok(out)
+    Ok(crate::fhir::parameters::read(&v)?
+        .into_iter()
+        .map(|p| (p.name, p.value))
+        .collect())
 }
 
 fn parse_request(state: &SharedState, pairs: Vec<(String, String)>) -> Result<Request, FhirError> {

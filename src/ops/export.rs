@@ -20,11 +20,12 @@ use crate::bulk::manifest;
 use crate::bulk::request::{self, ExportParams, Level, ParseOptions};
 use crate::fhir::{FhirError, IssueType};
 use crate::identity::AccessContext;
-use crate::server::http::{body_text, check_format, http_date, prefer, query_pairs};
-use crate::server::{Access, SharedState};
-use axum::body::{Body, Bytes};
-use axum::extract::{OriginalUri, Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use crate::web::http::{http_date, prefer};
+use crate::web::kickoff::KickOff;
+use crate::web::{Access, SharedState};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
@@ -32,75 +33,43 @@ use futures::StreamExt;
 /// (a write stamps `lastUpdated` when it starts), so "everything up to it" holds.
 const SETTLE_MS: i64 = 1000;
 
+/// The job kind of Bulk Data exports (the bulk engine's own runner).
+pub const JOB_KIND: &str = "export";
+
 /// The NDJSON media type of export files.
 pub const FHIR_NDJSON: &str = "application/fhir+ndjson";
 
-/// Kick-off parameters and whether they came in a POST `Parameters` body (Bulk STU2: GET
-/// takes them from the query, POST from the body).
-pub fn kickoff_params(
-    method: &Method,
-    query: Option<&str>,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<(Vec<request::RawParam>, bool), FhirError> {
-    if method == Method::POST {
-        Ok((post_params(headers, body)?, true))
-    } else {
-        Ok((request::from_query(query_pairs(query)), false))
-    }
-}
-
 /// `GET|POST [base]/$export`.
-pub async fn system(
-    State(state): State<SharedState>,
-    Access(ctx): Access,
-    method: Method,
-    RawQuery(q): RawQuery,
-    uri: OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, FhirError> {
-    let (raw, post) = kickoff_params(&method, q.as_deref(), &headers, &body)?;
-    kickoff(&state, &ctx, Level::System, raw, post, &headers, &uri).await
+pub async fn system(State(state): State<SharedState>, k: KickOff) -> Result<Response, FhirError> {
+    kickoff(&state, &k, Level::System).await
 }
 
 /// `GET|POST [base]/Patient/$export`.
-pub async fn patient(
-    State(state): State<SharedState>,
-    Access(ctx): Access,
-    method: Method,
-    RawQuery(q): RawQuery,
-    uri: OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, FhirError> {
-    let (raw, post) = kickoff_params(&method, q.as_deref(), &headers, &body)?;
-    kickoff(&state, &ctx, Level::Patient, raw, post, &headers, &uri).await
+pub async fn patient(State(state): State<SharedState>, k: KickOff) -> Result<Response, FhirError> {
+    kickoff(&state, &k, Level::Patient).await
 }
 
 /// `GET|POST [base]/Group/{id}/$export`.
-#[allow(clippy::too_many_arguments)]
 pub async fn group(
     State(state): State<SharedState>,
-    Access(ctx): Access,
-    method: Method,
     Path(id): Path<String>,
-    RawQuery(q): RawQuery,
-    uri: OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
+    k: KickOff,
 ) -> Result<Response, FhirError> {
-    refuse_member_token(&ctx)?;
-    let (raw, post) = kickoff_params(&method, q.as_deref(), &headers, &body)?;
-    if ctx.kind == crate::identity::ClientKind::Payer {
+    refuse_member_token(&k.ctx)?;
+    if k.ctx.kind == crate::identity::ClientKind::Payer {
         // a payer's Group export follows the payer-to-payer rules (consent, _since, EOBs)
-        let url = request_url(&state.base_url, &uri, post);
         return crate::ops::davinci_data_export::kickoff(
-            &state, &ctx, &id, raw, post, &headers, &url,
+            &state,
+            &k.ctx,
+            &id,
+            k.params()?,
+            k.is_post(),
+            &k.headers,
+            &k.request_url(&state.base_url),
         )
         .await;
     }
-    kickoff(&state, &ctx, Level::Group(id), raw, post, &headers, &uri).await
+    kickoff(&state, &k, Level::Group(id)).await
 }
 
 /// A member-scoped token reads one member's data; a Group export is a system-level request
@@ -115,52 +84,22 @@ pub fn refuse_member_token(ctx: &AccessContext) -> Result<(), FhirError> {
     }
 }
 
-fn post_params(headers: &HeaderMap, body: &Bytes) -> Result<Vec<request::RawParam>, FhirError> {
-    let text = body_text(headers, body)?;
-    let value: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| FhirError::bad_request(format!("the body is not JSON: {e}")))?;
-    request::from_parameters(&value)
-}
-
-/// The kick-off headers every export level checks.
-pub fn check_kickoff_headers(headers: &HeaderMap) -> Result<(), FhirError> {
-    let respond_async = headers.get_all("prefer").iter().any(|v| {
-        v.to_str()
-            .unwrap_or_default()
-            .split([',', ';'])
-            .any(|p| p.trim() == "respond-async")
-    });
-    if !respond_async {
-        return Err(FhirError::bad_request(
-            "an export runs asynchronously: send Prefer: respond-async",
-        ));
-    }
-    check_format(headers, &[])
-}
-
-async fn kickoff(
-    state: &SharedState,
-    ctx: &AccessContext,
-    level: Level,
-    raw: Vec<request::RawParam>,
-    post: bool,
-    headers: &HeaderMap,
-    uri: &OriginalUri,
-) -> Result<Response, FhirError> {
-    check_kickoff_headers(headers)?;
-    let lenient = prefer(headers).lenient;
+async fn kickoff(state: &SharedState, k: &KickOff, level: Level) -> Result<Response, FhirError> {
+    k.check_headers()?;
+    let ctx = &k.ctx;
+    let lenient = prefer(&k.headers).lenient;
     let opts = ParseOptions {
         level: level.clone(),
-        post,
+        post: k.is_post(),
         lenient,
         allow_until: false,
         extra: &[],
         base_url: &state.base_url,
     };
-    let mut params = request::parse(&state.store, ctx, raw, &opts)?.params;
+    let mut params = request::parse(&state.store, ctx, k.params()?, &opts)?.params;
     check_patients(state, ctx, &mut params, lenient).await?;
-    let request_url = request_url(&state.base_url, uri, post);
-    start_job(state, ctx, "export", params, &request_url).await
+    let request_url = k.request_url(&state.base_url);
+    start_job(state, ctx, JOB_KIND, params, &request_url).await
 }
 
 /// Checks the `patient` list against the store (Patient level: Patients the caller can see;
@@ -273,7 +212,7 @@ pub async fn start_job_with(
     };
     engine.wake.notify_waiters();
     let poll = status_url(&state.base_url, &id);
-    let mut resp = crate::server::http::fhir_json(
+    let mut resp = crate::web::http::fhir_json(
         StatusCode::ACCEPTED,
         crate::fhir::error::operation_outcome(
             "information",
@@ -290,15 +229,6 @@ pub async fn start_job_with(
 }
 
 /// The kick-off URL for the manifest's `request` (a POST's without its parameters).
-pub fn request_url(base_url: &str, uri: &OriginalUri, post: bool) -> String {
-    let path = uri.path();
-    let tail = path.strip_prefix("/fhir").unwrap_or(path);
-    match uri.query() {
-        Some(q) if !post && !q.is_empty() => format!("{base_url}{tail}?{q}"),
-        _ => format!("{base_url}{tail}"),
-    }
-}
-
 pub fn status_url(base_url: &str, id: &str) -> String {
     format!("{base_url}/_export/{id}")
 }
@@ -415,7 +345,7 @@ pub async fn cancel(
         )));
     }
     state.bulk.remove_files(&id).await?;
-    Ok(crate::server::http::fhir_json(
+    Ok(crate::web::http::fhir_json(
         StatusCode::ACCEPTED,
         crate::fhir::error::operation_outcome(
             "information",

@@ -27,12 +27,12 @@
 //! - `managingEntity` = our organization (logical identifier reference); `identifier` = the
 //!   requesting payer's identifier (as in the IG example).
 //!
-//! Depends on `store` (writing the Group, `access::owner_key`), `auth` (types), `fhir`.
+//! Depends on `store` (writing the Group, `Store::record_group_owner`), `auth` (types), `fhir`.
 
 use super::bulk_member_match::{MatchedMember, MemberBundle, MemberOutcome};
 use crate::fhir::FhirError;
 use crate::identity::{AccessContext, OrgIdentifier};
-use crate::store::{IdRule, Store, WriteKind, WriteOp, WriteResult, access};
+use crate::store::{IdRule, Store, WriteKind, WriteOp, WriteResult};
 use serde_json::{Map, Value, json};
 use std::collections::{HashMap, HashSet};
 
@@ -49,6 +49,30 @@ pub const EXT_MATCH_PARAMETERS: &str =
 /// `matchedCoverage` / `nonMatchedCoverage`: the submitted Coverage.
 pub const EXT_MATCH_COVERAGE: &str =
     "http://hl7.org/fhir/us/davinci-pdex/StructureDefinition/base-ext-match-coverage";
+
+/// The Group profiles and result codes one multi-member operation answers with: a second
+/// multi-member operation (Provider Access `$provider-member-match`) plugs in its own table
+/// and its `MemberEvaluator`, and reuses the rest of the pipeline (request reading,
+/// per-member evaluation in batches, Group building, storing the owned Group).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupProfiles {
+    /// The CodeSystem of `Group.code` and `characteristic.code` (match, nomatch, …).
+    pub result_system: &'static str,
+    /// The Matched Group's profile.
+    pub matched: &'static str,
+    /// The profile of the Groups of members not returned (non-matched, consent-constrained).
+    pub not_returned: &'static str,
+    /// The profile of the optional response envelope (`Parameters`).
+    pub envelope: &'static str,
+}
+
+/// Payer-to-payer `$bulk-member-match` (PDex 2.1/2.2).
+pub const PAYER_TO_PAYER: GroupProfiles = GroupProfiles {
+    result_system: RESULT_SYSTEM,
+    matched: MATCH_GROUP_PROFILE,
+    not_returned: NO_MATCH_GROUP_PROFILE,
+    envelope: RESPONSE_PROFILE,
+};
 
 /// The three result buckets (§pdex-154).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -82,10 +106,10 @@ impl Bucket {
             Bucket::ConsentConstrained => "Consent Constrained Members",
         }
     }
-    fn profile(self) -> &'static str {
+    fn profile(self, profiles: &GroupProfiles) -> &'static str {
         match self {
-            Bucket::Matched => MATCH_GROUP_PROFILE,
-            _ => NO_MATCH_GROUP_PROFILE,
+            Bucket::Matched => profiles.matched,
+            _ => profiles.not_returned,
         }
     }
     fn of(outcome: &MemberOutcome) -> Bucket {
@@ -110,11 +134,15 @@ pub struct GroupSettings<'a> {
     pub us_display: Option<&'a str>,
     /// When the match ran (epoch ms).
     pub match_time_ms: i64,
+    /// The operation's Group profiles and result codes.
+    pub profiles: &'a GroupProfiles,
 }
 
 /// The Groups of one `$bulk-member-match`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResultGroups {
+    /// The envelope's profile ([`GroupProfiles::envelope`]).
+    pub envelope_profile: &'static str,
     pub matched: Value,
     pub non_matched: Option<Value>,
     pub consent_constrained: Option<Value>,
@@ -141,7 +169,7 @@ impl ResultGroups {
         }
         json!({
             "resourceType": "Parameters",
-            "meta": {"profile": [RESPONSE_PROFILE]},
+            "meta": {"profile": [self.envelope_profile]},
             "parameter": parameter,
         })
     }
@@ -301,6 +329,7 @@ pub fn build(results: &[(&MemberBundle, MemberOutcome)], s: &GroupSettings) -> R
     let matched = finish(Bucket::Matched, s.group_id.to_owned())
         .unwrap_or_else(|| group(Bucket::Matched, s.group_id, GroupBuilder::default(), s));
     ResultGroups {
+        envelope_profile: s.profiles.envelope,
         matched,
         non_matched: finish(Bucket::NonMatched, format!("{}-nomatch", s.group_id)),
         consent_constrained: finish(
@@ -321,13 +350,14 @@ struct GroupBuilder {
 
 fn group(bucket: Bucket, id: &str, b: GroupBuilder, s: &GroupSettings) -> Value {
     let (code, display) = bucket.code();
-    let coding = json!({"coding": [{"system": RESULT_SYSTEM, "code": code, "display": display}]});
+    let coding =
+        json!({"coding": [{"system": s.profiles.result_system, "code": code, "display": display}]});
     let mut g = Map::new();
     g.insert("resourceType".into(), json!("Group"));
     g.insert("id".into(), json!(id));
     g.insert(
         "meta".into(),
-        json!({"lastUpdated": crate::fhir::datetime::format_instant(s.match_time_ms), "profile": [bucket.profile()]}),
+        json!({"lastUpdated": crate::fhir::datetime::format_instant(s.match_time_ms), "profile": [bucket.profile(s.profiles)]}),
     );
     if !b.contained.resources.is_empty() {
         g.insert("contained".into(), Value::Array(b.contained.resources));
@@ -397,19 +427,7 @@ pub async fn save_owned_group(
             vec![WriteOp::put(WriteKind::Update { if_match: None }, prepared)],
         )
         .await?;
-    if let Some(owner) = access::owner_key(ctx) {
-        tx.execute(
-            "INSERT INTO group_owners (group_id, owner, client_id, created_at) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (group_id) DO NOTHING",
-            vec![
-                id.into(),
-                owner.into(),
-                ctx.client_id.as_deref().into(),
-                chrono::Utc::now().timestamp_millis().into(),
-            ],
-        )
-        .await?;
-    }
+    store.record_group_owner(tx.as_mut(), &id, ctx).await?;
     tx.commit().await?;
     results
         .pop()

@@ -12,28 +12,21 @@
 //! log (target `pdex::audit`) with the client and, on success, the member's Patient id only.
 
 pub mod matcher;
-mod throttle;
 pub mod validate;
 
-pub use throttle::Throttle;
-
-use crate::config::{ExchangeConfig, MemberMatchProfile};
+use crate::config::MemberMatchProfile;
 use crate::consent::policy::{ComplianceCheck, can_comply};
 use crate::consent::stored;
 use crate::fhir::{FhirError, IssueType};
-use crate::identity::{AccessContext, ClientKind, OrgIdentifier};
-use crate::server::http::{body_text, fhir_json};
-use crate::server::{Access, AppState, SharedState};
+use crate::identity::{AccessContext, ClientKind};
+use crate::web::http::{body_text, fhir_json};
+use crate::web::{Access, AppState, SharedState};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use matcher::MatchResult;
 use serde_json::{Value, json};
-
-/// The operation's canonical URL, which is also the scope that allows it (PDex
-/// "Scopes for Operations").
-pub const OPERATION: &str = "http://hl7.org/fhir/us/davinci-hrex/OperationDefinition/member-match";
 
 const UMB_SYSTEM: &str = "http://hl7.org/fhir/us/davinci-hrex/CodeSystem/hrex-temp";
 
@@ -88,12 +81,7 @@ pub async fn member_match(
 
 /// Runs `$member-match` for `ctx` on the request text: the response Parameters, or why not.
 pub async fn evaluate(state: &AppState, ctx: &AccessContext, text: &str) -> Result<Value, Refusal> {
-    if !ctx.has_operation(OPERATION) {
-        return Err(FhirError::forbidden(format!(
-            "this access token does not carry the scope {OPERATION}"
-        ))
-        .into());
-    }
+    super::MEMBER_MATCH.authorize(ctx)?;
     if !matches!(
         ctx.kind,
         ClientKind::Payer | ClientKind::Provider | ClientKind::Admin | ClientKind::Operator
@@ -118,7 +106,7 @@ pub async fn evaluate(state: &AppState, ctx: &AccessContext, text: &str) -> Resu
             "bad bundle format: a payer's request SHALL include CoverageToLink".into(),
         ));
     }
-    let keys = throttle::AttemptKeys::new(client, &req.demographics.key());
+    let keys = crate::auth::throttle::AttemptKeys::new(client, &req.demographics.key());
     if let Some(wait) = state
         .match_throttle
         .check(&keys)
@@ -178,7 +166,10 @@ pub async fn evaluate(state: &AppState, ctx: &AccessContext, text: &str) -> Resu
     if let (Some((consent_json, terms)), Some(requester)) = (&req.consent, &requester) {
         let segmentation = state.store.sensitivity.segmentation();
         let member_has_sensitive = !segmentation
-            && stored::member_has_sensitive(&state.store, &patient_id)
+            && state
+                .store
+                .member_lookup()
+                .member_has_sensitive(&patient_id)
                 .await
                 .map_err(FhirError::internal)?;
         let check = ComplianceCheck {
@@ -267,16 +258,4 @@ fn response(
         "meta": {"profile": ["http://hl7.org/fhir/us/davinci-hrex/StructureDefinition/hrex-parameters-member-match-out"]},
         "parameter": parameter,
     })
-}
-
-/// Parses the configured `system|value` identifiers of this plan.
-pub fn parse_payer_identifiers(config: &ExchangeConfig) -> anyhow::Result<Vec<OrgIdentifier>> {
-    config
-        .payer_identifiers
-        .iter()
-        .map(|s| {
-            s.parse::<OrgIdentifier>()
-                .map_err(|_| anyhow::anyhow!("payer identifier {s:?} is not SYSTEM|VALUE"))
-        })
-        .collect()
 }

@@ -2,9 +2,10 @@
 //! supports (the resource types and search parameters of the registry). Readable without
 //! authorization, as US Core and the PDex kit require.
 
-use super::SharedState;
-use super::http::fhir_json;
+use crate::ops::Level;
 use crate::search::{ParamType, Registry};
+use crate::web::SharedState;
+use crate::web::http::fhir_json;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -24,7 +25,7 @@ fn type_code(kind: ParamType) -> &'static str {
     }
 }
 
-/// The CapabilityStatement as JSON. Built once at start-up (see `AppState::new`): it depends
+/// The CapabilityStatement as JSON. Built once at start-up (by `app::Server::bind_tls`, handed to `web::AppState::new`): it depends
 /// only on the registry and the base URL.
 pub fn capability_statement(
     registry: &Registry,
@@ -49,27 +50,13 @@ pub fn capability_statement(
                 .map(|p| format!("{t}:{}", p.code))
                 .collect();
             includes.push(format!("{t}:*"));
-            let mut operations: Vec<Value> = Vec::new();
-            match *t {
-                // §pdex-98/225: every operation offered is declared, with the exact canonicals.
-                "Patient" => operations.extend([
-                    json!({"name": "member-match",
-                        "definition": "http://hl7.org/fhir/us/davinci-hrex/OperationDefinition/member-match"}),
-                    json!({"name": "everything",
-                        "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}),
-                    json!({"name": "export",
-                        "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"}),
-                ]),
-                "Group" => operations.extend([
-                    json!({"name": "export",
-                        "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"}),
-                    json!({"name": "bulk-member-match",
-                        "definition": crate::ops::bulk_member_match::OPERATION}),
-                    json!({"name": "davinci-data-export",
-                        "definition": crate::ops::davinci_data_export::OPERATION}),
-                ]),
-                _ => {}
-            }
+            // §pdex-98/225: every operation offered is declared, with the exact canonicals
+            // (from the one table, `ops::OPERATIONS`).
+            let operations: Vec<Value> = crate::ops::OPERATIONS
+                .iter()
+                .filter(|op| matches!(op.level, Level::Type(r) | Level::Instance(r) if r == *t))
+                .map(|op| json!({"name": op.name, "definition": op.canonical}))
+                .collect();
             let mut resource = json!({
                 "type": t,
                 "interaction": [
@@ -113,8 +100,11 @@ pub fn capability_statement(
             "security": security(oauth),
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"}],
-            "operation": [{"name": "export",
-                "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}],
+            "operation": crate::ops::OPERATIONS
+                .iter()
+                .filter(|op| op.level == Level::System)
+                .map(|op| json!({"name": op.name, "definition": op.canonical}))
+                .collect::<Vec<_>>(),
             "searchParam": [
                 {"name": "_count", "type": "number"},
                 {"name": "_sort", "type": "string"},
@@ -158,6 +148,6 @@ pub async fn metadata(
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, crate::fhir::FhirError> {
-    super::http::check_format(&headers, &super::http::query_pairs(q.as_deref()))?;
+    crate::web::http::check_format(&headers, &crate::web::http::query_pairs(q.as_deref()))?;
     Ok(fhir_json(StatusCode::OK, state.capability.clone()))
 }

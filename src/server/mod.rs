@@ -1,121 +1,27 @@
 //! The HTTP side: router assembly, middleware (request ids, tracing without PHI, panics and
 //! bare errors turned into OperationOutcomes, body limits); the listeners (plain, TLS, mTLS)
-//! and graceful shutdown are in `tls.rs`.
+//! and graceful shutdown are in `tls.rs`, `/metadata` in `capability.rs`.
 //!
-//! Depends on `store`, `search`, `fhir`, `auth`. Handlers live in `rest.rs` (FHIR REST
-//! interactions), `bundle.rs` (transaction/batch) and `capability.rs` (`/metadata`).
+//! The top of the request path: it mounts the handlers of `rest` and `ops` and the
+//! authorization server's routes, all of which stand on `web`; nothing below depends on it.
 
-pub mod bundle;
 pub mod capability;
-pub mod http;
 pub mod profiles;
-pub mod rest;
 pub mod tls;
 
-use crate::auth::AuthServer;
-use crate::auth::server::AuthFailure;
 use crate::fhir::{FHIR_JSON, FhirError, IssueType};
-use crate::identity::{AccessContext, ClientCertificate};
-use crate::store::Store;
+use crate::web::SharedState;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Request};
-use axum::http::request::Parts;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use std::sync::Arc;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
-
-/// What every handler shares.
-pub struct AppState {
-    pub store: Store,
-    /// FHIR base URL without a trailing slash, e.g. `http://127.0.0.1:8080/fhir`.
-    pub base_url: String,
-    /// The CapabilityStatement served at `/metadata`.
-    pub capability: String,
-    /// The authorization server (tokens, keys, clients) and the resource server's check.
-    pub auth: Arc<AuthServer>,
-    /// The Bulk Data export engine (jobs, workers, files).
-    pub bulk: Arc<crate::bulk::Engine>,
-    /// Payer-to-payer settings (`$member-match`, consent, `$everything`).
-    pub exchange: crate::config::ExchangeConfig,
-    /// Failed `$member-match` attempts (HRex mm-7), counted in the database.
-    pub match_throttle: crate::ops::member_match::Throttle,
-    payer_identifiers: Vec<crate::identity::OrgIdentifier>,
-    /// The trust framework's anchors (`--trust-anchors`): mTLS and UDAP `x5c` chains.
-    pub trust: Option<crate::auth::pki::TrustAnchors>,
-    /// UDAP signing identity; `None` when UDAP is off (`/.well-known/udap` is then 404).
-    pub udap: Option<Arc<crate::auth::udap::UdapSigner>>,
-    /// The FHIR base on the mTLS listener, when there is one.
-    pub mtls_base_url: Option<String>,
-    /// The UDAP trust community URI we answer `?community=` for (`--udap-community`).
-    pub udap_community: Option<String>,
-    /// Bounds on waits and costs (search size and time).
-    pub limits: crate::config::LimitsConfig,
-}
-
-impl AppState {
-    /// The shared state; fails when the payer-to-payer settings do not parse.
-    pub fn new(
-        store: Store,
-        base_url: String,
-        bulk: Arc<crate::bulk::Engine>,
-        auth: Arc<AuthServer>,
-        exchange: crate::config::ExchangeConfig,
-    ) -> anyhow::Result<Self> {
-        let capability =
-            capability::capability_statement(&store.registry, &base_url, &auth.settings)
-                .to_string();
-        let match_throttle = crate::ops::member_match::Throttle::new(
-            store.clone(),
-            exchange.match_failure_limit,
-            exchange.match_failure_window_seconds,
-        );
-        Ok(AppState {
-            store,
-            base_url,
-            capability,
-            auth,
-            bulk,
-            match_throttle,
-            payer_identifiers: crate::ops::member_match::parse_payer_identifiers(&exchange)?,
-            exchange,
-            trust: None,
-            udap: None,
-            mtls_base_url: None,
-            udap_community: None,
-            limits: Default::default(),
-        })
-    }
-
-    /// This plan's organization identifiers (consent source, CoverageToMatch payor).
-    pub fn payer_identifiers(&self) -> Vec<crate::identity::OrgIdentifier> {
-        self.payer_identifiers.clone()
-    }
-}
-
-pub type SharedState = Arc<AppState>;
-
-/// The caller's access, extracted per request from the bearer token (verified signature,
-/// audience, expiry, client enabled, not revoked, certificate binding): a handler that takes
-/// it is closed to unauthenticated callers, who get 401 with `WWW-Authenticate: Bearer`.
-pub struct Access(pub AccessContext);
-
-impl FromRequestParts<SharedState> for Access {
-    type Rejection = Response;
-    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, Response> {
-        let cert = parts.extensions.get::<ClientCertificate>();
-        match state.auth.authenticate(&parts.headers, cert).await {
-            Ok(ctx) => Ok(Access(ctx)),
-            Err(e) => Err(unauthorized(e)),
-        }
-    }
-}
 
 /// `GET /health`: 200 `ok` while the database answers, 503 (with `Retry-After`) while it
 /// does not (issue 15: a load balancer must see an outage).
@@ -127,34 +33,6 @@ async fn health(axum::extract::State(state): axum::extract::State<SharedState>) 
             FhirError::unavailable().into_response()
         }
     }
-}
-
-/// RFC 6750 §3: 401 with a `WWW-Authenticate: Bearer` challenge (with `invalid_token` when a
-/// token was presented) and an OperationOutcome saying why.
-fn unauthorized(e: AuthFailure) -> Response {
-    let (challenge, text) = match e {
-        AuthFailure::Missing => (
-            r#"Bearer realm="pdex""#.to_owned(),
-            "an access token is required: send Authorization: Bearer <token>".to_owned(),
-        ),
-        AuthFailure::Invalid(why) => (
-            format!(
-                r#"Bearer realm="pdex", error="invalid_token", error_description="{}""#,
-                why.replace(['"', '\\'], "'")
-            ),
-            format!("invalid access token: {why}"),
-        ),
-        AuthFailure::Internal => {
-            return FhirError::internal("cannot check the access token").into_response();
-        }
-        // the token may be fine: the database that would tell is down (503, never 401)
-        AuthFailure::Unavailable => return FhirError::unavailable().into_response(),
-    };
-    let mut resp = FhirError::new(StatusCode::UNAUTHORIZED, IssueType::Login, text).into_response();
-    if let Ok(v) = HeaderValue::from_str(&challenge) {
-        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-    }
-    resp
 }
 
 /// Counts 403 answers (insufficient scope) for the audit counters.
@@ -176,18 +54,9 @@ const BODY_LIMIT: usize = 64 * 1024 * 1024;
 /// Builds the application router.
 pub fn router(state: SharedState) -> Router {
     use crate::ops::export;
-    let fhir = Router::new()
+    use crate::rest::{bundle, interactions as rest};
+    let mut fhir = Router::new()
         .route("/metadata", get(capability::metadata))
-        .route("/.well-known/udap", get(crate::auth::udap::discovery))
-        .route("/$export", get(export::system).post(export::system))
-        .route(
-            "/Patient/$export",
-            get(export::patient).post(export::patient),
-        )
-        .route(
-            "/Group/{id}/$export",
-            get(export::group).post(export::group),
-        )
         .route("/_export/{job}", get(export::status).delete(export::cancel))
         .route("/_export/{job}/{file}", get(export::download))
         .route(
@@ -197,62 +66,53 @@ pub fn router(state: SharedState) -> Router {
         .route("/{rtype}", get(rest::search_get).post(rest::create))
         .route("/{rtype}/_search", post(rest::search_post))
         .route(
-            "/Group/{id}/$davinci-data-export",
-            get(crate::ops::davinci_data_export::handler)
-                .post(crate::ops::davinci_data_export::handler),
-        )
-        .route(
-            "/Group/$bulk-member-match",
-            post(crate::ops::bulk_match_job::kickoff_handler),
-        )
-        .route(
-            "/Patient/$member-match",
-            post(crate::ops::member_match::member_match),
-        )
-        .route(
-            "/Patient/{id}/$everything",
-            get(crate::ops::everything::everything_get)
-                .post(crate::ops::everything::everything_post),
-        )
-        .route(
             "/{rtype}/{id}",
             get(rest::read).put(rest::update).delete(rest::delete),
         )
         .route("/{rtype}/{id}/_history", get(rest::instance_history))
         .route("/{rtype}/{id}/_history/{vid}", get(rest::vread));
+    // every operation, from the one table that declares it
+    for op in crate::ops::OPERATIONS {
+        fhir = fhir.route(&op.path(), op.route());
+    }
+    // an unknown URL under the FHIR base is part of the API: its 404 carries CORS too
+    let fhir = fhir.fallback(|| async { FhirError::not_found("no such endpoint") });
+    // The FHIR API: its bare errors (405, 413, extractor rejections) become
+    // OperationOutcomes — here only, so that OAuth errors stay RFC 6749 JSON and the coming
+    // member pages keep their HTML error pages.
+    let fhir_api = with_body_limits(
+        Router::new()
+            .nest("/fhir", fhir)
+            // the base with a trailing slash is the same endpoint
+            .route(
+                "/fhir/",
+                post(bundle::transaction_or_batch).get(rest::system_search),
+            )
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                count_forbidden,
+            )),
+        &state,
+    )
+    .layer(middleware::from_fn(errors_as_operation_outcomes));
+    // The authorization server's endpoints (token, introspection, revocation, JWKS,
+    // registration, SMART and UDAP discovery): bare errors become RFC 6749 JSON.
+    let oauth = with_body_limits(crate::auth::server::router(state.auth.clone()), &state)
+        .layer(middleware::from_fn(errors_as_oauth_errors));
+    // CORS (the invariant in ARCHITECTURE.md): the API and the OAuth endpoints answer browser
+    // apps from any origin, or from the `cors_origins` list, never with credentials (public
+    // SMART clients send bearer tokens, not cookies); routes added outside these two groups
+    // — pages that set cookies — get no CORS headers at all.
+    let cors = cors(&state.cors_origins).unwrap_or_else(|e| {
+        // `app` checked the origins at start-up; a state built elsewhere gets no CORS
+        tracing::error!(error = %e, "CORS origins do not parse; no CORS headers are sent");
+        tower_http::cors::CorsLayer::new()
+    });
     Router::new()
-        .nest("/fhir", fhir)
-        .merge(crate::auth::server::router(state.auth.clone()))
-        .route("/oauth/register", post(crate::auth::dcr::register))
-        // the base with a trailing slash is the same endpoint
-        .route(
-            "/fhir/",
-            post(bundle::transaction_or_batch).get(rest::system_search),
-        )
-        .route("/health", get(health))
+        .merge(fhir_api.layer(cors.clone()))
+        .merge(oauth.layer(cors))
+        .route("/health", get(health).with_state(state.clone()))
         .fallback(|| async { FhirError::not_found("no such endpoint") })
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            count_forbidden,
-        ))
-        .layer(middleware::from_fn_with_state(state.clone(), bounded_body))
-        .with_state(state)
-        // Discovery and FHIR calls from browser apps (SMART 2.2 CORS); no cookies are used,
-        // so any origin may read what its bearer token allows.
-        .layer(
-            tower_http::cors::CorsLayer::new()
-                .allow_origin(tower_http::cors::Any)
-                .allow_methods(tower_http::cors::Any)
-                .allow_headers(tower_http::cors::Any)
-                .expose_headers([header::LOCATION, header::ETAG, header::CONTENT_LOCATION]),
-        )
-        // One limit for every body: the tower layer refuses larger requests (413), and the
-        // extractors' own 2 MB default is lifted to the same size (a 10,000-member
-        // `$bulk-member-match` or a large transaction Bundle is far above 2 MB).
-        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        // outside the body limit, so that its 413 is an OperationOutcome too
-        .layer(middleware::from_fn(errors_as_operation_outcomes))
         .layer(CatchPanicLayer::custom(|_| {
             FhirError::internal("a request handler panicked").into_response()
         }))
@@ -277,6 +137,42 @@ pub fn router(state: SharedState) -> Router {
             header::COOKIE,
         ]))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// The CORS policy of the FHIR API and the OAuth endpoints: `origins` empty → any origin
+/// (`Access-Control-Allow-Origin: *`), else exactly those; never credentials. Fails on an
+/// origin that is not a valid header value.
+pub fn cors(origins: &[String]) -> anyhow::Result<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+    let allow = if origins.is_empty() {
+        AllowOrigin::from(Any)
+    } else {
+        let list = origins
+            .iter()
+            .map(|o| {
+                HeaderValue::from_str(o.trim_end_matches('/'))
+                    .map_err(|_| anyhow::anyhow!("CORS origin {o:?} is not a valid origin"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        AllowOrigin::list(list)
+    };
+    Ok(CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods(Any)
+        .allow_headers(Any)
+        .expose_headers([header::LOCATION, header::ETAG, header::CONTENT_LOCATION]))
+}
+
+/// One limit for every body, under the body-read deadline: the tower layer refuses larger
+/// requests (413), and the extractors' own 2 MB default is lifted to the same size (a
+/// 10,000-member `$bulk-member-match` or a large transaction Bundle is far above 2 MB).
+/// Inside each route group's error layer, so that its 413 is answered in the group's form.
+fn with_body_limits(routes: Router<SharedState>, state: &SharedState) -> Router {
+    routes
+        .layer(middleware::from_fn_with_state(state.clone(), bounded_body))
+        .with_state(state.clone())
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
 }
 
 /// The whole request body must arrive within `body_read_timeout_seconds` (issue 15 item 4: a
@@ -368,6 +264,42 @@ async fn errors_as_operation_outcomes(req: Request, next: Next) -> Response {
     }
     out.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+    out
+}
+
+/// Errors produced outside the OAuth handlers (405, 413, a form that does not parse) arrive
+/// without a body; RFC 6749 §5.2 says what an error looks like: `{"error": …}` JSON.
+async fn errors_as_oauth_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json") || v.contains("+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (error, description) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => ("invalid_request", "method not allowed on this URL"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("invalid_request", "the request body is too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "invalid_request",
+            "unsupported Content-Type; send application/x-www-form-urlencoded",
+        ),
+        s if s.is_server_error() => ("server_error", "internal server error"),
+        _ => ("invalid_request", "the request could not be processed"),
+    };
+    let mut out = (
+        status,
+        axum::Json(serde_json::json!({"error": error, "error_description": description})),
+    )
+        .into_response();
+    for (name, value) in resp.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
     out
 }
 

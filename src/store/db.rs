@@ -19,29 +19,6 @@ pub enum SqlValue {
 }
 
 impl SqlValue {
-    pub fn as_i64(&self) -> Option<i64> {
-        match self {
-            SqlValue::Int(v) => Some(*v),
-            SqlValue::Real(v) => Some(*v as i64),
-            SqlValue::Text(s) => s.parse().ok(),
-            SqlValue::Null | SqlValue::NullInt => None,
-        }
-    }
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            SqlValue::Text(s) => Some(s),
-            _ => None,
-        }
-    }
-    pub fn into_string(self) -> Option<String> {
-        match self {
-            SqlValue::Text(s) => Some(s),
-            SqlValue::Int(v) => Some(v.to_string()),
-            SqlValue::Real(v) => Some(v.to_string()),
-            SqlValue::Null | SqlValue::NullInt => None,
-        }
-    }
-
     /// An integer, or an integer-typed NULL ([`SqlValue::NullInt`]).
     pub fn int_or_null(v: Option<i64>) -> SqlValue {
         v.map_or(SqlValue::NullInt, SqlValue::Int)
@@ -84,8 +61,92 @@ impl<T: Into<SqlValue>> From<Option<T>> for SqlValue {
     }
 }
 
-/// One result row, columns in select order.
-pub type Row = Vec<SqlValue>;
+/// One result row, columns in select order, read by typed accessors that fail loudly: a
+/// NULL where a value is required, a value of another type, or a column past the end is an
+/// error naming the column — never a default (issue 12: a `disabled` flag that failed to
+/// decode used to read as "enabled").
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row(Vec<SqlValue>);
+
+impl Row {
+    pub fn new(values: Vec<SqlValue>) -> Row {
+        Row(values)
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// The raw values, for code that carries a row on unchanged (keyset cursors).
+    pub fn into_values(self) -> Vec<SqlValue> {
+        self.0
+    }
+    /// The first `at` columns as a row of their own, and the rest as raw values (a search
+    /// page row: the resource columns, then the keyset position).
+    pub fn split(self, at: usize) -> anyhow::Result<(Row, Vec<SqlValue>)> {
+        anyhow::ensure!(
+            at <= self.0.len(),
+            "cannot split a {}-column row at column {at}",
+            self.0.len()
+        );
+        let mut head = self.0;
+        let tail = head.split_off(at);
+        Ok((Row(head), tail))
+    }
+    /// Column `i` as it came from the database.
+    pub fn value(&self, i: usize) -> anyhow::Result<&SqlValue> {
+        self.0.get(i).ok_or_else(|| {
+            anyhow::anyhow!(
+                "column {i} is past the end of a {}-column row",
+                self.0.len()
+            )
+        })
+    }
+    /// A text column that must not be NULL.
+    pub fn text(&self, i: usize) -> anyhow::Result<String> {
+        self.opt_text(i)?
+            .ok_or_else(|| anyhow::anyhow!("column {i} is NULL where text is required"))
+    }
+    /// A nullable text column.
+    pub fn opt_text(&self, i: usize) -> anyhow::Result<Option<String>> {
+        match self.value(i)? {
+            SqlValue::Text(s) => Ok(Some(s.clone())),
+            SqlValue::Null | SqlValue::NullInt => Ok(None),
+            other => anyhow::bail!("column {i} is {other:?} where text is expected"),
+        }
+    }
+    /// An integer column that must not be NULL.
+    pub fn int(&self, i: usize) -> anyhow::Result<i64> {
+        self.opt_int(i)?
+            .ok_or_else(|| anyhow::anyhow!("column {i} is NULL where an integer is required"))
+    }
+    /// A nullable integer column.
+    pub fn opt_int(&self, i: usize) -> anyhow::Result<Option<i64>> {
+        match self.value(i)? {
+            SqlValue::Int(v) => Ok(Some(*v)),
+            SqlValue::Null | SqlValue::NullInt => Ok(None),
+            other => anyhow::bail!("column {i} is {other:?} where an integer is expected"),
+        }
+    }
+    /// A 0/1 flag column (INTEGER on SQLite, BOOLEAN or INTEGER on PostgreSQL); NULL and any
+    /// other value are errors.
+    pub fn flag(&self, i: usize) -> anyhow::Result<bool> {
+        match self.int(i)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            n => anyhow::bail!("column {i} is {n} where a 0/1 flag is expected"),
+        }
+    }
+    /// A floating-point column that must not be NULL (an integer value is widened).
+    pub fn real(&self, i: usize) -> anyhow::Result<f64> {
+        match self.value(i)? {
+            SqlValue::Real(v) => Ok(*v),
+            SqlValue::Int(v) => Ok(*v as f64),
+            other => anyhow::bail!("column {i} is {other:?} where a number is expected"),
+        }
+    }
+}
 
 /// Which SQL engine is behind a [`Database`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,5 +294,40 @@ pub async fn connect(url: &str, opts: DbOptions) -> anyhow::Result<std::sync::Ar
         anyhow::bail!(
             "unsupported database URL {url:?}: use sqlite://PATH or postgres://USER@HOST/DB"
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Row, SqlValue};
+
+    #[test]
+    fn typed_accessors_fail_loudly_instead_of_defaulting() {
+        let row = Row::new(vec![
+            SqlValue::Text("a".into()),
+            SqlValue::Int(1),
+            SqlValue::Null,
+            SqlValue::Int(7),
+            SqlValue::Real(1.5),
+        ]);
+        assert_eq!(row.text(0).unwrap(), "a");
+        assert!(row.flag(1).unwrap());
+        assert_eq!(row.opt_text(2).unwrap(), None);
+        assert_eq!(row.opt_int(2).unwrap(), None);
+        assert_eq!(row.real(4).unwrap(), 1.5);
+        // NULL where a value is required, the wrong type, a flag that is not 0/1, a column
+        // past the end: errors, never "", 0 or false
+        assert!(row.text(2).is_err());
+        assert!(row.int(2).is_err());
+        assert!(row.flag(2).is_err());
+        assert!(row.int(0).is_err());
+        assert!(row.text(1).is_err());
+        assert!(row.flag(3).is_err());
+        assert!(row.opt_int(4).is_err());
+        assert!(row.text(5).is_err());
+        let (head, tail) = row.clone().split(2).unwrap();
+        assert_eq!(head.len(), 2);
+        assert_eq!(tail.len(), 3);
+        assert!(row.split(6).is_err());
     }
 }

@@ -117,14 +117,6 @@ impl Store {
         let sql = format!(
             "SELECT r.id FROM resources r WHERE r.rtype = 'Patient' AND r.deleted = 0 AND {restrict} ORDER BY r.id"
         );
-        self.db
-            .stream(sql, params)
-            .map(|row| {
-                row?.into_iter()
-                    .next()
-                    .and_then(SqlValue::into_string)
-                    .ok_or_else(|| anyhow::anyhow!("a Patient id is not text"))
-            })
-            .boxed()
+        self.db.stream(sql, params).map(|row| row?.text(0)).boxed()
     }
 }

@@ -10,6 +10,7 @@ pub mod conditional;
 pub mod db;
 pub mod everything;
 pub mod export;
+pub mod lookup;
 pub mod postgres;
 pub mod prepare;
 pub mod read;

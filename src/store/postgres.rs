@@ -106,12 +106,14 @@ fn decode(row: &PgRow) -> anyhow::Result<Row> {
             "BOOL" => SqlValue::Int(row.try_get::<bool, _>(i)? as i64),
             "FLOAT8" => SqlValue::Real(row.try_get::<f64, _>(i)?),
             "FLOAT4" => SqlValue::Real(row.try_get::<f32, _>(i)? as f64),
-            "NUMERIC" => SqlValue::Real(row.try_get::<f64, _>(i).unwrap_or(0.0)),
+            "NUMERIC" => anyhow::bail!(
+                "column {i} is NUMERIC, which is not decoded: cast it to BIGINT or DOUBLE PRECISION in the query"
+            ),
             _ => SqlValue::Text(row.try_get::<String, _>(i)?),
         };
         out.push(value);
     }
-    Ok(out)
+    Ok(Row::new(out))
 }
 
 #[async_trait]

@@ -113,16 +113,11 @@ pub async fn backfill(db: &dyn super::Database) -> anyhow::Result<()> {
         )
         .await?;
     for row in rows {
-        let [pk, content]: [SqlValue; 2] = row
-            .try_into()
-            .map_err(|_| anyhow::anyhow!("backfill: unexpected row shape"))?;
-        let content = content
-            .into_string()
-            .ok_or_else(|| anyhow::anyhow!("backfill: content is not text"))?;
+        let (pk, content) = (row.int(0)?, row.text(1)?);
         if let Some(until) = release_until("ExplanationOfBenefit", &content) {
             tx.execute(
                 "UPDATE resources SET release_until = ? WHERE pk = ?",
-                vec![SqlValue::Int(until), pk],
+                vec![SqlValue::Int(until), SqlValue::Int(pk)],
             )
             .await?;
         }

@@ -120,10 +120,10 @@ impl Store {
             if matches.len() == req.count {
                 break;
             }
-            let mut position = row[7..].to_vec();
-            position.push(row[0].clone());
+            let (resource, mut position) = row.split(7)?;
+            position.push(resource.value(0)?.clone());
             positions.push(position);
-            matches.push(view.resource(row[..7].to_vec())?);
+            matches.push(view.resource(resource)?);
         }
         if back {
             matches.reverse();
@@ -172,9 +172,8 @@ impl Store {
             .await?;
         Ok(rows
             .first()
-            .and_then(|r| r.first())
-            .and_then(SqlValue::as_i64)
-            .unwrap_or(0))
+            .ok_or_else(|| anyhow::anyhow!("COUNT(*) returned no row"))?
+            .int(0)?)
     }
 
     /// The WHERE clause (type, not deleted, access, filters) on alias `a`.
@@ -417,11 +416,8 @@ impl Store {
                 sql.bind(t);
             }
             for row in self.db.fetch_search(&sql.text, &sql.params).await? {
-                let mut it = row.into_iter();
-                if let (Some(t), Some(id)) = (
-                    it.next().and_then(SqlValue::into_string),
-                    it.next().and_then(SqlValue::into_string),
-                ) {
+                // a reference to an id-less or unknown target names nothing to include
+                if let (Some(t), Some(id)) = (row.opt_text(0)?, row.opt_text(1)?) {
                     by_type.entry(t).or_default().push(id);
                 }
             }

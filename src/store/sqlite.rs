@@ -93,7 +93,7 @@ fn decode(row: &SqliteRow) -> anyhow::Result<Row> {
         };
         out.push(value);
     }
-    Ok(out)
+    Ok(Row::new(out))
 }
 
 #[async_trait]

@@ -328,7 +328,10 @@ impl Store {
                     params,
                 )
                 .await?;
-            let pks: HashMap<(String, String), i64> = rows.into_iter().map(key_of_row).collect();
+            let pks: HashMap<(String, String), i64> = rows
+                .into_iter()
+                .map(key_of_row)
+                .collect::<anyhow::Result<_>>()?;
             for (_, op) in chunk.iter_mut() {
                 let p = op.prepared.as_mut().expect("inserts carry a resource");
                 let Some(pk) = pks.get(&(p.rtype.clone(), p.id.clone())) else {
@@ -403,13 +406,7 @@ async fn resolve_provenance_owners(
                 )
                 .await?;
             for row in rows {
-                let mut it = row.into_iter();
-                if let (Some(id), Some(owner)) = (
-                    it.next().and_then(SqlValue::into_string),
-                    it.next().and_then(SqlValue::into_string),
-                ) {
-                    owners.insert((rtype.clone(), id), owner);
-                }
+                owners.insert((rtype.clone(), row.text(0)?), row.text(1)?);
             }
         }
     }
@@ -435,18 +432,8 @@ pub(crate) const INDEX_TABLES: [&str; 5] = [
     "idx_reference",
 ];
 
-fn key_of_row(row: Row) -> ((String, String), i64) {
-    let mut it = row.into_iter();
-    let pk = it.next().and_then(|v| v.as_i64()).unwrap_or_default();
-    let rtype = it
-        .next()
-        .and_then(SqlValue::into_string)
-        .unwrap_or_default();
-    let id = it
-        .next()
-        .and_then(SqlValue::into_string)
-        .unwrap_or_default();
-    ((rtype, id), pk)
+fn key_of_row(row: Row) -> anyhow::Result<((String, String), i64)> {
+    Ok(((row.text(1)?, row.text(2)?), row.int(0)?))
 }
 
 /// Finds the current rows of the resources `ops` touch. With `lock` (Postgres) the rows are
@@ -477,22 +464,13 @@ async fn lookup(
                 )
                 .await?;
             for row in rows {
-                let mut it = row.into_iter();
-                let pk = it.next().and_then(|v| v.as_i64()).unwrap_or_default();
-                let id = it
-                    .next()
-                    .and_then(SqlValue::into_string)
-                    .unwrap_or_default();
-                let version = it.next().and_then(|v| v.as_i64()).unwrap_or_default();
-                let deleted = it.next().and_then(|v| v.as_i64()).unwrap_or_default() != 0;
-                let source_hash = it.next().and_then(SqlValue::into_string);
                 found.insert(
-                    (rtype.to_owned(), id),
+                    (rtype.to_owned(), row.text(1)?),
                     Existing {
-                        pk,
-                        version,
-                        deleted,
-                        source_hash,
+                        pk: row.int(0)?,
+                        version: row.int(2)?,
+                        deleted: row.flag(3)?,
+                        source_hash: row.opt_text(4)?,
                     },
                 );
             }

@@ -95,7 +95,7 @@ pub struct TestServer {
     /// An `admin` client (the plan's back office: all data, every scope) registered at start.
     pub admin: TestClient,
     pub db: TestDb,
-    pub state: std::sync::Arc<pdex::server::AppState>,
+    pub state: std::sync::Arc<pdex::web::AppState>,
     /// Export files of this server (`[bulk] export_dir`).
     pub exports: tempfile::TempDir,
     handle: tokio::task::JoinHandle<()>,

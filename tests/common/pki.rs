@@ -256,7 +256,7 @@ pub struct TlsServer {
     pub mtls_base: String,
     pub ca: Ca,
     pub server_cert: Leaf,
-    pub state: std::sync::Arc<pdex::server::AppState>,
+    pub state: std::sync::Arc<pdex::web::AppState>,
     pub db: TestDb,
     stop: tokio::sync::watch::Sender<bool>,
     handle: tokio::task::JoinHandle<anyhow::Result<()>>,

@@ -17,7 +17,7 @@ pub fn job_id(resp: &axum::response::Response) -> String {
 }
 
 /// Waits for `job_id` to complete and returns its files.
-pub async fn files(state: &pdex::server::AppState, job_id: &str) -> Files {
+pub async fn files(state: &pdex::web::AppState, job_id: &str) -> Files {
     let engine = &state.bulk;
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
@@ -63,7 +63,7 @@ pub async fn accepted(resp: reqwest::Response) -> String {
 
 /// Over HTTP: polls `url` as the server asks (`Retry-After`) until the job's manifest; a
 /// failed job panics with the failure the server recorded.
-pub async fn manifest(state: &pdex::server::AppState, http: &reqwest::Client, url: &str) -> Value {
+pub async fn manifest(state: &pdex::web::AppState, http: &reqwest::Client, url: &str) -> Value {
     let job = url.rsplit('/').next().unwrap();
     match tokio::time::timeout(Duration::from_secs(120), poll(http, url)).await {
         Ok(Ok(m)) => m,

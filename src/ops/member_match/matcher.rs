@@ -1,14 +1,15 @@
 //! Deterministic, identifier-first member matching (HRex `$member-match`: "a match on member
 //! id or subscriber id at a minimum", never demographics alone). Candidates come from index
-//! lookups only — `idx_token` by value for the member id (Coverage and Patient `identifier`)
-//! and the subscriber id (Coverage `subscriber-id`), then the candidates' Patient rows by
-//! primary key — and demographics confirm and disambiguate (dependents under one subscriber
+//! lookups only, through the store's privileged `lookup::MemberLookup` — `idx_token` by value
+//! for the member id (Coverage and Patient `identifier`) and the subscriber id (Coverage
+//! `subscriber-id`), then the candidates' Patient rows by primary key — and demographics confirm and disambiguate (dependents under one subscriber
 //! id, twins): family and first given name after normalisation, birth date exact, gender and
 //! birth sex when both sides have them.
 
 use super::validate::{Demographics, MatchRequest, birth_sex, name_tokens, normalize_family};
 use crate::identity::OrgIdentifier;
-use crate::store::{SqlValue, Store, index_key, placeholders};
+use crate::store::lookup::MemberKey;
+use crate::store::{Store, index_key};
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -26,9 +27,6 @@ pub enum MatchResult {
     /// More than one member fits.
     Several,
 }
-
-/// Rows read per statement when many requests are matched together.
-const BATCH: usize = 500;
 
 /// Finds the member `req` describes.
 pub async fn find_member(
@@ -68,24 +66,22 @@ pub async fn find_members(
         .iter()
         .flat_map(|&i| reqs[i].member_ids.iter().map(|(_, v)| index_key(v)))
         .collect();
-    let by_code = owners_by_code(
-        store,
-        "t.rtype IN ('Coverage', 'Patient') AND t.param = 'identifier'",
-        keys,
-    )
-    .await?;
+    let by_code = store
+        .member_lookup()
+        .owners_by_code(MemberKey::MemberId, keys, MAX_CANDIDATES)
+        .await?;
     let mut candidates: Vec<(usize, Vec<String>)> = Vec::new();
     for &i in &open {
         let mut owners = Vec::new();
         for (system, value) in &reqs[i].member_ids {
-            for (owner, stored_system) in by_code.get(&index_key(value)).into_iter().flatten() {
+            for owner in by_code.get(&index_key(value)).into_iter().flatten() {
                 // A system on both sides must agree; a card often carries none.
-                let agrees = match (system, stored_system) {
+                let agrees = match (system, &owner.system) {
                     (Some(a), Some(b)) => index_key(a) == *b,
                     _ => true,
                 };
                 if agrees {
-                    owners.push(owner.clone());
+                    owners.push(owner.patient_id.clone());
                 }
             }
         }
@@ -103,12 +99,10 @@ pub async fn find_members(
         .iter()
         .filter_map(|&i| reqs[i].subscriber_id.as_deref().map(index_key))
         .collect();
-    let by_code = owners_by_code(
-        store,
-        "t.rtype = 'Coverage' AND t.param = 'subscriber-id'",
-        keys,
-    )
-    .await?;
+    let by_code = store
+        .member_lookup()
+        .owners_by_code(MemberKey::SubscriberId, keys, MAX_CANDIDATES)
+        .await?;
     let mut candidates: Vec<(usize, Vec<String>)> = Vec::new();
     for &i in &open {
         let subscriber = reqs[i].subscriber_id.as_deref().map(index_key);
@@ -116,7 +110,7 @@ pub async fn find_members(
             .get(subscriber.as_deref().unwrap_or_default())
             .into_iter()
             .flatten()
-            .map(|(owner, _)| owner.clone())
+            .map(|owner| owner.patient_id.clone())
             .collect();
         if !owners.is_empty() {
             tried_any[i] = true;
@@ -138,47 +132,6 @@ pub async fn find_members(
         .collect())
 }
 
-/// `idx_token` rows under `filter` for each of `codes`: code → (owner Patient id, system),
-/// at most [`MAX_CANDIDATES`] per code, as a `LIMIT` would give each code on its own.
-async fn owners_by_code(
-    store: &Store,
-    filter: &str,
-    mut codes: Vec<String>,
-) -> anyhow::Result<HashMap<String, Vec<(String, Option<String>)>>> {
-    codes.sort();
-    codes.dedup();
-    let mut out: HashMap<String, Vec<(String, Option<String>)>> = HashMap::new();
-    for chunk in codes.chunks(BATCH) {
-        let mut params: Vec<SqlValue> = chunk.iter().map(SqlValue::from).collect();
-        params.push((MAX_CANDIDATES as i64).into());
-        let rows = store
-            .db
-            .fetch(
-                &format!(
-                    "SELECT code, patient_id, system FROM (\
-                     SELECT t.code, t.patient_id, t.system, \
-                     ROW_NUMBER() OVER (PARTITION BY t.code) AS n FROM idx_token t \
-                     WHERE {filter} AND t.code IN ({})) c WHERE n <= ?",
-                    placeholders(chunk.len())
-                ),
-                &params,
-            )
-            .await?;
-        for row in rows {
-            let mut it = row.into_iter();
-            let (Some(code), Some(owner)) = (
-                it.next().and_then(SqlValue::into_string),
-                it.next().and_then(SqlValue::into_string),
-            ) else {
-                continue;
-            };
-            let system = it.next().and_then(SqlValue::into_string);
-            out.entry(code).or_default().push((owner, system));
-        }
-    }
-    Ok(out)
-}
-
 /// Stored Patients read so far (by id; `None`: not on file), each parsed once.
 #[derive(Default)]
 struct PatientCache(HashMap<String, Option<Value>>);
@@ -193,30 +146,10 @@ impl PatientCache {
             .collect();
         missing.sort_unstable();
         missing.dedup();
-        for chunk in missing.chunks(BATCH) {
-            let params: Vec<SqlValue> = chunk.iter().map(|id| SqlValue::from(*id)).collect();
-            let rows = store
-                .db
-                .fetch(
-                    &format!(
-                        "SELECT r.id, r.content FROM resources r WHERE r.rtype = 'Patient' AND r.deleted = 0 AND r.id IN ({})",
-                        placeholders(params.len())
-                    ),
-                    &params,
-                )
-                .await?;
-            for id in chunk {
-                self.0.insert((*id).to_owned(), None);
-            }
-            for row in rows {
-                let mut it = row.into_iter();
-                if let (Some(id), Some(content)) = (
-                    it.next().and_then(SqlValue::into_string),
-                    it.next().and_then(SqlValue::into_string),
-                ) {
-                    self.0.insert(id, serde_json::from_str(&content).ok());
-                }
-            }
+        let mut found = store.member_lookup().candidate_patients(&missing).await?;
+        for id in missing {
+            let patient = found.remove(id);
+            self.0.insert(id.to_owned(), patient);
         }
         Ok(())
     }

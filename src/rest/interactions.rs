@@ -1,11 +1,6 @@
 //! FHIR REST interactions on resources: read, vread, instance history, create, update,
 //! delete, and search by GET and by POST `_search`.
 
-use super::http::{
-    Return, check_format, fhir_json, if_match, prefer, query_pairs, resource_response,
-    resource_text,
-};
-use super::{Access, SharedState};
 use crate::fhir::bundle::{Entry, write_bundle};
 use crate::fhir::datetime::format_instant;
 use crate::fhir::{FhirError, is_valid_id};
@@ -13,6 +8,11 @@ use crate::identity::Interaction;
 use crate::search::query;
 use crate::store::conditional::Conditional;
 use crate::store::{IdRule, WriteKind, WriteOp, WriteOutcome};
+use crate::web::http::{
+    Return, check_format, fhir_json, if_match, prefer, query_pairs, resource_response,
+    resource_text,
+};
+use crate::web::{Access, SharedState};
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -82,8 +82,8 @@ pub async fn read(
     if r.deleted {
         return Err(FhirError::gone(format!("{rtype}/{id} was deleted")));
     }
-    if super::http::if_none_match(&headers, r.version) {
-        return Ok(super::http::not_modified(&r));
+    if crate::web::http::if_none_match(&headers, r.version) {
+        return Ok(crate::web::http::not_modified(&r));
     }
     Ok(resource_response(
         StatusCode::OK,
@@ -391,8 +391,10 @@ pub async fn delete(
         .to_string(),
     );
     if result.outcome == WriteOutcome::Deleted {
-        resp.headers_mut()
-            .insert(axum::http::header::ETAG, super::http::etag(result.version));
+        resp.headers_mut().insert(
+            axum::http::header::ETAG,
+            crate::web::http::etag(result.version),
+        );
     }
     Ok(resp)
 }

@@ -89,9 +89,9 @@ impl Throttle {
             .await?;
         let mut wait: Option<Duration> = None;
         for row in rows {
-            let key = row.first().and_then(SqlValue::as_str).unwrap_or_default();
-            let count = row.get(1).and_then(SqlValue::as_i64).unwrap_or(0);
-            let oldest = row.get(2).and_then(SqlValue::as_i64).unwrap_or(now);
+            let key = row.text(0)?;
+            let count = row.int(1)?;
+            let oldest = row.int(2)?;
             let limit = if key == keys.client {
                 self.limit.saturating_mul(CLIENT_FACTOR)
             } else {

@@ -2,9 +2,7 @@
 //! transaction (all or nothing) and rewrites `urn:uuid:` references to the ids it assigns;
 //! a batch runs each entry on its own and reports each entry's outcome.
 
-use super::http::{Return, fhir_json, prefer, query_pairs, resource_text};
-use super::rest::require_write;
-use super::{Access, SharedState};
+use super::interactions::require_write;
 use crate::fhir::bundle::{Entry, write_bundle};
 use crate::fhir::datetime::format_instant;
 use crate::fhir::json::replace_string_literal;
@@ -13,6 +11,8 @@ use crate::identity::AccessContext;
 use crate::search::query::SearchRequest;
 use crate::store::conditional::{Conditional, Existing};
 use crate::store::{IdRule, StoredResource, WriteKind, WriteOp, WriteOutcome, WriteResult};
+use crate::web::http::{Return, fhir_json, prefer, query_pairs, resource_text};
+use crate::web::{Access, SharedState};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -60,7 +60,7 @@ pub async fn transaction_or_batch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, FhirError> {
-    super::http::check_format(&headers, &[])?;
+    crate::web::http::check_format(&headers, &[])?;
     let text = resource_text(&headers, &body)?;
     let bundle: BundleIn = serde_json::from_str(&text)
         .map_err(|e| FhirError::bad_request(format!("not a Bundle: {e}")))?;
@@ -92,7 +92,7 @@ fn parse_url(url: &str) -> (String, Option<String>, Option<String>) {
 fn parse_if_match(v: &Option<String>) -> Result<Option<i64>, FhirError> {
     match v {
         None => Ok(None),
-        Some(t) => super::http::version_etag(t)
+        Some(t) => crate::web::http::version_etag(t)
             .map(Some)
             .ok_or_else(|| FhirError::bad_request(format!("ifMatch {t:?} is not a version ETag"))),
     }
@@ -112,7 +112,7 @@ fn plan_entry(
         .as_ref()
         .ok_or_else(|| FhirError::bad_request("every entry needs a request"))?;
     let (rtype, id, _query) = parse_url(&request.url);
-    super::rest::check_type(state, &rtype)?;
+    super::interactions::check_type(state, &rtype)?;
     let body = || {
         resource_text.ok_or_else(|| {
             FhirError::bad_request(format!(
@@ -200,7 +200,7 @@ fn check_write_scope(ctx: &AccessContext, op: &WriteOp) -> Result<(), FhirError>
         crate::store::WriteKind::Delete { .. } => Interaction::Delete,
         _ => Interaction::Update,
     };
-    super::rest::check_scope(ctx, &op.rtype, interaction)
+    super::interactions::check_scope(ctx, &op.rtype, interaction)
 }
 
 /// Runs a GET entry and returns (status, resource JSON).
@@ -210,10 +210,10 @@ async fn run_get(
     url: &str,
 ) -> Result<(StatusCode, String), FhirError> {
     let (rtype, id, query) = parse_url(url);
-    super::rest::check_type(state, &rtype)?;
+    super::interactions::check_type(state, &rtype)?;
     match id {
         Some(id) => {
-            super::rest::check_scope(ctx, &rtype, crate::identity::Interaction::Read)?;
+            super::interactions::check_scope(ctx, &rtype, crate::identity::Interaction::Read)?;
             let r = state
                 .store
                 .read(ctx, &rtype, &id)
@@ -225,7 +225,8 @@ async fn run_get(
         None => {
             let pairs = query_pairs(query.as_deref());
             let resp =
-                super::rest::run_search(state, ctx, &rtype, pairs, &HeaderMap::new()).await?;
+                super::interactions::run_search(state, ctx, &rtype, pairs, &HeaderMap::new())
+                    .await?;
             let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
                 .await
                 .map_err(FhirError::internal)?;
@@ -296,10 +297,10 @@ fn conditional_criteria(
         return Ok(None);
     };
     let (rtype, _, _) = parse_url(&request.url);
-    super::rest::check_type(state, &rtype)?;
+    super::interactions::check_type(state, &rtype)?;
     require_write(ctx)?;
-    super::rest::check_scope(ctx, &rtype, crate::identity::Interaction::Create)?;
-    super::rest::if_none_exist(state, &rtype, text).map(Some)
+    super::interactions::check_scope(ctx, &rtype, crate::identity::Interaction::Create)?;
+    super::interactions::if_none_exist(state, &rtype, text).map(Some)
 }
 
 /// The validation warnings of a write (`Prefer: handling=lenient`), taken out of it.
