@@ -101,10 +101,18 @@ struct Element {
 }
 
 #[derive(Debug)]
+struct Required {
+    /// How the element is named in an issue (`status`, `value[x]`).
+    shown: String,
+    any_of: Vec<String>,
+}
+
+#[derive(Debug)]
 struct TypeDef {
     elements: HashMap<String, Element>,
-    /// Elements with min 1: (name, `_name`).
-    required: Vec<(String, String)>,
+    /// Elements with min 1, each as the names any one of which makes it present: `name` and
+    /// `_name`, or for a choice (`value[x]`) every member and its `_` form.
+    required: Vec<Required>,
     /// Choice groups: the base name (`value`) of each.
     choices: Vec<String>,
 }
@@ -189,7 +197,10 @@ impl Schema {
                     },
                 };
                 if e[2].as_bool() == Some(true) {
-                    required.push((ename.clone(), format!("_{ename}")));
+                    required.push(Required {
+                        shown: ename.clone(),
+                        any_of: vec![ename.clone(), format!("_{ename}")],
+                    });
                 }
                 let codes = e[3].as_array().map(|codes| {
                     codes
@@ -207,6 +218,22 @@ impl Schema {
                         choice: choice_of.get(ename).copied(),
                     },
                 );
+            }
+            // A choice with min 1 (R4 formats §2.1.0.2): one of its members must be present.
+            for base in t["required_choices"].as_array().into_iter().flatten() {
+                let base = base.as_str().ok_or("required choice")?;
+                let members = t["choices"][base]
+                    .as_array()
+                    .ok_or_else(|| format!("{name}: required choice {base} has no members"))?;
+                let any_of = members
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .flat_map(|m| [m.to_owned(), format!("_{m}")])
+                    .collect();
+                required.push(Required {
+                    shown: format!("{base}[x]"),
+                    any_of,
+                });
             }
             types.push(TypeDef {
                 elements,
@@ -383,8 +410,9 @@ impl Walker<'_> {
         }
         // Cardinality min 1 (R4 elementdefinition.html#min); a primitive may be present by
         // its `_name` alone (an extension instead of a value, R4 json.html#primitive).
-        for (name, ext) in &td.required {
-            if !obj.contains_key(name) && !obj.contains_key(ext) {
+        for req in &td.required {
+            if !req.any_of.iter().any(|n| obj.contains_key(n)) {
+                let name = &req.shown;
                 let at = self.path.len();
                 self.path.push('.');
                 self.path.push_str(name);

@@ -202,18 +202,27 @@ for path_arg in sys.argv[2:]:
             parts = el["path"].split(".")
             if len(parts) < 2 or el.get("min", 0) < 1:
                 continue
-            if parts[-1].endswith("[x]"):
-                skipped_choices += 1
-                continue
+            choice = parts[-1].endswith("[x]")
             cur = parts[0]
             for seg in parts[1:-1]:
                 nxt = types.get(cur, {}).get("elements", {}).get(seg)
                 cur = nxt[0] if nxt else None
                 if cur is None:
                     break
-            element = types.get(cur, {}).get("elements", {}).get(parts[-1]) if cur else None
+            if cur is None:
+                continue
+            if choice:
+                base = parts[-1][:-3]
+                if base in types[cur]["choices"]:
+                    rc = types[cur].setdefault("required_choices", [])
+                    if base not in rc:
+                        rc.append(base)
+                else:
+                    skipped_choices += 1  # a choice the schema's inference did not find
+                continue
+            element = types[cur]["elements"].get(parts[-1])
             if element is not None:
                 element[2] = True
-print(f"choice elements with min >= 1 not enforced: {skipped_choices}", file=sys.stderr)
+print(f"required choice elements without an inferred choice group: {skipped_choices}", file=sys.stderr)
 
 json.dump({"primitives": PRIMS, "types": types}, sys.stdout, separators=(",", ":"), sort_keys=True)
