@@ -180,9 +180,7 @@ impl Server {
             capability,
         )?;
         state.limits = config.limits;
-        // a bad origin is a start-up error, not a silently open API
-        let _policy = crate::server::cors(&config.cors_origins)?;
-        state.cors_origins = config.cors_origins.clone();
+        state.cors_origins = crate::server::parse_cors_origins(&config.cors_origins)?;
         let state = Arc::new(state);
         // each operation's job hooks, from the one table that declares it
         for op in crate::ops::OPERATIONS {

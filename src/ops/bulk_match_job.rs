@@ -39,13 +39,12 @@ use crate::config::PdexVersion;
 use crate::consent::policy::{ComplianceCheck, can_comply};
 use crate::consent::stored;
 use crate::fhir::FhirError;
-use crate::identity::{AccessContext, ClientKind, OrgIdentifier};
+use crate::identity::{ClientKind, OrgIdentifier};
 use crate::store::Store;
 use crate::web::SharedState;
 use crate::web::kickoff::KickOff;
 use async_trait::async_trait;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -74,19 +73,7 @@ pub async fn kickoff_handler(
     State(state): State<SharedState>,
     k: KickOff,
 ) -> Result<Response, FhirError> {
-    let text = k.body_text()?;
-    let url = k.request_url(&state.base_url);
-    kickoff(&state, &k.ctx, &k.headers, &text, &url).await
-}
-
-/// The kick-off for `ctx` (the handler's body, callable in-process).
-pub async fn kickoff(
-    state: &SharedState,
-    ctx: &AccessContext,
-    headers: &HeaderMap,
-    body: &str,
-    request_url: &str,
-) -> Result<Response, FhirError> {
+    let ctx = &k.ctx;
     super::BULK_MEMBER_MATCH.authorize(ctx)?;
     if !matches!(
         ctx.kind,
@@ -97,21 +84,23 @@ pub async fn kickoff(
         ));
     }
     // §pdex-147: Prefer: respond-async SHALL be sent (same rule as the Bulk kick-offs)
-    crate::web::kickoff::check_respond_async(headers)?;
-    bulk_member_match::parse_request(body, RequestLimits::default())?;
+    k.check_headers()?;
+    let body = k.body_text()?;
+    bulk_member_match::parse_request(&body, RequestLimits::default())?;
     if ctx.organization.is_none() {
         return Err(FhirError::forbidden(
             "this client has no organization identifier, so no member's consent can name it as recipient",
         ));
     }
     let params = JobParams {
-        body: RawValue::from_string(body.to_owned()).map_err(FhirError::internal)?,
+        body: RawValue::from_string(body).map_err(FhirError::internal)?,
         envelope: state.exchange.pdex_version == PdexVersion::V21,
     };
     let params = serde_json::to_string(&params).map_err(FhirError::internal)?;
     // No settling delay: the match reads the member store as it is when the job runs, and
     // its transactionTime is only the match date of the Groups.
-    super::export::start_job_with(state, ctx, JOB_KIND, params, request_url, 0).await
+    let request_url = k.request_url(&state.base_url);
+    super::export::start_job_with(&state, ctx, JOB_KIND, params, &request_url, 0).await
 }
 
 /// The single-member engine for one requesting payer (the `$member-match` matcher and

@@ -44,7 +44,6 @@ use crate::web::http::prefer;
 use crate::web::kickoff::KickOff;
 use async_trait::async_trait;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::json;
 use std::sync::Arc;
@@ -179,30 +178,17 @@ pub async fn handler(
     k: KickOff,
 ) -> Result<Response, FhirError> {
     super::export::refuse_member_token(&k.ctx)?;
-    let url = k.request_url(&state.base_url);
-    kickoff(
-        &state,
-        &k.ctx,
-        &id,
-        k.params()?,
-        k.is_post(),
-        &k.headers,
-        &url,
-    )
-    .await
+    kickoff(&state, &k, &id).await
 }
 
-/// The kick-off for `ctx` on `Group/{group_id}` (callable in-process).
+/// The kick-off `k` on `Group/{group_id}` (also a payer's `Group/{id}/$export`).
 pub async fn kickoff(
     state: &SharedState,
-    ctx: &AccessContext,
+    k: &KickOff,
     group_id: &str,
-    raw: Vec<crate::fhir::parameters::Parameter>,
-    post: bool,
-    headers: &HeaderMap,
-    request_url: &str,
 ) -> Result<Response, FhirError> {
-    crate::web::kickoff::check_respond_async(headers)?;
+    let ctx = &k.ctx;
+    k.check_headers()?;
     let group = state
         .store
         .read(ctx, "Group", group_id)
@@ -212,13 +198,13 @@ pub async fn kickoff(
     let members = crate::bulk::export::group_member_ids(&group.content);
     let opts = ParseOptions {
         level: Level::Group(group_id.to_owned()),
-        post,
-        lenient: prefer(headers).lenient,
+        post: k.is_post(),
+        lenient: prefer(&k.headers).lenient,
         allow_until: true,
         extra: &["exportType"],
         base_url: &state.base_url,
     };
-    let parsed = request::parse(&state.store, ctx, raw, &opts)?;
+    let parsed = request::parse(&state.store, ctx, k.params()?, &opts)?;
     let mut params = parsed.params;
     let given: Vec<String> = parsed.extra.get("exportType").cloned().unwrap_or_default();
     export_type(&given)?;
@@ -236,7 +222,8 @@ pub async fn kickoff(
         job_ctx.scope = DataScope::Patients(members);
         job_ctx.allow_sensitive = false;
     }
-    super::export::start_job(state, &job_ctx, JOB_KIND, params, request_url).await
+    let request_url = k.request_url(&state.base_url);
+    super::export::start_job(state, &job_ctx, JOB_KIND, params, &request_url).await
 }
 
 #[cfg(test)]

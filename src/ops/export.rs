@@ -58,16 +58,7 @@ pub async fn group(
     refuse_member_token(&k.ctx)?;
     if k.ctx.kind == crate::identity::ClientKind::Payer {
         // a payer's Group export follows the payer-to-payer rules (consent, _since, EOBs)
-        return crate::ops::davinci_data_export::kickoff(
-            &state,
-            &k.ctx,
-            &id,
-            k.params()?,
-            k.is_post(),
-            &k.headers,
-            &k.request_url(&state.base_url),
-        )
-        .await;
+        return crate::ops::davinci_data_export::kickoff(&state, &k, &id).await;
     }
     kickoff(&state, &k, Level::Group(id)).await
 }

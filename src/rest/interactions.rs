@@ -10,7 +10,7 @@ use crate::store::conditional::Conditional;
 use crate::store::{IdRule, WriteKind, WriteOp, WriteOutcome};
 use crate::web::http::{
     Return, check_format, fhir_json, if_match, prefer, query_pairs, resource_response,
-    resource_text,
+    resource_text, written_response,
 };
 use crate::web::{Access, SharedState};
 use axum::body::Bytes;
@@ -260,44 +260,6 @@ async fn put_one(
         prefer.ret,
         &warnings,
     ))
-}
-
-/// The answer to a write, shaped by `Prefer: return`; when the write was accepted with
-/// warnings (`Prefer: handling=lenient`: unknown elements, R4 http.html#lenient), the body
-/// is an OperationOutcome holding them, after the informational "stored" issue — what
-/// `return=OperationOutcome` gives, with the warnings — unless the client asked for
-/// `return=minimal`.
-fn written_response(
-    status: StatusCode,
-    r: &crate::store::StoredResource,
-    base_url: &str,
-    ret: Return,
-    warnings: &[crate::fhir::Issue],
-) -> Response {
-    if warnings.is_empty() || ret == Return::Minimal {
-        return resource_response(status, r, base_url, ret, true);
-    }
-    let mut issues = vec![json!({
-        "severity": "information",
-        "code": crate::fhir::IssueType::Informational.code(),
-        "diagnostics": format!(
-            "{}/{} version {} stored at {}",
-            r.rtype,
-            r.id,
-            r.version,
-            format_instant(r.last_updated)
-        ),
-    })];
-    issues.extend(warnings.iter().map(crate::fhir::Issue::to_json));
-    let outcome = json!({"resourceType": "OperationOutcome", "issue": issues});
-    // the headers of the write's answer (ETag, Location …), with the outcome as body
-    let mut resp = resource_response(status, r, base_url, Return::Minimal, true);
-    *resp.body_mut() = axum::body::Body::from(outcome.to_string());
-    resp.headers_mut().insert(
-        axum::http::header::CONTENT_TYPE,
-        axum::http::HeaderValue::from_static(crate::fhir::FHIR_JSON),
-    );
-    resp
 }
 
 /// The search of an `If-None-Exist` header or `ifNoneExist` entry (`param=value&…`, the query

@@ -9,7 +9,7 @@ pub mod capability;
 pub mod profiles;
 pub mod tls;
 
-use crate::fhir::{FHIR_JSON, FhirError, IssueType};
+use crate::fhir::{FhirError, IssueType};
 use crate::web::SharedState;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
@@ -103,11 +103,7 @@ pub fn router(state: SharedState) -> Router {
     // apps from any origin, or from the `cors_origins` list, never with credentials (public
     // SMART clients send bearer tokens, not cookies); routes added outside these two groups
     // — pages that set cookies — get no CORS headers at all.
-    let cors = cors(&state.cors_origins).unwrap_or_else(|e| {
-        // `app` checked the origins at start-up; a state built elsewhere gets no CORS
-        tracing::error!(error = %e, "CORS origins do not parse; no CORS headers are sent");
-        tower_http::cors::CorsLayer::new()
-    });
+    let cors = cors(&state.cors_origins);
     Router::new()
         .merge(fhir_api.layer(cors.clone()))
         .merge(oauth.layer(cors))
@@ -139,28 +135,32 @@ pub fn router(state: SharedState) -> Router {
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 
+/// The configured CORS origins (`cors_origins`) as header values; fails on one that is not
+/// a valid header value (a start-up error, never a silently open API).
+pub fn parse_cors_origins(origins: &[String]) -> anyhow::Result<Vec<HeaderValue>> {
+    origins
+        .iter()
+        .map(|o| {
+            HeaderValue::from_str(o.trim_end_matches('/'))
+                .map_err(|_| anyhow::anyhow!("CORS origin {o:?} is not a valid origin"))
+        })
+        .collect()
+}
+
 /// The CORS policy of the FHIR API and the OAuth endpoints: `origins` empty → any origin
-/// (`Access-Control-Allow-Origin: *`), else exactly those; never credentials. Fails on an
-/// origin that is not a valid header value.
-pub fn cors(origins: &[String]) -> anyhow::Result<tower_http::cors::CorsLayer> {
+/// (`Access-Control-Allow-Origin: *`), else exactly those; never credentials.
+fn cors(origins: &[HeaderValue]) -> tower_http::cors::CorsLayer {
     use tower_http::cors::{AllowOrigin, Any, CorsLayer};
     let allow = if origins.is_empty() {
         AllowOrigin::from(Any)
     } else {
-        let list = origins
-            .iter()
-            .map(|o| {
-                HeaderValue::from_str(o.trim_end_matches('/'))
-                    .map_err(|_| anyhow::anyhow!("CORS origin {o:?} is not a valid origin"))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        AllowOrigin::list(list)
+        AllowOrigin::list(origins.iter().cloned())
     };
-    Ok(CorsLayer::new()
+    CorsLayer::new()
         .allow_origin(allow)
         .allow_methods(Any)
         .allow_headers(Any)
-        .expose_headers([header::LOCATION, header::ETAG, header::CONTENT_LOCATION]))
+        .expose_headers([header::LOCATION, header::ETAG, header::CONTENT_LOCATION])
 }
 
 /// One limit for every body, under the body-read deadline: the tower layer refuses larger
@@ -226,81 +226,77 @@ async fn bounded_body(
     }
 }
 
-/// Errors produced outside our handlers (unknown method → 405, body too large → 413,
-/// extractor rejections) arrive without a FHIR body; give them one.
-async fn errors_as_operation_outcomes(req: Request, next: Next) -> Response {
-    let resp = next.run(req).await;
+/// A bare error (a 4xx or 5xx whose Content-Type is not `formed`) — produced outside the
+/// handlers: unknown method → 405, body too large → 413, extractor rejections — replaced by
+/// the body `answer` gives for its status, keeping what inner layers said in the headers
+/// (CORS, `WWW-Authenticate`, `Retry-After`) but not the old body's.
+fn replace_bare_error(
+    resp: Response,
+    formed: impl Fn(&str) -> bool,
+    answer: impl FnOnce(StatusCode) -> Response,
+) -> Response {
     let status = resp.status();
-    let is_fhir = resp
+    let is_formed = resp
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        // FHIR OperationOutcomes, and RFC 6749 JSON errors from the OAuth endpoints
-        .is_some_and(|v| {
-            v.starts_with("application/fhir+json") || v.starts_with("application/json")
-        });
-    if !(status.is_client_error() || status.is_server_error()) || is_fhir {
+        .is_some_and(formed);
+    if !(status.is_client_error() || status.is_server_error()) || is_formed {
         return resp;
     }
-    let (issue, text) = match status {
-        StatusCode::METHOD_NOT_ALLOWED => {
-            (IssueType::NotSupported, "method not allowed on this URL")
-        }
-        StatusCode::PAYLOAD_TOO_LARGE => (IssueType::TooCostly, "the request body is too large"),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
-            IssueType::NotSupported,
-            "unsupported Content-Type; send application/fhir+json",
-        ),
-        StatusCode::NOT_FOUND => (IssueType::NotFound, "not found"),
-        s if s.is_server_error() => (IssueType::Exception, "internal server error"),
-        _ => (IssueType::Invalid, "the request could not be processed"),
-    };
-    let mut out = FhirError::new(status, issue, text).into_response();
-    // keep what inner layers said (CORS, WWW-Authenticate, Retry-After), not the old body's
+    let mut out = answer(status);
     for (name, value) in resp.headers() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
             out.headers_mut().insert(name.clone(), value.clone());
         }
     }
-    out.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
     out
 }
 
-/// Errors produced outside the OAuth handlers (405, 413, a form that does not parse) arrive
-/// without a body; RFC 6749 §5.2 says what an error looks like: `{"error": …}` JSON.
+/// FHIR routes: a bare error becomes an OperationOutcome.
+async fn errors_as_operation_outcomes(req: Request, next: Next) -> Response {
+    let formed =
+        |ct: &str| ct.starts_with("application/fhir+json") || ct.starts_with("application/json");
+    replace_bare_error(next.run(req).await, formed, |status| {
+        let (issue, text) = match status {
+            StatusCode::METHOD_NOT_ALLOWED => {
+                (IssueType::NotSupported, "method not allowed on this URL")
+            }
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                (IssueType::TooCostly, "the request body is too large")
+            }
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+                IssueType::NotSupported,
+                "unsupported Content-Type; send application/fhir+json",
+            ),
+            StatusCode::NOT_FOUND => (IssueType::NotFound, "not found"),
+            s if s.is_server_error() => (IssueType::Exception, "internal server error"),
+            _ => (IssueType::Invalid, "the request could not be processed"),
+        };
+        FhirError::new(status, issue, text).into_response()
+    })
+}
+
+/// OAuth routes: a bare error becomes RFC 6749 §5.2 `{"error": …}` JSON.
 async fn errors_as_oauth_errors(req: Request, next: Next) -> Response {
-    let resp = next.run(req).await;
-    let status = resp.status();
-    let is_json = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json") || v.contains("+json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
-        return resp;
-    }
-    let (error, description) = match status {
-        StatusCode::METHOD_NOT_ALLOWED => ("invalid_request", "method not allowed on this URL"),
-        StatusCode::PAYLOAD_TOO_LARGE => ("invalid_request", "the request body is too large"),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
-            "invalid_request",
-            "unsupported Content-Type; send application/x-www-form-urlencoded",
-        ),
-        s if s.is_server_error() => ("server_error", "internal server error"),
-        _ => ("invalid_request", "the request could not be processed"),
-    };
-    let mut out = (
-        status,
-        axum::Json(serde_json::json!({"error": error, "error_description": description})),
-    )
-        .into_response();
-    for (name, value) in resp.headers() {
-        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
-            out.headers_mut().insert(name.clone(), value.clone());
-        }
-    }
-    out
+    let formed = |ct: &str| ct.starts_with("application/json") || ct.contains("+json");
+    replace_bare_error(next.run(req).await, formed, |status| {
+        let (error, description) = match status {
+            StatusCode::METHOD_NOT_ALLOWED => ("invalid_request", "method not allowed on this URL"),
+            StatusCode::PAYLOAD_TOO_LARGE => ("invalid_request", "the request body is too large"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+                "invalid_request",
+                "unsupported Content-Type; send application/x-www-form-urlencoded",
+            ),
+            s if s.is_server_error() => ("server_error", "internal server error"),
+            _ => ("invalid_request", "the request could not be processed"),
+        };
+        (
+            status,
+            axum::Json(serde_json::json!({"error": error, "error_description": description})),
+        )
+            .into_response()
+    })
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -138,14 +138,6 @@ impl Row {
             n => anyhow::bail!("column {i} is {n} where a 0/1 flag is expected"),
         }
     }
-    /// A floating-point column that must not be NULL (an integer value is widened).
-    pub fn real(&self, i: usize) -> anyhow::Result<f64> {
-        match self.value(i)? {
-            SqlValue::Real(v) => Ok(*v),
-            SqlValue::Int(v) => Ok(*v as f64),
-            other => anyhow::bail!("column {i} is {other:?} where a number is expected"),
-        }
-    }
 }
 
 /// Which SQL engine is behind a [`Database`].
@@ -314,7 +306,6 @@ mod tests {
         assert!(row.flag(1).unwrap());
         assert_eq!(row.opt_text(2).unwrap(), None);
         assert_eq!(row.opt_int(2).unwrap(), None);
-        assert_eq!(row.real(4).unwrap(), 1.5);
         // NULL where a value is required, the wrong type, a flag that is not 0/1, a column
         // past the end: errors, never "", 0 or false
         assert!(row.text(2).is_err());

@@ -240,21 +240,56 @@ pub fn resource_response(
     ret: Return,
     location: bool,
 ) -> Response {
+    stored_response(status, r, base_url, ret, location, &[])
+}
+
+/// The answer to a write that was accepted with `warnings` (`Prefer: handling=lenient`:
+/// unknown elements, R4 http.html#lenient): an OperationOutcome holding the "stored" issue and
+/// the warnings — what `return=OperationOutcome` gives — unless the client asked for
+/// `return=minimal`; without warnings, as [`resource_response`].
+pub fn written_response(
+    status: StatusCode,
+    r: &StoredResource,
+    base_url: &str,
+    ret: Return,
+    warnings: &[crate::fhir::Issue],
+) -> Response {
+    let ret = if warnings.is_empty() || ret == Return::Minimal {
+        ret
+    } else {
+        Return::OperationOutcome
+    };
+    stored_response(status, r, base_url, ret, true, warnings)
+}
+
+fn stored_response(
+    status: StatusCode,
+    r: &StoredResource,
+    base_url: &str,
+    ret: Return,
+    location: bool,
+    warnings: &[crate::fhir::Issue],
+) -> Response {
     let body = match ret {
         Return::Representation => r.content.clone(),
         Return::Minimal => String::new(),
-        Return::OperationOutcome => crate::fhir::error::operation_outcome(
-            "information",
-            crate::fhir::IssueType::Informational,
-            &format!(
-                "{}/{} version {} stored at {}",
-                r.rtype,
-                r.id,
-                r.version,
-                format_instant(r.last_updated)
-            ),
-        )
-        .to_string(),
+        Return::OperationOutcome => {
+            let mut outcome = crate::fhir::error::operation_outcome(
+                "information",
+                crate::fhir::IssueType::Informational,
+                &format!(
+                    "{}/{} version {} stored at {}",
+                    r.rtype,
+                    r.id,
+                    r.version,
+                    format_instant(r.last_updated)
+                ),
+            );
+            if let Some(issues) = outcome["issue"].as_array_mut() {
+                issues.extend(warnings.iter().map(crate::fhir::Issue::to_json));
+            }
+            outcome.to_string()
+        }
     };
     let mut resp = if body.is_empty() {
         status.into_response()

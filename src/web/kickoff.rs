@@ -95,8 +95,8 @@ impl KickOff {
     }
 }
 
-/// See [`KickOff::check_headers`] (also for in-process kick-offs, which have headers only).
-pub fn check_respond_async(headers: &HeaderMap) -> Result<(), FhirError> {
+/// See [`KickOff::check_headers`].
+fn check_respond_async(headers: &HeaderMap) -> Result<(), FhirError> {
     let respond_async = headers.get_all("prefer").iter().any(|v| {
         v.to_str()
             .unwrap_or_default()

@@ -35,8 +35,9 @@ pub struct AppState {
     payer_identifiers: Vec<OrgIdentifier>,
     /// Bounds on waits and costs (search size and time).
     pub limits: crate::config::LimitsConfig,
-    /// Origins browser apps may call the API from; empty: any (`server::cors`).
-    pub cors_origins: Vec<String>,
+    /// Origins browser apps may call the API from, parsed at start-up
+    /// (`server::parse_cors_origins`); empty: any.
+    pub cors_origins: Vec<axum::http::HeaderValue>,
 }
 
 impl AppState {
