@@ -163,6 +163,7 @@ impl Server {
         settings.trust = trust;
         settings.udap = udap;
         settings.udap_community = tls.udap_community.clone();
+        settings.patient_access = config.patient_access;
         let auth = crate::auth::AuthServer::start(store.clone(), settings).await?;
         let bulk = crate::bulk::Engine::new(store.clone(), config.bulk.clone())?;
         let capability = crate::server::capability::capability_statement(

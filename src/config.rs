@@ -70,6 +70,10 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     /// Origins browser apps may call the API from (empty or absent: any origin).
     pub cors_origins: Option<Vec<String>>,
+    /// Member sign-in (`PatientAccessConfig`; each a top-level key of the same name).
+    pub login_failure_limit: Option<u32>,
+    pub login_lockout_seconds: Option<u64>,
+    pub authorization_code_lifetime: Option<u64>,
     /// Bulk Data export engine settings (`[bulk]` table).
     pub bulk: Option<BulkFileConfig>,
 }
@@ -126,6 +130,31 @@ pub struct ServerConfig {
     /// Origins browser apps may call the FHIR API and the OAuth endpoints from
     /// (`--cors-origin`); empty: any origin, without credentials (`server::cors`).
     pub cors_origins: Vec<String>,
+    pub patient_access: PatientAccessConfig,
+}
+
+/// Patient Access: the member's sign-in and the authorization-code flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PatientAccessConfig {
+    /// Failed sign-ins of one username within `login_lockout_seconds` that lock it
+    /// (`--login-failure-limit`, default 5).
+    pub login_failure_limit: u32,
+    /// How long failures count, and so how long a locked login stays locked
+    /// (`--login-lockout-seconds`, default 900).
+    pub login_lockout_seconds: u64,
+    /// Authorization-code lifetime in seconds (`--authorization-code-lifetime`, default 60;
+    /// SMART: "short-lived, usually expiring within around one minute").
+    pub authorization_code_lifetime: u64,
+}
+
+impl Default for PatientAccessConfig {
+    fn default() -> Self {
+        PatientAccessConfig {
+            login_failure_limit: 5,
+            login_lockout_seconds: 900,
+            authorization_code_lifetime: 60,
+        }
+    }
 }
 
 /// Every wait and every cost a client can cause is bounded (issue 15): pooled connections,
@@ -343,6 +372,7 @@ impl Default for ServerConfig {
             token_lifetime: DEFAULT_TOKEN_LIFETIME,
             limits: LimitsConfig::default(),
             cors_origins: Vec::new(),
+            patient_access: PatientAccessConfig::default(),
         }
     }
 }

@@ -8,6 +8,10 @@
 //! admin, each with a fixed client id and the public half of its shipped key), writes the
 //! keys and examples to `{export_dir}/demo/` and prints a banner whose commands work as
 //! printed. The keys are public: `--demo` is for a demo database only.
+//!
+//! For Patient Access it registers a public app (`demo-app`, PKCE only) and sets member
+//! logins for the first demo members (password [`DEMO_PASSWORD`]); the banner prints them
+//! with an authorize URL whose PKCE verifier it also prints.
 
 use crate::auth::assertion::SigningKey;
 use crate::auth::clients;
@@ -27,6 +31,17 @@ static EXAMPLES: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/examples");
 pub const PAYER_ORGANIZATION: &str = "http://hl7.org/fhir/sid/us-npi|0123456789";
 /// The demo provider organization (Lakeside Family Medicine in the demo data).
 pub const PROVIDER_ORGANIZATION: &str = "http://hl7.org/fhir/sid/us-npi|2080237292";
+
+/// The demo member-app: a public client (PKCE only) for the Patient Access walk-through.
+pub const DEMO_APP_ID: &str = "demo-app";
+/// Its redirect URI (nothing listens there: the browser shows the code in the address bar).
+pub const DEMO_APP_REDIRECT: &str = "http://127.0.0.1:8099/callback";
+/// The password of the demo member logins (public: demo databases only).
+pub const DEMO_PASSWORD: &str = "demo-password";
+/// How many demo members get a login (`member1`, `member2`, …).
+pub const DEMO_LOGINS: usize = 3;
+/// The PKCE verifier of the banner's authorize URL.
+const DEMO_VERIFIER: &str = "pdex-demo-verifier-0123456789-abcdefghijklmnopqrstuvwxyz";
 
 /// A demo client: fixed id, what it is, and the file name of its key in the demo kit.
 #[derive(Debug, Clone)]
@@ -134,6 +149,42 @@ pub async fn register_clients(store: &crate::store::Store) -> anyhow::Result<()>
     Ok(())
 }
 
+/// Registers the demo member-app and sets the demo member logins (`member1` … for the first
+/// [`DEMO_LOGINS`] demo members), each only if it is not there yet. Returns (username,
+/// Patient id) of each login.
+pub async fn register_patient_access(
+    store: &crate::store::Store,
+) -> anyhow::Result<Vec<(String, String)>> {
+    if clients::get(store, DEMO_APP_ID).await?.is_none() {
+        clients::create(
+            store,
+            clients::NewClient {
+                client_id: Some(DEMO_APP_ID.into()),
+                name: "Demo member app".into(),
+                kind: Some(ClientKind::App),
+                redirect_uris: vec![DEMO_APP_REDIRECT.into()],
+                grant_types: vec!["authorization_code".into()],
+                ..Default::default()
+            },
+        )
+        .await?;
+    }
+    let mut logins = Vec::new();
+    for (i, m) in members().iter().take(DEMO_LOGINS).enumerate() {
+        let Some(patient) = m["patient_id"].as_str() else {
+            continue;
+        };
+        let username = format!("member{}", i + 1);
+        if crate::auth::logins::get(store, &username).await?.is_none() {
+            crate::auth::logins::set_login(store, &username, patient, DEMO_PASSWORD)
+                .await
+                .map_err(|e| anyhow::anyhow!("demo login {username}: {e}"))?;
+        }
+        logins.push((username, patient.to_owned()));
+    }
+    Ok(logins)
+}
+
 /// Writes the demo kit — the clients' private keys and the example requests — into `dir`
 /// (created if needed; the keys readable by their owner only).
 pub fn write_kit(dir: &Path) -> anyhow::Result<()> {
@@ -171,6 +222,7 @@ pub async fn load(state: &AppState) -> anyhow::Result<()> {
         eprintln!("demo data: the store already holds data; nothing loaded");
     }
     register_clients(&state.store).await?;
+    let logins = register_patient_access(&state.store).await?;
     let kit = kit_dir(&state.bulk.config.export_dir);
     write_kit(&kit)?;
     let token = back_office_token(state).await?;
@@ -181,6 +233,15 @@ pub async fn load(state: &AppState) -> anyhow::Result<()> {
             &state.auth.settings.token_url(),
             &kit,
             &token
+        )
+    );
+    eprintln!(
+        "{}",
+        patient_access_banner(
+            &state.base_url,
+            &state.auth.settings.authorize_url(),
+            &state.auth.settings.token_url(),
+            &logins
         )
     );
     Ok(())
@@ -227,6 +288,7 @@ async fn back_office_token(state: &AppState) -> anyhow::Result<String> {
             patient: None,
             allow_sensitive: true,
             consent_id: None,
+            authorization_id: None,
             cnf: None,
             lifetime: 8 * 3600,
         },
@@ -272,5 +334,46 @@ pub fn banner(base: &str, token_url: &str, kit: &Path, token: &str) -> String {
     export M=$(pdex token --client demo-payer --key {kit}/payer.pem --token-url {token_url} --member Patient/{id} | jq -r .access_token)
     curl -s -H "Authorization: Bearer $M" '{base}/Patient/{id}/$everything?_count=5'
 "#
+    )
+}
+
+/// The banner's Patient Access part: the demo logins, an authorize URL to open in a browser,
+/// and the curl command that exchanges the code it ends with.
+pub fn patient_access_banner(
+    base: &str,
+    authorize_url: &str,
+    token_url: &str,
+    logins: &[(String, String)],
+) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(DEMO_VERIFIER.as_bytes()));
+    let mut url = url::Url::parse(authorize_url).expect("the authorize URL is a URL");
+    url.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", DEMO_APP_ID)
+        .append_pair("redirect_uri", DEMO_APP_REDIRECT)
+        .append_pair(
+            "scope",
+            "launch/patient openid fhirUser offline_access patient/*.rs",
+        )
+        .append_pair("state", "demo-state")
+        .append_pair("aud", base)
+        .append_pair("code_challenge", &challenge)
+        .append_pair("code_challenge_method", "S256");
+    let who: Vec<String> = logins
+        .iter()
+        .map(|(u, p)| format!("{u} (Patient/{p})"))
+        .collect();
+    format!(
+        r#"  Patient Access: a member signs in on our own page and authorizes the demo app.
+    Logins: {} — password {DEMO_PASSWORD}
+    Open in a browser, sign in, choose, Allow; the browser then goes to {DEMO_APP_REDIRECT}?code=…
+    {url}
+    Exchange the code (within a minute) for the member's tokens:
+    curl -s -d grant_type=authorization_code -d client_id={DEMO_APP_ID} -d redirect_uri={DEMO_APP_REDIRECT} -d code_verifier={DEMO_VERIFIER} -d code=CODE {token_url}
+"#,
+        who.join(", ")
     )
 }

@@ -54,6 +54,9 @@ enum Command {
     /// Stored payer-to-payer consents.
     #[command(subcommand)]
     Consent(ConsentCommand),
+    /// Member logins for Patient Access (the member's own sign-in page).
+    #[command(subcommand)]
+    Member(MemberCommand),
     /// Certificates for development and tests.
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -134,6 +137,24 @@ enum KeysCommand {
     Rotate,
     /// List the signing keys.
     List,
+}
+
+#[derive(Subcommand)]
+enum MemberCommand {
+    /// Create or replace a member's login; reads the password from stdin (one line).
+    SetLogin {
+        /// The member's Patient id (it must exist in the store).
+        #[arg(long)]
+        patient: String,
+        /// The username the member signs in with.
+        #[arg(long)]
+        username: String,
+    },
+    /// Disable a login: it can no longer sign in, and the apps it authorized lose access.
+    DisableLogin {
+        #[arg(long)]
+        username: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -227,6 +248,53 @@ struct ServeArgs {
     tls: TlsArgs,
     #[command(flatten)]
     limits: LimitArgs,
+    #[command(flatten)]
+    patient_access: PatientAccessArgs,
+}
+
+/// Member sign-in and the authorization-code flow (each also a config key of the same name
+/// with `_`).
+#[derive(Args)]
+struct PatientAccessArgs {
+    /// Failed sign-ins of one username that lock it (default 5).
+    #[arg(long, env = "PDEX_LOGIN_FAILURE_LIMIT")]
+    login_failure_limit: Option<u32>,
+    /// Seconds failed sign-ins count, and a locked login stays locked (default 900).
+    #[arg(long, env = "PDEX_LOGIN_LOCKOUT_SECONDS")]
+    login_lockout_seconds: Option<u64>,
+    /// Authorization-code lifetime in seconds (default 60).
+    #[arg(long, env = "PDEX_AUTHORIZATION_CODE_LIFETIME")]
+    authorization_code_lifetime: Option<u64>,
+}
+
+impl PatientAccessArgs {
+    fn resolve(self, file: &FileConfig) -> anyhow::Result<config::PatientAccessConfig> {
+        let d = config::PatientAccessConfig::default();
+        let resolved = config::PatientAccessConfig {
+            login_failure_limit: pick(self.login_failure_limit, file.login_failure_limit, || {
+                d.login_failure_limit
+            }),
+            login_lockout_seconds: pick(
+                self.login_lockout_seconds,
+                file.login_lockout_seconds,
+                || d.login_lockout_seconds,
+            ),
+            authorization_code_lifetime: pick(
+                self.authorization_code_lifetime,
+                file.authorization_code_lifetime,
+                || d.authorization_code_lifetime,
+            ),
+        };
+        anyhow::ensure!(
+            resolved.login_failure_limit >= 1,
+            "--login-failure-limit must be at least 1"
+        );
+        anyhow::ensure!(
+            resolved.login_lockout_seconds >= 1 && resolved.authorization_code_lifetime >= 1,
+            "--login-lockout-seconds and --authorization-code-lifetime must be at least 1 second"
+        );
+        Ok(resolved)
+    }
 }
 
 /// Bulk Data export settings (each also a `[bulk]` key in the configuration file).
@@ -473,6 +541,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 bulk: args.bulk.resolve(file.bulk.as_ref()),
                 exchange,
                 limits: args.limits.resolve(&file),
+                patient_access: args.patient_access.resolve(&file)?,
                 cors_origins: if args.cors_origins.is_empty() {
                     file.cors_origins.clone().unwrap_or_default()
                 } else {
@@ -589,6 +658,12 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             return result;
         }
         Command::Token(args) => return token_command(args, &file).await,
+        Command::Member(cmd) => {
+            let store = pdex::store::Store::open(&database_url, Default::default(), true).await?;
+            let result = member_command(&store, cmd).await;
+            store.db.close().await;
+            return result;
+        }
         Command::Keys(cmd) => {
             let store = pdex::store::Store::open(&database_url, Default::default(), true).await?;
             let mut out = std::io::stdout().lock();
@@ -613,6 +688,46 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 }
             }
             store.db.close().await;
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `pdex member …`: logins are read on every sign-in and every request of the apps they
+/// authorized, so a change applies at once to a running server.
+async fn member_command(
+    store: &pdex::store::Store,
+    cmd: MemberCommand,
+) -> anyhow::Result<std::process::ExitCode> {
+    use pdex::auth::logins;
+    match cmd {
+        MemberCommand::SetLogin { patient, username } => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .map_err(|e| anyhow::anyhow!("cannot read the password from stdin: {e}"))?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            match logins::set_login(store, &username, &patient, password).await {
+                Ok(login) => println!(
+                    "{}",
+                    serde_json::json!({"username": login.username, "patient": login.patient_id, "fhirUser": login.fhir_user})
+                ),
+                Err(logins::LoginError::Invalid(why)) => {
+                    eprintln!("{why}");
+                    return Ok(std::process::ExitCode::FAILURE);
+                }
+                Err(logins::LoginError::Store(e)) => return Err(e),
+            }
+        }
+        MemberCommand::DisableLogin { username } => {
+            if !logins::set_disabled(store, &username, true).await? {
+                eprintln!("no login {username:?}");
+                return Ok(std::process::ExitCode::FAILURE);
+            }
+            println!(
+                "{}",
+                serde_json::json!({"username": username.trim(), "disabled": true})
+            );
         }
     }
     Ok(std::process::ExitCode::SUCCESS)

@@ -77,6 +77,7 @@ fn grant(client: &TestClient, scopes: &str, patient: Option<&str>) -> Grant {
         patient: patient.map(str::to_owned),
         allow_sensitive: false,
         consent_id: None,
+        authorization_id: None,
         cnf: None,
         lifetime: 300,
     }
@@ -135,8 +136,8 @@ async fn discovery_and_metadata_are_public_with_cors() {
             .unwrap();
         assert!(methods.contains(&json!("private_key_jwt")));
         assert!(methods.contains(&json!("client_secret_basic")));
-        // no authorization endpoint, so no response type to advertise
-        assert!(conf.get("response_types_supported").is_none(), "{conf}");
+        // the member's authorization endpoint: code flow only
+        assert_eq!(conf["response_types_supported"], json!(["code"]), "{conf}");
         let algs = conf["token_endpoint_auth_signing_alg_values_supported"]
             .as_array()
             .unwrap();
@@ -157,11 +158,20 @@ async fn discovery_and_metadata_are_public_with_cors() {
             .json()
             .await
             .unwrap();
-        assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
-        assert!(
-            jwks["keys"][0].get("d").is_none(),
-            "no private key material"
-        );
+        // one access-token key (ES256) and one id_token key (RS256)
+        let kinds: Vec<(&str, &str)> = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| (k["kty"].as_str().unwrap(), k["alg"].as_str().unwrap()))
+            .collect();
+        assert_eq!(kinds.len(), 2, "{jwks}");
+        assert!(kinds.contains(&("EC", "ES256")) && kinds.contains(&("RSA", "RS256")));
+        for k in jwks["keys"].as_array().unwrap() {
+            for private in ["d", "p", "q", "dp", "dq", "qi"] {
+                assert!(k.get(private).is_none(), "no private key material");
+            }
+        }
 
         // /metadata: public, CORS, rest.security with SMART service and oauth-uris
         let resp = anon
@@ -985,6 +995,7 @@ async fn signing_keys_rotate_without_breaking_live_tokens() {
             .as_array()
             .unwrap()
             .iter()
+            .filter(|k| k["kty"] == "EC")
             .map(|k| k["kid"].as_str().unwrap())
             .collect();
         assert_eq!(kids, vec![new_kid.as_str(), kid_before.as_str()]);

@@ -13,6 +13,8 @@
 mod common;
 #[path = "support/jobs.rs"]
 mod jobs;
+#[path = "support/member_flow.rs"]
+mod member_flow;
 #[path = "support/release.rs"]
 mod release;
 
@@ -438,6 +440,92 @@ async fn every_read_path_releases_what_a_direct_read_does() {
             common::assert_outcome(resp, StatusCode::FORBIDDEN).await;
         }
         drop(t.regular_client);
+        s.stop().await;
+    }
+}
+
+/// Patient Access (issue 20 item 5): tokens from the member's own authorization, through the
+/// sign-in and authorization pages over HTTP. A member's app reads back to 2016 with claims
+/// as stored; a `payer` client that came through the same flow (the seed's "new health
+/// plan") gets the payer-to-payer rules; the member's sensitive-data choice holds on every
+/// path for both.
+#[tokio::test]
+async fn member_authorized_tokens_follow_their_client_kind_on_every_read_path() {
+    use member_flow::{AppSpec, SCOPES};
+    for b in backends() {
+        let s = TestServer::start_demo(&b, |_| {}).await;
+        s.load(&fixtures()).await;
+        member_flow::set_login(&s, "member-two", MEMBER, "correct horse battery").await;
+        let app = member_flow::register(&s, AppSpec::default()).await;
+        let plan = member_flow::register(
+            &s,
+            AppSpec {
+                name: "New Health Plan",
+                kind: ClientKind::Payer,
+                scopes: "system/*.rs",
+                organization: Some("http://hl7.org/fhir/sid/us-npi|0123456789"),
+                redirect: "https://newplan.example.org/callback",
+                ..AppSpec::default()
+            },
+        )
+        .await;
+        let token = |client: &member_flow::App, sensitive: &'static str| {
+            let s = &s;
+            let client = client.clone();
+            async move {
+                let t = member_flow::tokens(
+                    s,
+                    &client,
+                    SCOPES,
+                    "member-two",
+                    "correct horse battery",
+                    sensitive,
+                )
+                .await;
+                assert_eq!(t["patient"], MEMBER, "{t}");
+                t["access_token"].as_str().unwrap().to_owned()
+            }
+        };
+        for (who, access, sensitive) in [
+            ("app, withhold", token(&app, "withhold").await, false),
+            ("app, share", token(&app, "share").await, true),
+        ] {
+            let v = check_paths(&s, who, &access, true).await;
+            let claim = v["ExplanationOfBenefit/eob-claim"]
+                .as_ref()
+                .expect("the claim");
+            assert!(
+                claim["payment"].is_object(),
+                "{who}: claims as stored: {claim}"
+            );
+            assert!(
+                has(&v["ExplanationOfBenefit/eob-pa-stale"]),
+                "{who}: every PA"
+            );
+            assert!(has(&v["Observation/obs-current"]), "{who}");
+            assert!(has(&v["Observation/obs-old"]), "{who}: back to 2016");
+            assert!(!has(&v["Observation/obs-2015"]), "{who}: not before 2016");
+            assert!(!has(&v["Observation/obs-other"]), "{who}: another member");
+            assert_eq!(
+                has(&v["Observation/obs-sensitive"]),
+                sensitive,
+                "{who}: sensitive"
+            );
+        }
+        let access = token(&plan, "withhold").await;
+        let v = check_paths(&s, "new plan", &access, true).await;
+        let claim = v["ExplanationOfBenefit/eob-claim"]
+            .as_ref()
+            .expect("the claim");
+        assert!(
+            claim.get("payment").is_none(),
+            "non-financial view: {claim}"
+        );
+        assert!(!has(&v["ExplanationOfBenefit/eob-pa-stale"]), "the PA rule");
+        assert!(!has(&v["Observation/obs-old"]), "the five-year window");
+        assert!(!has(&v["Observation/obs-sensitive"]), "withheld");
+        assert!(!has(&v["Observation/obs-other"]), "another member");
+        assert!(has(&v["Observation/obs-current"]));
         s.stop().await;
     }
 }

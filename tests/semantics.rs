@@ -451,6 +451,7 @@ async fn sql(s: &TestServer, text: &str, params: Vec<pdex::store::db::SqlValue>)
     tx.commit().await.unwrap();
 }
 
+/// The published access-token (EC) keys; the RSA keys sign id_tokens.
 async fn jwks_kids(s: &TestServer) -> Vec<String> {
     let url = s.base.trim_end_matches("/fhir").to_owned() + "/oauth/jwks";
     let jwks: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
@@ -458,6 +459,7 @@ async fn jwks_kids(s: &TestServer) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
+        .filter(|k| k["kty"] == "EC")
         .map(|k| k["kid"].as_str().unwrap().to_owned())
         .collect()
 }
@@ -477,6 +479,7 @@ async fn a_rotated_key_keeps_verifying_the_longest_lived_token_it_signed() {
                 patient: None,
                 allow_sensitive: true,
                 consent_id: None,
+                authorization_id: None,
                 cnf: None,
                 lifetime: 8 * 3600,
             },

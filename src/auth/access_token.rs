@@ -22,6 +22,9 @@ pub struct Grant {
     pub allow_sensitive: bool,
     /// Member-scoped tokens of a payer: the stored consent they stand on.
     pub consent_id: Option<String>,
+    /// Tokens from the authorization-code flow: the member's authorization
+    /// (`member_authorizations`) they stand on.
+    pub authorization_id: Option<String>,
     /// `x5t#S256` of the client certificate of the token request's connection.
     pub cnf: Option<String>,
     /// Seconds.
@@ -47,6 +50,8 @@ pub struct Claims {
     pub allow_sensitive: bool,
     /// `pdex_consent`: the stored consent a member-scoped token stands on.
     pub consent_id: Option<String>,
+    /// `pdex_authorization`: the member's authorization an app's token stands on.
+    pub authorization_id: Option<String>,
     pub cnf: Option<String>,
     pub jti: String,
     /// Epoch seconds.
@@ -80,6 +85,9 @@ pub async fn mint(auth: &AuthServer, grant: &Grant) -> anyhow::Result<Issued> {
     }
     if let Some(c) = &grant.consent_id {
         claims["pdex_consent"] = json!(c);
+    }
+    if let Some(g) = &grant.authorization_id {
+        claims["pdex_authorization"] = json!(g);
     }
     if let Some(t) = &grant.cnf {
         // RFC 8705 §3.1
@@ -125,7 +133,8 @@ pub async fn verify(auth: &AuthServer, token: &str) -> Result<Claims, AuthFailur
             }
         })?
         .ok_or_else(|| invalid("the token was not signed by a key of this server"))?;
-    if header.alg != key.alg {
+    // access tokens are signed with the ES256 key only; the RS256 key signs id_tokens
+    if header.alg != key.alg || key.alg != jsonwebtoken::Algorithm::ES256 {
         return Err(invalid("the token's alg does not match the server key"));
     }
     let mut v = Validation::new(key.alg);
@@ -161,6 +170,7 @@ fn claims_of(raw: Value) -> Result<Claims, String> {
         patient: s("patient"),
         allow_sensitive: raw["pdex_sensitive"].as_bool().unwrap_or(false),
         consent_id: s("pdex_consent"),
+        authorization_id: s("pdex_authorization"),
         cnf: raw["cnf"]["x5t#S256"].as_str().map(str::to_owned),
         jti: s("jti").ok_or_else(bad)?,
         iat: raw["iat"].as_i64().unwrap_or(0),
@@ -202,11 +212,13 @@ impl Claims {
     }
 
     /// What this token's access stands on (`auth::liveness`): the token and, for a payer's
-    /// member-scoped token, the stored consent it was issued on.
+    /// member-scoped token, the stored consent it was issued on; for an app's token, the
+    /// member's authorization.
     pub fn grant(&self) -> GrantRef {
         GrantRef {
             token_id: Some(self.jti.clone()),
             consent: self.patient.clone().zip(self.consent_id.clone()),
+            authorization_id: self.authorization_id.clone(),
         }
     }
 }

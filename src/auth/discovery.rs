@@ -3,10 +3,10 @@
 //! `grant_types_supported`, `code_challenge_methods_supported` with S256 and without plain)
 //! and the server's JWK Set at `jwks_uri`. CORS comes from the router.
 //!
-//! Only what works is advertised: no `authorization_endpoint`, no `authorization_code`
-//! grant and no `response_types_supported` (RECOMMENDED, but no authorization endpoint means
-//! no response type) until member login (Patient Access) lands; the registration endpoint is
-//! added by the mTLS registration work.
+//! Only what works is advertised: the authorization endpoint with the member's sign-in
+//! (`authorize`), the grants of `token` and `app_tokens`, and the SMART capabilities they
+//! implement. `/oauth/.well-known/openid-configuration` is the OpenID Provider metadata of
+//! our issuer (OIDC Discovery §3), for the id_tokens of `id_token`.
 
 use super::client_keys::ALGORITHMS;
 use super::server::{AuthServer, AuthSettings};
@@ -24,22 +24,67 @@ pub fn smart_configuration_json(s: &AuthSettings) -> Value {
     json!({
         "issuer": s.issuer(),
         "jwks_uri": s.jwks_url(),
+        "authorization_endpoint": s.authorize_url(),
         "token_endpoint": s.token_url(),
-        "token_endpoint_auth_methods_supported": ["private_key_jwt", "tls_client_auth", "client_secret_basic"],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt", "tls_client_auth", "client_secret_basic", "none"],
         "token_endpoint_auth_signing_alg_values_supported": algs,
-        "grant_types_supported": ["client_credentials", JWT_BEARER_GRANT],
-        "scopes_supported": [
-            "system/*.read", "system/*.rs", "patient/*.read", "patient/*.rs",
-            scopes::MEMBER_MATCH, scopes::BULK_MEMBER_MATCH, scopes::BULK_MEMBER_MATCH_2_1,
-            scopes::GROUP_EXPORT
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials", JWT_BEARER_GRANT],
+        "response_types_supported": ["code"],
+        "scopes_supported": scopes_supported(),
+        "capabilities": [
+            "launch-standalone", "authorize-post",
+            "client-public", "client-confidential-symmetric", "client-confidential-asymmetric",
+            "context-standalone-patient",
+            "permission-offline", "permission-online", "permission-patient",
+            "permission-v1", "permission-v2",
+            "sso-openid-connect"
         ],
-        "capabilities": ["client-confidential-asymmetric", "permission-v1", "permission-v2"],
         "code_challenge_methods_supported": ["S256"],
         "introspection_endpoint": s.introspection_url(),
         "revocation_endpoint": s.revocation_url(),
         // RFC 8705 §3.3: tokens requested over mTLS are bound to the certificate
         "tls_client_certificate_bound_access_tokens": true,
     })
+}
+
+fn scopes_supported() -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = scopes::LAUNCH_SCOPES.to_vec();
+    v.extend([
+        "patient/*.rs",
+        "patient/*.read",
+        "patient/Consent.c",
+        "system/*.read",
+        "system/*.rs",
+        scopes::MEMBER_MATCH,
+        scopes::BULK_MEMBER_MATCH,
+        scopes::BULK_MEMBER_MATCH_2_1,
+        scopes::GROUP_EXPORT,
+    ]);
+    v
+}
+
+/// The OpenID Provider metadata of our issuer (OIDC Discovery 1.0 §3; SMART
+/// `sso-openid-connect`: id_tokens signed RS256).
+pub fn openid_configuration_json(s: &AuthSettings) -> Value {
+    json!({
+        "issuer": s.issuer(),
+        "authorization_endpoint": s.authorize_url(),
+        "token_endpoint": s.token_url(),
+        "jwks_uri": s.jwks_url(),
+        "response_types_supported": ["code"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "scopes_supported": ["openid", "fhirUser", "launch/patient", "offline_access", "online_access"],
+        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "fhirUser"],
+        "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "private_key_jwt"],
+        "code_challenge_methods_supported": ["S256"],
+    })
+}
+
+/// `GET /oauth/.well-known/openid-configuration`.
+pub async fn openid_configuration(State(auth): State<Arc<AuthServer>>) -> Response {
+    json_response(openid_configuration_json(&auth.settings).to_string())
 }
 
 fn json_response(body: String) -> Response {

@@ -1,15 +1,19 @@
-//! The server's own signing keys (access tokens): generated on first start and kept in the
-//! store (`auth_signing_keys`), rotated with `pdex keys rotate`. The newest unretired key
-//! signs; a retired key stays in the JWKS (`jwks_uri`) and is still accepted until every
-//! token it signed has expired (retirement time + token lifetime).
+//! The server's own signing keys: generated on first start and kept in the store
+//! (`auth_signing_keys`), rotated with `pdex keys rotate`. Two kinds, one row each per
+//! generation: ECDSA P-256 (ES256) signs access tokens, RSA 2048 (RS256) signs OpenID Connect
+//! id_tokens (SMART `sso-openid-connect`: "SHALL support Signing ID Tokens with RSA
+//! SHA-256"). The newest unretired key of an algorithm signs; a retired key stays in the JWKS
+//! (`jwks_uri`) and is still accepted until every token it signed has expired (retirement
+//! time + token lifetime).
 //!
-//! Keys are ECDSA P-256 (ES256), generated with aws-lc-rs, stored as PKCS#8 DER (base64).
+//! Keys are generated with aws-lc-rs and stored as PKCS#8 DER (base64).
 //! Nothing is cached across a rotation: the signing key is looked up per issued token, and
 //! an unknown `kid` makes the verifier reload, so a rotation in another process on the same
 //! database takes effect at once.
 
 use crate::store::{SqlValue, Store};
 use anyhow::Context;
+use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -45,6 +49,68 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+fn new_kid() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..16].to_owned()
+}
+
+/// A fresh key of `alg` (ES256 or RS256): (kid, PKCS#8 DER, public JWK).
+fn new_key(alg: Algorithm) -> anyhow::Result<(String, Vec<u8>, Value)> {
+    match alg {
+        Algorithm::ES256 => new_es256(),
+        Algorithm::RS256 => new_rs256(),
+        other => anyhow::bail!("no server keys of alg {other:?}"),
+    }
+}
+
+/// A fresh RS256 key (2048 bits): (kid, PKCS#8 DER, public JWK).
+fn new_rs256() -> anyhow::Result<(String, Vec<u8>, Value)> {
+    let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+        .map_err(|_| anyhow::anyhow!("cannot generate an RSA key"))?;
+    let der: aws_lc_rs::encoding::Pkcs8V1Der = pair
+        .as_der()
+        .map_err(|_| anyhow::anyhow!("cannot encode the RSA key"))?;
+    let der = der.as_ref().to_vec();
+    let kid = new_kid();
+    let jwk = rsa_public_jwk(&der, &kid)?;
+    Ok((kid, der, jwk))
+}
+
+/// The PEM text of a PKCS#8 DER private key (jsonwebtoken reads RSA keys from PEM).
+fn pkcs8_pem(der: &[u8]) -> String {
+    let b64 = STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str("-----END PRIVATE KEY-----\n");
+    pem
+}
+
+fn rsa_encoding_key(der: &[u8]) -> anyhow::Result<EncodingKey> {
+    EncodingKey::from_rsa_pem(pkcs8_pem(der).as_bytes()).context("an unreadable RSA key")
+}
+
+/// The public JWK of an RSA private key (PKCS#8 DER).
+fn rsa_public_jwk(der: &[u8], kid: &str) -> anyhow::Result<Value> {
+    let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&rsa_encoding_key(der)?, Algorithm::RS256)
+        .context("cannot derive the RSA public key")?;
+    let mut v = serde_json::to_value(jwk)?;
+    let out = json!({
+        "kty": "RSA",
+        "n": v["n"].take(),
+        "e": v["e"].take(),
+        "kid": kid,
+        "alg": "RS256",
+        "use": "sig",
+    });
+    anyhow::ensure!(
+        out["n"].is_string() && out["e"].is_string(),
+        "RSA JWK without n/e"
+    );
+    Ok(out)
+}
+
 /// A fresh ES256 key: (kid, PKCS#8 DER, public JWK).
 fn new_es256() -> anyhow::Result<(String, Vec<u8>, Value)> {
     let rng = aws_lc_rs::rand::SystemRandom::new();
@@ -53,7 +119,7 @@ fn new_es256() -> anyhow::Result<(String, Vec<u8>, Value)> {
     let der = doc.as_ref().to_vec();
     let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der)
         .map_err(|e| anyhow::anyhow!("generated key rejected: {e}"))?;
-    let kid = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
+    let kid = new_kid();
     let jwk = ec_public_jwk(pair.public_key().as_ref(), "P-256", &kid, "ES256")?;
     Ok((kid, der, jwk))
 }
@@ -85,18 +151,28 @@ fn load_key(row: crate::store::db::Row) -> anyhow::Result<ServerKey> {
     let created_at = row.int(4)?;
     let retired_at = row.opt_int(5)?;
     let signed_until = row.opt_int(6)?;
-    anyhow::ensure!(alg == "ES256", "signing key {kid}: unsupported alg {alg:?}");
     let der = STANDARD
         .decode(private)
         .with_context(|| format!("signing key {kid}: bad base64"))?;
-    let x = jwk["x"].as_str().unwrap_or_default();
-    let y = jwk["y"].as_str().unwrap_or_default();
+    let text = |f: &str| jwk[f].as_str().unwrap_or_default();
+    let (alg, encoding, decoding) = match alg.as_str() {
+        "ES256" => (
+            Algorithm::ES256,
+            EncodingKey::from_ec_der(&der),
+            DecodingKey::from_ec_components(text("x"), text("y")),
+        ),
+        "RS256" => (
+            Algorithm::RS256,
+            rsa_encoding_key(&der).with_context(|| format!("signing key {kid}"))?,
+            DecodingKey::from_rsa_components(text("n"), text("e")),
+        ),
+        other => anyhow::bail!("signing key {kid}: unsupported alg {other:?}"),
+    };
     Ok(ServerKey {
-        encoding: EncodingKey::from_ec_der(&der),
-        decoding: DecodingKey::from_ec_components(x, y)
-            .with_context(|| format!("signing key {kid}: bad public key"))?,
+        encoding,
+        decoding: decoding.with_context(|| format!("signing key {kid}: bad public key"))?,
         kid,
-        alg: Algorithm::ES256,
+        alg,
         public_jwk: jwk,
         created_at,
         retired_at,
@@ -106,14 +182,27 @@ fn load_key(row: crate::store::db::Row) -> anyhow::Result<ServerKey> {
 
 const KEY_COLUMNS: &str = "kid, alg, private_key, public_jwk, created_at, retired_at, signed_until";
 
-async fn insert_new(tx: &mut Box<dyn crate::store::db::Transaction>) -> anyhow::Result<String> {
-    let (kid, der, jwk) = new_es256()?;
+/// The algorithms the server signs with: access tokens, then id_tokens.
+pub const SERVER_ALGORITHMS: [Algorithm; 2] = [Algorithm::ES256, Algorithm::RS256];
+
+fn alg_name(alg: Algorithm) -> &'static str {
+    match alg {
+        Algorithm::RS256 => "RS256",
+        _ => "ES256",
+    }
+}
+
+async fn insert_new(
+    tx: &mut Box<dyn crate::store::db::Transaction>,
+    alg: Algorithm,
+) -> anyhow::Result<String> {
+    let (kid, der, jwk) = new_key(alg)?;
     tx.execute(
         // retired_at stays NULL (a typeless NULL parameter would be text on Postgres)
         "INSERT INTO auth_signing_keys (kid, alg, private_key, public_jwk, created_at) VALUES (?,?,?,?,?)",
         vec![
             SqlValue::from(&kid),
-            SqlValue::from("ES256"),
+            SqlValue::from(alg_name(alg)),
             SqlValue::from(STANDARD.encode(der)),
             SqlValue::from(jwk.to_string()),
             SqlValue::from(now_ms()),
@@ -123,20 +212,29 @@ async fn insert_new(tx: &mut Box<dyn crate::store::db::Transaction>) -> anyhow::
     Ok(kid)
 }
 
-/// Makes sure a signing key exists (first start); returns the current key id.
+/// Makes sure a signing key of each algorithm exists (first start); returns the current
+/// access-token (ES256) key id.
 pub async fn ensure_signing_key(store: &Store) -> anyhow::Result<String> {
-    if let Some(kid) = current_kid(store).await? {
-        return Ok(kid);
-    }
-    let mut tx = store.db.begin().await?;
-    let kid = insert_new(&mut tx).await?;
-    tx.commit().await?;
-    tracing::info!(target: "pdex::auth", kid, "generated the server signing key");
+    let kid = ensure_key(store, Algorithm::ES256).await?;
+    ensure_key(store, Algorithm::RS256).await?;
     Ok(kid)
 }
 
-/// Retires every current key and makes a new one the signing key. Retired keys stay
-/// published until their tokens have expired. Returns the new key id.
+/// The current key id of `alg`, generating the key if there is none.
+async fn ensure_key(store: &Store, alg: Algorithm) -> anyhow::Result<String> {
+    if let Some(kid) = current_kid(store, alg).await? {
+        return Ok(kid);
+    }
+    let mut tx = store.db.begin().await?;
+    let kid = insert_new(&mut tx, alg).await?;
+    tx.commit().await?;
+    tracing::info!(target: "pdex::auth", kid, alg = alg_name(alg), "generated a server signing key");
+    Ok(kid)
+}
+
+/// Retires every current key and makes new ones (one per algorithm) the signing keys.
+/// Retired keys stay published until their tokens have expired. Returns the new
+/// access-token key id.
 pub async fn rotate(store: &Store) -> anyhow::Result<String> {
     let mut tx = store.db.begin().await?;
     tx.execute(
@@ -144,9 +242,10 @@ pub async fn rotate(store: &Store) -> anyhow::Result<String> {
         vec![SqlValue::from(now_ms())],
     )
     .await?;
-    let kid = insert_new(&mut tx).await?;
+    let kid = insert_new(&mut tx, Algorithm::ES256).await?;
+    insert_new(&mut tx, Algorithm::RS256).await?;
     tx.commit().await?;
-    tracing::info!(target: "pdex::auth", kid, "rotated the server signing key");
+    tracing::info!(target: "pdex::auth", kid, "rotated the server signing keys");
     Ok(kid)
 }
 
@@ -171,12 +270,12 @@ pub async fn list(store: &Store) -> anyhow::Result<Vec<KeyInfo>> {
         .collect()
 }
 
-async fn current_kid(store: &Store) -> anyhow::Result<Option<String>> {
+async fn current_kid(store: &Store, alg: Algorithm) -> anyhow::Result<Option<String>> {
     let rows = store
         .db
         .fetch(
-            "SELECT kid FROM auth_signing_keys WHERE retired_at IS NULL ORDER BY created_at DESC, kid LIMIT 1",
-            &[],
+            "SELECT kid FROM auth_signing_keys WHERE retired_at IS NULL AND alg = ? ORDER BY created_at DESC, kid LIMIT 1",
+            &[SqlValue::from(alg_name(alg))],
         )
         .await?;
     rows.first().map(|r| r.text(0)).transpose()
@@ -277,9 +376,18 @@ impl KeyRing {
             .is_some_and(|t| t.elapsed() < CACHE_TTL)
     }
 
-    /// The key that signs new tokens (generated if the store has none).
+    /// The key that signs new access tokens (generated if the store has none).
     pub async fn signing_key(&self) -> anyhow::Result<Arc<ServerKey>> {
-        let kid = ensure_signing_key(&self.store).await?;
+        self.current(Algorithm::ES256).await
+    }
+
+    /// The key that signs OpenID Connect id_tokens (RS256).
+    pub async fn id_token_key(&self) -> anyhow::Result<Arc<ServerKey>> {
+        self.current(Algorithm::RS256).await
+    }
+
+    async fn current(&self, alg: Algorithm) -> anyhow::Result<Arc<ServerKey>> {
+        let kid = ensure_key(&self.store, alg).await?;
         if let Some(k) = self.cached(&kid).filter(|k| k.retired_at.is_none()) {
             return Ok(k);
         }

@@ -3,7 +3,9 @@
 //! (every job when it starts and when it resumes): the client exists and is enabled, the
 //! token was not revoked, and — for a payer's member-scoped token — the stored consent it was
 //! issued on is still active and in its period (PDex §pdex-167: consent "at the time of
-//! execution"; `pdex consent revoke` stops what it granted at once).
+//! execution"; `pdex consent revoke` stops what it granted at once); for an app's token (the
+//! authorization-code flow), the member's authorization is not revoked and the member's login
+//! not disabled.
 //!
 //! One statement, no cache, so `pdex client disable`, `/oauth/revoke` and a consent
 //! revocation made by any process on the same database take effect on the next request.
@@ -37,6 +39,13 @@ pub async fn check(store: &Store, client_id: &str, grant: &GrantRef) -> Result<(
         );
         params.extend([patient.into(), consent.into(), now.into(), now.into()]);
     }
+    if let Some(id) = &grant.authorization_id {
+        sql.push_str(
+            ", (SELECT COUNT(*) FROM member_authorizations g JOIN member_logins l ON l.username = g.username \
+             WHERE g.id = ? AND g.revoked_at IS NULL AND l.disabled = 0)",
+        );
+        params.push(id.into());
+    }
     sql.push_str(" FROM auth_clients c WHERE c.client_id = ?");
     params.push(client_id.into());
     let rows = store.db.fetch(&sql, &params).await.map_err(|e| {
@@ -66,6 +75,11 @@ pub async fn check(store: &Store, client_id: &str, grant: &GrantRef) -> Result<(
     if grant.consent.is_some() && next()? == 0 {
         return Err(Dead::Refused(
             "the member's consent for your organization was revoked or has expired".into(),
+        ));
+    }
+    if grant.authorization_id.is_some() && next()? == 0 {
+        return Err(Dead::Refused(
+            "the member's authorization of this app was revoked".into(),
         ));
     }
     Ok(())

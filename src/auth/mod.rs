@@ -15,14 +15,20 @@
 //! `server` (the HTTP router depends on this module, not the other way round).
 
 pub mod access_token;
+pub mod app_tokens;
 pub mod assertion;
+pub mod authorizations;
+pub mod authorize;
 pub mod client_keys;
 pub mod clients;
 pub mod discovery;
+pub mod id_token;
 pub mod introspect;
 pub mod keys;
 pub mod liveness;
+pub mod logins;
 pub mod metrics;
+pub mod pages;
 pub mod server;
 pub mod throttle;
 pub mod token;

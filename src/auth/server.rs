@@ -32,6 +32,8 @@ pub struct AuthSettings {
     pub udap: Option<Arc<super::udap::UdapSigner>>,
     /// The UDAP trust community URI we answer `?community=` for (`--udap-community`).
     pub udap_community: Option<String>,
+    /// Member sign-in lockout and the authorization-code lifetime.
+    pub patient_access: crate::config::PatientAccessConfig,
 }
 
 impl AuthSettings {
@@ -48,6 +50,7 @@ impl AuthSettings {
             trust: None,
             udap: None,
             udap_community: None,
+            patient_access: Default::default(),
         }
     }
     /// The `iss` of our access tokens.
@@ -65,6 +68,14 @@ impl AuthSettings {
     }
     pub fn jwks_url(&self) -> String {
         format!("{}/jwks", self.oauth_base)
+    }
+    pub fn authorize_url(&self) -> String {
+        format!("{}/authorize", self.oauth_base)
+    }
+    /// May the member's pages set `Secure` cookies? Over https always; over plain HTTP (on
+    /// loopback, in development) the flag would make the browser drop them.
+    pub fn secure_cookies(&self) -> bool {
+        self.oauth_base.starts_with("https://")
     }
     /// Every URL of the token endpoint (the `aud` a client assertion must carry).
     pub fn token_audiences(&self) -> Vec<String> {
@@ -210,5 +221,23 @@ pub fn router<S: Clone + Send + Sync + 'static>(auth: Arc<AuthServer>) -> Router
             "/fhir/.well-known/smart-configuration",
             get(super::discovery::smart_configuration),
         )
+        .route(
+            "/oauth/.well-known/openid-configuration",
+            get(super::discovery::openid_configuration),
+        )
+        .with_state(auth)
+}
+
+/// The member's pages: the authorization endpoint, sign-in and decision (HTML; the router
+/// gives them their own error layer and no CORS).
+pub fn pages_router<S: Clone + Send + Sync + 'static>(auth: Arc<AuthServer>) -> Router<S> {
+    use super::authorize;
+    Router::new()
+        .route(
+            "/oauth/authorize",
+            get(authorize::authorize_get).post(authorize::authorize_post),
+        )
+        .route(authorize::SIGN_IN_PATH, post(authorize::sign_in))
+        .route(authorize::DECIDE_PATH, post(authorize::decide))
         .with_state(auth)
 }

@@ -7,6 +7,10 @@
 //! not lock a member out for the other payers. The counts live in the database
 //! (`match_failures`), so every pdex instance behind a load balancer sees them; keys are
 //! SHA-256 digests (no PHI stored).
+//!
+//! The same table counts failed member sign-ins per username ([`login_key`]): past
+//! `--login-failure-limit` within `--login-lockout-seconds` the login is locked until the
+//! oldest counted failure leaves the window.
 
 use crate::store::Store;
 use crate::store::db::SqlValue;
@@ -74,17 +78,55 @@ impl Throttle {
 
     /// `Some(retry_after)` when either key is at its limit within the window.
     pub async fn check(&self, keys: &AttemptKeys) -> anyhow::Result<Option<Duration>> {
+        self.wait_for(&[
+            (&keys.client, self.limit.saturating_mul(CLIENT_FACTOR)),
+            (&keys.pair, self.limit),
+        ])
+        .await
+    }
+
+    /// Counts a failed attempt under both keys, and forgets failures older than the window.
+    pub async fn record_failure(&self, keys: &AttemptKeys) -> anyhow::Result<()> {
+        self.record(&[&keys.client, &keys.pair]).await
+    }
+
+    /// Member sign-in lockout (`--login-failure-limit` within `--login-lockout-seconds`):
+    /// `Some(wait)` while the login `key` ([`login_key`]) is locked.
+    pub async fn login_locked(&self, key: &str) -> anyhow::Result<Option<Duration>> {
+        self.wait_for(&[(key, self.limit)]).await
+    }
+
+    /// Counts a failed sign-in of `key`.
+    pub async fn record_login_failure(&self, key: &str) -> anyhow::Result<()> {
+        self.record(&[key]).await
+    }
+
+    /// Forgets the failures of `key` (a successful sign-in).
+    pub async fn clear(&self, key: &str) -> anyhow::Result<()> {
+        let mut tx = self.store.db.begin().await?;
+        tx.execute(
+            "DELETE FROM match_failures WHERE key = ?",
+            vec![SqlValue::from(key)],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The longest wait among `keys` at their limits within the window.
+    async fn wait_for(&self, keys: &[(&str, u32)]) -> anyhow::Result<Option<Duration>> {
         let now = now_ms();
+        let marks = vec!["?"; keys.len()].join(", ");
+        let mut params: Vec<SqlValue> = keys.iter().map(|(k, _)| SqlValue::from(*k)).collect();
+        params.push(SqlValue::Int(now - self.window_ms));
         let rows = self
             .store
             .db
             .fetch(
-                "SELECT key, COUNT(*), MIN(at) FROM match_failures WHERE key IN (?, ?) AND at > ? GROUP BY key",
-                &[
-                    SqlValue::from(&keys.client),
-                    SqlValue::from(&keys.pair),
-                    SqlValue::Int(now - self.window_ms),
-                ],
+                &format!(
+                    "SELECT key, COUNT(*), MIN(at) FROM match_failures WHERE key IN ({marks}) AND at > ? GROUP BY key"
+                ),
+                &params,
             )
             .await?;
         let mut wait: Option<Duration> = None;
@@ -92,11 +134,10 @@ impl Throttle {
             let key = row.text(0)?;
             let count = row.int(1)?;
             let oldest = row.int(2)?;
-            let limit = if key == keys.client {
-                self.limit.saturating_mul(CLIENT_FACTOR)
-            } else {
-                self.limit
-            };
+            let limit = keys
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map_or(self.limit, |(_, l)| *l);
             if count >= i64::from(limit) {
                 let w = Duration::from_millis((oldest + self.window_ms - now).max(1000) as u64);
                 wait = Some(wait.map_or(w, |x| x.max(w)));
@@ -105,8 +146,8 @@ impl Throttle {
         Ok(wait)
     }
 
-    /// Counts a failed attempt under both keys, and forgets failures older than the window.
-    pub async fn record_failure(&self, keys: &AttemptKeys) -> anyhow::Result<()> {
+    /// Counts a failure under each key, and forgets failures older than the window.
+    async fn record(&self, keys: &[&str]) -> anyhow::Result<()> {
         let now = now_ms();
         let mut tx = self.store.db.begin().await?;
         tx.execute(
@@ -114,19 +155,24 @@ impl Throttle {
             vec![SqlValue::Int(now - self.window_ms)],
         )
         .await?;
+        let rows = vec!["(?, ?)"; keys.len()].join(", ");
+        let params = keys
+            .iter()
+            .flat_map(|k| [SqlValue::from(*k), SqlValue::Int(now)])
+            .collect();
         tx.execute(
-            "INSERT INTO match_failures (key, at) VALUES (?, ?), (?, ?)",
-            vec![
-                SqlValue::from(&keys.client),
-                SqlValue::Int(now),
-                SqlValue::from(&keys.pair),
-                SqlValue::Int(now),
-            ],
+            &format!("INSERT INTO match_failures (key, at) VALUES {rows}"),
+            params,
         )
         .await?;
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// The throttle key of a member login: a digest of the username (no names stored).
+pub fn login_key(username: &str) -> String {
+    hex(&digest(&[b"member-login", username.as_bytes()]))
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 //!   payer client, authenticated as above, presents an `assertion` whose `sub` is the member
 //!   (`Patient/{id}` or the UMB, §pdex-222); the token is issued only if
 //!   `consent::member_grant` finds a consent for the client's organization (§pdex-223);
-//! - UDAP B2B (`udap=1`): [`udap_client`] is the hook the UDAP module fills in.
+//! - UDAP B2B (`udap=1`): [`udap_client`] is the hook the UDAP module fills in;
+//! - `authorization_code` and `refresh_token` for the member's apps: `auth::app_tokens`.
 //!
 //! Client authentication: `private_key_jwt`, `tls_client_auth`, or the secret of a client
 //! registered with `--secret` sent as RFC 6749 §2.3.1 `client_secret_basic`.
@@ -203,9 +204,13 @@ async fn issue(auth: &AuthServer, req: Request) -> Result<Response, OAuthError> 
     let grant_type = form
         .get("grant_type")
         .ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
+    if grant_type == "authorization_code" || grant_type == "refresh_token" {
+        return super::app_tokens::exchange(auth, &parts.headers, &form, cert.as_ref(), grant_type)
+            .await;
+    }
     if grant_type != "client_credentials" && grant_type != JWT_BEARER_GRANT {
         return Err(OAuthError::unsupported_grant_type(format!(
-            "grant_type {grant_type:?} is not supported: use client_credentials or {JWT_BEARER_GRANT}"
+            "grant_type {grant_type:?} is not supported: use client_credentials, authorization_code, refresh_token or {JWT_BEARER_GRANT}"
         )));
     }
     let audiences = auth.settings.token_audiences();
@@ -319,7 +324,7 @@ fn unverified_issuer(jwt: &str) -> Option<String> {
 }
 
 /// A registered, enabled client, or `invalid_client`.
-async fn active_client(auth: &AuthServer, client_id: &str) -> Result<Client, OAuthError> {
+pub async fn active_client(auth: &AuthServer, client_id: &str) -> Result<Client, OAuthError> {
     // no registered id holds a control character, and Postgres text cannot hold NUL: an
     // id with one is unknown, not a database error (RFC 6749 §5.2 invalid_client)
     if client_id.chars().any(char::is_control) {
@@ -521,6 +526,7 @@ fn client_credentials(
         patient: None,
         allow_sensitive: client.kind == ClientKind::Admin,
         consent_id: None,
+        authorization_id: None,
         cnf,
         lifetime: auth.settings.token_lifetime,
     })
@@ -577,6 +583,7 @@ async fn member_grant(
         patient: Some(consent.patient_id),
         allow_sensitive: consent.allow_sensitive,
         consent_id: Some(consent.consent_id),
+        authorization_id: None,
         cnf,
         lifetime: auth
             .settings

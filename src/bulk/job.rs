@@ -42,6 +42,9 @@ pub struct StoredAccess {
     pub token_id: Option<String>,
     #[serde(default)]
     pub consent: Option<(String, String)>,
+    /// The member's authorization an app's token stood on (Patient Access).
+    #[serde(default)]
+    pub authorization_id: Option<String>,
 }
 
 impl StoredAccess {
@@ -60,6 +63,7 @@ impl StoredAccess {
             cert_thumbprint: ctx.cert_thumbprint.clone(),
             token_id: ctx.grant.token_id.clone(),
             consent: ctx.grant.consent.clone(),
+            authorization_id: ctx.grant.authorization_id.clone(),
         }
     }
 
@@ -85,6 +89,7 @@ impl StoredAccess {
             grant: crate::identity::GrantRef {
                 token_id: self.token_id.clone(),
                 consent: self.consent.clone(),
+                authorization_id: self.authorization_id.clone(),
             },
         }
     }

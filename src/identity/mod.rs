@@ -123,6 +123,9 @@ pub struct GrantRef {
     pub token_id: Option<String>,
     /// `(patient_id, consent id)` in `member_consents` (a payer's member-scoped token).
     pub consent: Option<(String, String)>,
+    /// The member's authorization in `member_authorizations` (a token from the authorization-code
+    /// flow: Patient Access).
+    pub authorization_id: Option<String>,
 }
 
 /// What the current caller may read and write. Built once per request; the store turns it

@@ -186,6 +186,40 @@ impl ResourceScope {
     }
 }
 
+/// The identity and launch-context scopes of the authorization-code flow (SMART App Launch
+/// `scopes-and-launch-context.md`), granted whenever they are asked for: the member in
+/// context, OpenID Connect, the `fhirUser` claim, and refresh tokens. (`launch`, the EHR
+/// launch, is not supported and never granted.)
+pub const LAUNCH_SCOPES: [&str; 5] = [
+    "launch/patient",
+    "openid",
+    "fhirUser",
+    "offline_access",
+    "online_access",
+];
+
+/// What an `app` client registered without `--scope` may be granted: reading the member's
+/// whole record and recording the member's own Consents.
+pub const APP_DEFAULT_SCOPES: [&str; 2] = ["patient/*.rs", "patient/Consent.c"];
+
+/// Negotiation for the authorization-code flow: each requested `patient/` resource scope
+/// intersected with the `ceiling` (never wider), plus the [`LAUNCH_SCOPES`] requested, in the
+/// order asked.
+pub fn negotiate_launch(requested: &[String], ceiling: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = requested
+        .iter()
+        .filter(|s| LAUNCH_SCOPES.contains(&s.as_str()))
+        .cloned()
+        .collect();
+    out.dedup();
+    for s in negotiate(Some(requested), ceiling, Context::Patient) {
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    out
+}
+
 /// Splits a space-separated scope parameter.
 pub fn split(scope: &str) -> Vec<String> {
     scope.split_whitespace().map(str::to_owned).collect()
@@ -325,6 +359,32 @@ mod tests {
 
     fn v(s: &str) -> Vec<String> {
         split(s)
+    }
+
+    #[test]
+    fn launch_negotiation_keeps_launch_scopes_and_narrows_resource_scopes() {
+        let ceiling = v("patient/*.rs patient/Consent.c");
+        let got = negotiate_launch(
+            &v("launch/patient openid fhirUser offline_access patient/*.rs launch system/*.rs"),
+            &ceiling,
+        );
+        assert_eq!(
+            got,
+            v("launch/patient openid fhirUser offline_access patient/*.rs")
+        );
+        // v1 answered in v1; a write on Consent narrowed to create
+        assert_eq!(
+            negotiate_launch(&v("patient/*.read patient/Consent.write"), &ceiling),
+            v("patient/*.read patient/Consent.c")
+        );
+        // never wider than the ceiling
+        assert_eq!(
+            negotiate_launch(&v("patient/Observation.cruds"), &ceiling),
+            v("patient/Observation.rs")
+        );
+        assert!(
+            negotiate_launch(&v("patient/Observation.rs"), &v("patient/Coverage.rs")).is_empty()
+        );
     }
 
     #[test]

@@ -103,10 +103,17 @@ pub fn router(state: SharedState) -> Router {
     // apps from any origin, or from the `cors_origins` list, never with credentials (public
     // SMART clients send bearer tokens, not cookies); routes added outside these two groups
     // — pages that set cookies — get no CORS headers at all.
+    // The member's pages (authorize, sign-in, decision): HTML error pages, no CORS.
+    let pages = with_body_limits(
+        crate::auth::server::pages_router(state.auth.clone()),
+        &state,
+    )
+    .layer(middleware::from_fn(errors_as_pages));
     let cors = cors(&state.cors_origins);
     Router::new()
         .merge(fhir_api.layer(cors.clone()))
         .merge(oauth.layer(cors))
+        .merge(pages)
         .route("/health", get(health).with_state(state.clone()))
         .fallback(|| async { FhirError::not_found("no such endpoint") })
         .layer(CatchPanicLayer::custom(|_| {
@@ -275,6 +282,25 @@ async fn errors_as_operation_outcomes(req: Request, next: Next) -> Response {
         };
         FhirError::new(status, issue, text).into_response()
     })
+}
+
+/// The member's pages: a bare error (or one the body limits answered as an OperationOutcome)
+/// becomes an HTML error page.
+async fn errors_as_pages(req: Request, next: Next) -> Response {
+    replace_bare_error(
+        next.run(req).await,
+        |ct| ct.starts_with("text/html"),
+        |status| {
+            let message = match status {
+                StatusCode::METHOD_NOT_ALLOWED => "This page cannot be used that way.",
+                StatusCode::PAYLOAD_TOO_LARGE => "The form sent was too large.",
+                StatusCode::REQUEST_TIMEOUT => "The form took too long to arrive.",
+                s if s.is_server_error() => "The sign-in service failed. Please try again.",
+                _ => "This request cannot be handled.",
+            };
+            crate::auth::pages::error(status, message)
+        },
+    )
 }
 
 /// OAuth routes: a bare error becomes RFC 6749 §5.2 `{"error": …}` JSON.
