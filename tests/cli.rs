@@ -290,6 +290,115 @@ async fn demo_mode_loads_the_bundled_data_and_its_banner_commands_work() {
     let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(body["error"], "invalid_client");
 
+    // the Patient Access block: its authorize URL, signed in with a printed login, approved,
+    // and the printed exchange with the code (the browser's part done over HTTP)
+    let authorize = lines
+        .iter()
+        .find(|l| l.contains("/oauth/authorize?"))
+        .expect("the banner prints an authorize URL")
+        .to_string();
+    let logins = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("Logins: "))
+        .expect("the banner prints the demo logins");
+    let username = logins.split_whitespace().next().unwrap().to_owned();
+    let password = logins.rsplit("password ").next().unwrap().trim().to_owned();
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = browser.get(&authorize).send().await.unwrap();
+    assert_eq!(page.status(), 200, "{authorize}");
+    let cookie = page.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let html = page.text().await.unwrap();
+    let input = |html: &str, name: &str| {
+        regex::Regex::new(&format!(r#"name="{name}" value="([^"]*)""#))
+            .unwrap()
+            .captures(html)
+            .unwrap()[1]
+            .to_owned()
+    };
+    let (request, csrf) = (input(&html, "request"), input(&html, "csrf"));
+    let oauth = authorize.split("/authorize?").next().unwrap().to_owned();
+    let page = browser
+        .post(format!("{oauth}/authorize/signin"))
+        .header("Cookie", &cookie)
+        .form(&[
+            ("request", request.as_str()),
+            ("csrf", csrf.as_str()),
+            ("username", username.as_str()),
+            ("password", password.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200, "the printed login signs in");
+    let page = browser
+        .post(format!("{oauth}/authorize/decide"))
+        .header("Cookie", &cookie)
+        .form(&[
+            ("request", request.as_str()),
+            ("csrf", csrf.as_str()),
+            ("sensitive", "withhold"),
+            ("decision", "approve"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let location = url::Url::parse(page.headers()["location"].to_str().unwrap()).unwrap();
+    let code = location
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    let exchange = lines
+        .iter()
+        .find(|l| l.starts_with("curl -s -d grant_type=authorization_code"))
+        .expect("the banner prints the code exchange");
+    let words: Vec<&str> = exchange.split_whitespace().collect();
+    let form: Vec<(String, String)> = words
+        .windows(2)
+        .filter(|w| w[0] == "-d")
+        .map(|w| {
+            let (k, v) = w[1].split_once('=').unwrap();
+            (
+                k.to_owned(),
+                if v == "CODE" {
+                    code.clone()
+                } else {
+                    v.to_owned()
+                },
+            )
+        })
+        .collect();
+    let resp = client
+        .post(*words.last().unwrap())
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{exchange}");
+    let t: serde_json::Value = resp.json().await.unwrap();
+    let patient = t["patient"].as_str().unwrap();
+    assert!(
+        logins.contains(&format!("{username} (Patient/{patient})")),
+        "{t}"
+    );
+    let resp = client
+        .get(format!("{base}/Patient/{patient}"))
+        .bearer_auth(t["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
     // the payer-to-payer block, as printed, in bash with this pdex on the PATH
     let block = section("Payer to payer", "\u{0}");
     assert_eq!(block.len(), 4, "banner: {seen:?}");

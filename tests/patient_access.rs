@@ -642,6 +642,7 @@ async fn authorize_requests_that_are_refused() {
 
 #[tokio::test]
 async fn sign_in_refusals_lockout_and_forged_forms() {
+    let alert = regex::Regex::new(r#"role="alert">([^<]*)<"#).unwrap();
     for b in backends() {
         let s = start(&b, |c| c.patient_access.login_failure_limit = 3).await;
         let app = member_flow::register(&s, AppSpec::default()).await;
@@ -655,10 +656,7 @@ async fn sign_in_refusals_lockout_and_forged_forms() {
             assert!(p.html.contains(r#"name="password""#));
             assert!(p.html.contains("The username or password is not right"));
         }
-        let message = |p: &member_flow::Page| {
-            let re = regex::Regex::new(r#"role="alert">([^<]*)<"#).unwrap();
-            re.captures(&p.html).unwrap()[1].to_owned()
-        };
+        let message = |p: &member_flow::Page| alert.captures(&p.html).unwrap()[1].to_owned();
         assert_eq!(message(&unknown), message(&wrong));
         // two more failures lock "ada": then even the right password is refused alike
         member_flow::sign_in(&s, &session, "ada", "still wrong").await;
@@ -817,8 +815,28 @@ async fn code_exchange_refusals() {
             "{body}"
         );
 
-        // a code that never was
-        let resp = member_flow::exchange(&s, &app, "not-a-code", &req.verifier).await;
+        // a code that never was; the token endpoint answers browsers' origins (STU2.2 CORS)
+        let resp = reqwest::Client::new()
+            .post(s.token_url())
+            .header("Origin", "https://app.example.org")
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", "not-a-code"),
+                ("redirect_uri", app.redirect.as_str()),
+                ("code_verifier", req.verifier.as_str()),
+                ("client_id", app.client_id.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let allowed = resp.headers()["access-control-allow-origin"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            allowed == "*" || allowed == "https://app.example.org",
+            "{allowed}"
+        );
         oauth_error(resp, StatusCode::BAD_REQUEST, "invalid_grant").await;
         s.stop().await;
     }

@@ -75,7 +75,7 @@ pub async fn authorize_post(
 ) -> Response {
     match form_params(&headers, &body) {
         Ok(params) => start(&auth, listener.map(|l| l.0), &headers, params).await,
-        Err(resp) => resp,
+        Err(resp) => *resp,
     }
 }
 
@@ -91,19 +91,21 @@ fn parse_params(bytes: &[u8]) -> Result<Params, String> {
     Ok(map)
 }
 
-fn form_params(headers: &HeaderMap, body: &[u8]) -> Result<Params, Response> {
+/// The form of a page request; `Err` is the error page to answer (boxed: a `Response` is
+/// large).
+fn form_params(headers: &HeaderMap, body: &[u8]) -> Result<Params, Box<Response>> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
     if !ct.starts_with("application/x-www-form-urlencoded") {
-        return Err(pages::error(
+        return Err(Box::new(pages::error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "This page takes a form (application/x-www-form-urlencoded).",
-        ));
+        )));
     }
-    parse_params(body).map_err(|why| pages::error(StatusCode::BAD_REQUEST, &why))
+    parse_params(body).map_err(|why| Box::new(pages::error(StatusCode::BAD_REQUEST, &why)))
 }
 
 fn param<'a>(p: &'a Params, k: &str) -> Option<&'a str> {
@@ -480,26 +482,26 @@ async fn form_request(
     auth: &AuthServer,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<(Params, Pending, Client), Response> {
+) -> Result<(Params, Pending, Client), Box<Response>> {
     let form = form_params(headers, body)?;
     let pending = match Pending::load(auth, headers, &form).await {
         Ok(Some(p)) => p,
-        Ok(None) => return Err(stale_form()),
-        Err(e) => return Err(failure(e)),
+        Ok(None) => return Err(Box::new(stale_form())),
+        Err(e) => return Err(Box::new(failure(e))),
     };
     let client = match super::token::active_client(auth, &pending.client_id).await {
         Ok(c) => c,
         Err(e) if e.status == StatusCode::BAD_REQUEST => {
-            return Err(pages::error(
+            return Err(Box::new(pages::error(
                 StatusCode::BAD_REQUEST,
                 "This app is no longer registered with your health plan.",
-            ));
+            )));
         }
         Err(e) => {
-            return Err(pages::error(
+            return Err(Box::new(pages::error(
                 e.status,
                 "The sign-in service failed. Please try again.",
-            ));
+            )));
         }
     };
     Ok((form, pending, client))
@@ -513,7 +515,7 @@ pub async fn sign_in(
 ) -> Response {
     let (form, pending, client) = match form_request(&auth, &headers, &body).await {
         Ok(x) => x,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let app = AppNames::of(&client);
     let lockout = Throttle::new(
@@ -562,7 +564,7 @@ pub async fn decide(
 ) -> Response {
     let (form, pending, _client) = match form_request(&auth, &headers, &body).await {
         Ok(x) => x,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let Some(username) = pending.username.clone() else {
         return pages::error(
