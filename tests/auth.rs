@@ -197,6 +197,9 @@ async fn discovery_and_metadata_are_public_with_cors() {
                 .iter()
                 .any(|e| e["url"] == "token" && e["valueUri"] == server.token_url())
         );
+        assert!(ext["extension"].as_array().unwrap().iter().any(|e| {
+            e["url"] == "authorize" && e["valueUri"] == server.state.auth.settings.authorize_url()
+        }));
         server.stop().await;
     }
 }

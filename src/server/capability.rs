@@ -134,12 +134,13 @@ fn security(oauth: &crate::auth::AuthSettings) -> Value {
         "extension": [{
             "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
             "extension": [
+                {"url": "authorize", "valueUri": oauth.authorize_url()},
                 {"url": "token", "valueUri": oauth.token_url()},
                 {"url": "introspect", "valueUri": oauth.introspection_url()},
                 {"url": "revoke", "valueUri": oauth.revocation_url()}
             ]
         }],
-        "description": "Backend clients get tokens at the token endpoint with private_key_jwt or tls_client_auth (SMART Backend Services); discovery at .well-known/smart-configuration. 401: no valid access token; 403: the token's scopes do not cover the request."
+        "description": "Backend clients get tokens at the token endpoint with private_key_jwt or tls_client_auth (SMART Backend Services); members authorize apps at the authorize endpoint (SMART App Launch standalone launch, PKCE S256); discovery at .well-known/smart-configuration. 401: no valid access token; 403: the token's scopes do not cover the request."
     })
 }
 
