@@ -1198,3 +1198,346 @@ async fn a_smart_client_library_completes_a_standalone_launch() {
         s.stop().await;
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Patient Access part 2 (issue 21): the account page and the member's own Consents.
+
+/// Signs in on the account page; the signed-in session's cookie and the page.
+async fn account_session(s: &TestServer, username: &str) -> (String, member_flow::Page) {
+    let account = s.state.auth.settings.account_url();
+    let p = member_flow::get(&account, None).await;
+    assert_eq!(p.status, StatusCode::OK);
+    assert!(p.html.contains(r#"name="username""#) && p.html.contains(r#"name="password""#));
+    let pre = p
+        .set_cookie
+        .iter()
+        .find(|c| c.starts_with("pdex_account="))
+        .unwrap();
+    assert!(
+        pre.contains("HttpOnly") && pre.contains("SameSite=Lax"),
+        "{pre}"
+    );
+    let pre = pre.split(';').next().unwrap().to_owned();
+    let csrf = p.input("csrf").unwrap();
+    let signed = member_flow::post(
+        &format!("{account}/signin"),
+        Some(&pre),
+        &[
+            ("csrf", csrf.as_str()),
+            ("username", username),
+            ("password", PASSWORD),
+        ],
+    )
+    .await;
+    assert_eq!(signed.status, StatusCode::SEE_OTHER, "{}", signed.html);
+    assert_eq!(signed.location.as_deref(), Some("/oauth/account"));
+    let cookie = signed
+        .set_cookie
+        .iter()
+        .find(|c| c.starts_with("pdex_account="))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_ne!(cookie, pre, "a new session id at sign-in");
+    // the cookie from before the sign-in does not open the account
+    let before = member_flow::get(&account, Some(&pre)).await;
+    assert!(before.input("grant").is_none());
+    let page = member_flow::get(&account, Some(&cookie)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    (cookie, page)
+}
+
+#[tokio::test]
+async fn the_member_sees_and_revokes_what_they_authorized() {
+    let grant_input = regex::Regex::new(r#"name="grant" value="([^"]*)""#).unwrap();
+    for b in backends() {
+        let s = start(&b, |_| {}).await;
+        let reader = member_flow::register(
+            &s,
+            AppSpec {
+                name: "Reader app",
+                ..AppSpec::default()
+            },
+        )
+        .await;
+        let sharer = member_flow::register(
+            &s,
+            AppSpec {
+                name: "Sharer app",
+                ..AppSpec::default()
+            },
+        )
+        .await;
+        let t1 = member_flow::tokens(&s, &reader, SCOPES, "ada", PASSWORD, "withhold").await;
+        let t2 = member_flow::tokens(&s, &sharer, SCOPES, "ada", PASSWORD, "share").await;
+        // another member's authorization
+        let t3 = member_flow::tokens(&s, &reader, SCOPES, "bo", PASSWORD, "withhold").await;
+
+        let conf: Value = reqwest::get(s.url(".well-known/smart-configuration"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            conf["management_endpoint"],
+            s.state.auth.settings.account_url()
+        );
+
+        let (cookie, page) = account_session(&s, "ada").await;
+        assert!(
+            page.html.contains("Reader app") && page.html.contains("Sharer app"),
+            "{}",
+            page.html
+        );
+        assert!(page.html.contains("withheld") && page.html.contains("shared"));
+        assert!(
+            page.html
+                .contains("See all of your health and claims records")
+        );
+        let grants: Vec<String> = grant_input
+            .captures_iter(&page.html)
+            .map(|c| c[1].to_owned())
+            .collect();
+        assert_eq!(grants.len(), 2, "ada's two, not bo's");
+        assert!(page.html.contains(r#"name="revoke" value="revoke""#));
+        let csrf = page.input("csrf").unwrap();
+        // newest first: the sharer
+        let (sharer_grant, reader_grant) = (grants[0].clone(), grants[1].clone());
+        let revoke = format!("{}/revoke", s.state.auth.settings.account_url());
+
+        // forged: no CSRF token, another member's grant
+        let p = member_flow::post(
+            &revoke,
+            Some(&cookie),
+            &[("grant", reader_grant.as_str()), ("revoke", "revoke")],
+        )
+        .await;
+        assert_eq!(p.status, StatusCode::FORBIDDEN);
+        let (bo_cookie, bo_page) = account_session(&s, "bo").await;
+        let p = member_flow::post(
+            &revoke,
+            Some(&bo_cookie),
+            &[
+                ("grant", reader_grant.as_str()),
+                ("csrf", bo_page.input("csrf").unwrap().as_str()),
+                ("revoke", "revoke"),
+            ],
+        )
+        .await;
+        assert_eq!(p.status, StatusCode::NOT_FOUND, "bo cannot revoke ada's");
+
+        // revoke the reader: its access and refresh tokens die at once, the sharer's live on
+        let p = member_flow::post(
+            &revoke,
+            Some(&cookie),
+            &[
+                ("grant", reader_grant.as_str()),
+                ("csrf", csrf.as_str()),
+                ("revoke", "revoke"),
+            ],
+        )
+        .await;
+        assert_eq!(p.status, StatusCode::OK, "{}", p.html);
+        assert!(p.html.contains("Reader app can no longer see your records"));
+        assert!(!p.html.contains(&format!(r#"value="{reader_grant}""#)));
+        let access1 = t1["access_token"].as_str().unwrap();
+        assert_eq!(status_of(&s, access1, "Patient/pa-1").await, 401);
+        let i: Value = bearer(t2["access_token"].as_str().unwrap())
+            .post(s.state.auth.settings.introspection_url())
+            .form(&[("token", access1)])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(i["active"], false);
+        let resp =
+            member_flow::refresh(&s, &reader, t1["refresh_token"].as_str().unwrap(), None).await;
+        oauth_error(resp, StatusCode::BAD_REQUEST, "invalid_grant").await;
+        assert_eq!(
+            status_of(&s, t2["access_token"].as_str().unwrap(), "Patient/pa-1").await,
+            200
+        );
+        assert_eq!(
+            status_of(&s, t3["access_token"].as_str().unwrap(), "Patient/pa-2").await,
+            200,
+            "bo's stays"
+        );
+        assert!(!sharer_grant.is_empty());
+        s.stop().await;
+    }
+}
+
+fn consent_for(patient: &str) -> Value {
+    json!({
+        "resourceType": "Consent", "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": format!("Patient/{patient}")},
+        "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTOUT"}]},
+        "provision": {"type": "deny"}
+    })
+}
+
+#[tokio::test]
+async fn a_member_records_their_own_consents_and_no_one_elses() {
+    for b in backends() {
+        let s = start(&b, |_| {}).await;
+        let app = member_flow::register(&s, AppSpec::default()).await;
+        let t = member_flow::tokens(
+            &s,
+            &app,
+            &format!("{SCOPES} patient/Consent.c"),
+            "ada",
+            PASSWORD,
+            "withhold",
+        )
+        .await;
+        assert!(
+            t["scope"].as_str().unwrap().contains("patient/Consent.c"),
+            "{t}"
+        );
+        let http = bearer(t["access_token"].as_str().unwrap());
+        let post = |body: Value| {
+            http.post(s.url("Consent"))
+                .header("Content-Type", "application/fhir+json")
+                .body(body.to_string())
+                .send()
+        };
+        let resp = post(consent_for("pa-1")).await.unwrap();
+        assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+        let resp = post(consent_for("pa-2")).await.unwrap();
+        common::assert_outcome(resp, StatusCode::FORBIDDEN).await;
+        // read back its own
+        let found: Value = http
+            .get(s.url("Consent?patient=pa-1"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(common::match_ids(&found).len(), 1, "{found}");
+        // create only: no update, no delete, no other types
+        let id = common::match_ids(&found)[0].clone();
+        let mut c = consent_for("pa-1");
+        c["id"] = json!(id);
+        let resp = http
+            .put(s.url(&format!("Consent/{id}")))
+            .header("Content-Type", "application/fhir+json")
+            .body(c.to_string())
+            .send()
+            .await
+            .unwrap();
+        common::assert_outcome(resp, StatusCode::FORBIDDEN).await;
+        let resp = http
+            .delete(s.url(&format!("Consent/{id}")))
+            .send()
+            .await
+            .unwrap();
+        common::assert_outcome(resp, StatusCode::FORBIDDEN).await;
+        let resp = http
+            .post(s.url("Observation"))
+            .header("Content-Type", "application/fhir+json")
+            .body(observation("x", "pa-1", false).to_string())
+            .send()
+            .await
+            .unwrap();
+        common::assert_outcome(resp, StatusCode::FORBIDDEN).await;
+        // nor through a transaction for another member
+        let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": consent_for("pa-2"), "request": {"method": "POST", "url": "Consent"}}]});
+        let resp = http
+            .post(s.url(""))
+            .header("Content-Type", "application/fhir+json")
+            .body(bundle.to_string())
+            .send()
+            .await
+            .unwrap();
+        common::assert_outcome(resp, StatusCode::FORBIDDEN).await;
+        // the other member has none
+        let admin_view = s.search("Consent?patient=pa-2").await;
+        assert!(common::match_ids(&admin_view).is_empty());
+        // a token without the scope writes nothing
+        let plain = member_flow::tokens(&s, &app, SCOPES, "ada", PASSWORD, "withhold").await;
+        let resp = bearer(plain["access_token"].as_str().unwrap())
+            .post(s.url("Consent"))
+            .header("Content-Type", "application/fhir+json")
+            .body(consent_for("pa-1").to_string())
+            .send()
+            .await
+            .unwrap();
+        common::assert_outcome(resp, StatusCode::FORBIDDEN).await;
+        s.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn the_account_page_works_in_a_real_browser() {
+    if !harness_ready() {
+        return;
+    }
+    for b in backends() {
+        let s = start(&b, |_| {}).await;
+        let reader = member_flow::register(
+            &s,
+            AppSpec {
+                name: "Reader app",
+                ..AppSpec::default()
+            },
+        )
+        .await;
+        let keeper = member_flow::register(
+            &s,
+            AppSpec {
+                name: "Keeper app",
+                ..AppSpec::default()
+            },
+        )
+        .await;
+        let t1 = member_flow::tokens(&s, &reader, SCOPES, "ada", PASSWORD, "withhold").await;
+        let t2 = member_flow::tokens(&s, &keeper, SCOPES, "ada", PASSWORD, "share").await;
+        let name = if b.is_postgres() {
+            "postgres"
+        } else {
+            "sqlite"
+        };
+        let seen = run_script(
+            "account.mjs",
+            json!({
+                "accountUrl": s.state.auth.settings.account_url(),
+                "username": "ada",
+                "password": PASSWORD,
+                "revokeApp": "Reader app",
+                "screenshotDir": screenshot_dir(&format!("account-{name}")),
+            }),
+        )
+        .await;
+        assert_eq!(seen["signedInStatus"], 200, "{seen}");
+        assert_eq!(seen["revokedStatus"], 200, "{seen}");
+        assert_eq!(seen["unlabelledInputs"], json!([]));
+        let before = seen["textBefore"].as_str().unwrap();
+        assert!(
+            before.contains("Reader app") && before.contains("Keeper app"),
+            "{before}"
+        );
+        let after = seen["textAfter"].as_str().unwrap();
+        assert!(
+            after.contains("Reader app can no longer see your records"),
+            "{after}"
+        );
+        assert_eq!(
+            status_of(&s, t1["access_token"].as_str().unwrap(), "Patient/pa-1").await,
+            401
+        );
+        assert_eq!(
+            status_of(&s, t2["access_token"].as_str().unwrap(), "Patient/pa-1").await,
+            200
+        );
+        s.stop().await;
+    }
+}

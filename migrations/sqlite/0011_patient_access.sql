@@ -72,3 +72,13 @@ CREATE TABLE refresh_tokens (
     used_at      INTEGER
 );
 CREATE INDEX refresh_tokens_authorization ON refresh_tokens (authorization_id);
+
+-- Signed-in sessions of the member's account page (`/oauth/account`): a cookie (its SHA-256
+-- here), the form token, and the login once signed in. Short-lived.
+CREATE TABLE member_sessions (
+    id_hash     TEXT    PRIMARY KEY,
+    csrf        TEXT    NOT NULL,
+    username    TEXT,
+    expires_at  INTEGER NOT NULL                     -- epoch milliseconds
+);
+CREATE INDEX member_sessions_expiry ON member_sessions (expires_at);

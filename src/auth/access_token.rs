@@ -205,7 +205,10 @@ impl Claims {
             } else {
                 admin
             },
-            can_write: admin && self.patient.is_none() && scopes::any_write(&self.scopes),
+            // the back office with write scopes; a member's own app with `patient/Consent.c`
+            // (its writes limited to its member's compartment by `store::access::may_write`)
+            can_write: scopes::any_write(&self.scopes)
+                && ((admin && self.patient.is_none()) || self.authorization_id.is_some()),
             cert_thumbprint: self.cnf.clone(),
             grant: self.grant(),
         }

@@ -134,6 +134,20 @@ pub async fn get(store: &Store, id: &str) -> anyhow::Result<Option<Authorization
     rows.first().map(authorization_of).transpose()
 }
 
+/// What `username` has authorized and not revoked, newest first (the account page).
+pub async fn list_active(store: &Store, username: &str) -> anyhow::Result<Vec<Authorization>> {
+    let rows = store
+        .db
+        .fetch(
+            &format!(
+                "SELECT {AUTHORIZATION_COLUMNS} FROM member_authorizations WHERE username = ? AND revoked_at IS NULL ORDER BY created_at DESC, id"
+            ),
+            &[SqlValue::from(username)],
+        )
+        .await?;
+    rows.iter().map(authorization_of).collect()
+}
+
 /// Records the member's approval and returns the authorization code for it.
 pub async fn approve(store: &Store, a: &Approval<'_>) -> anyhow::Result<String> {
     let id = uuid::Uuid::new_v4().simple().to_string();

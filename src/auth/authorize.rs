@@ -22,6 +22,7 @@
 //! not match (or has expired) gets a 403 page. Nothing the member types is logged.
 
 use super::authorizations::{self, Approval};
+use super::browser::{Params, failure, form_params, param, parse_params, same_token};
 use super::clients::Client;
 use super::logins::{self, SignIn};
 use super::pages::{self, AppNames};
@@ -34,7 +35,6 @@ use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The browser-binding cookie.
@@ -46,8 +46,6 @@ pub const SIGN_IN_PATH: &str = "/oauth/authorize/signin";
 pub const DECIDE_PATH: &str = "/oauth/authorize/decide";
 /// The one message of every refused sign-in.
 pub const SIGN_IN_REFUSED: &str = "The username or password is not right, or this account is locked for a while after too many attempts. Check them and try again.";
-
-type Params = HashMap<String, String>;
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -77,60 +75,6 @@ pub async fn authorize_post(
         Ok(params) => start(&auth, listener.map(|l| l.0), &headers, params).await,
         Err(resp) => *resp,
     }
-}
-
-/// `application/x-www-form-urlencoded` pairs; a repeated parameter is an error (RFC 6749
-/// §3.1: "Request and response parameters MUST NOT be included more than once").
-fn parse_params(bytes: &[u8]) -> Result<Params, String> {
-    let mut map = HashMap::new();
-    for (k, v) in form_urlencoded::parse(bytes) {
-        if map.insert(k.to_string(), v.into_owned()).is_some() {
-            return Err(format!("The parameter {k:?} appears more than once."));
-        }
-    }
-    Ok(map)
-}
-
-/// The form of a page request; `Err` is the error page to answer (boxed: a `Response` is
-/// large).
-fn form_params(headers: &HeaderMap, body: &[u8]) -> Result<Params, Box<Response>> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    if !ct.starts_with("application/x-www-form-urlencoded") {
-        return Err(Box::new(pages::error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "This page takes a form (application/x-www-form-urlencoded).",
-        )));
-    }
-    parse_params(body).map_err(|why| Box::new(pages::error(StatusCode::BAD_REQUEST, &why)))
-}
-
-fn param<'a>(p: &'a Params, k: &str) -> Option<&'a str> {
-    p.get(k).map(String::as_str).filter(|v| !v.is_empty())
-}
-
-/// A store failure as an error page (503 while the database is unavailable).
-fn failure(e: anyhow::Error) -> Response {
-    if crate::fhir::is_unavailable(&e) {
-        tracing::warn!(target: "pdex::auth", error = %format!("{e:#}"), "authorization page: database unavailable");
-        let mut resp = pages::error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "The sign-in service is unavailable for a moment. Please try again.",
-        );
-        resp.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(crate::fhir::error::RETRY_AFTER_SECONDS),
-        );
-        return resp;
-    }
-    tracing::error!(target: "pdex::auth", error = %format!("{e:#}"), "authorization page failed");
-    pages::error(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "The sign-in service failed. Please try again.",
-    )
 }
 
 /// A redirect back to the client (303: the browser follows with GET), with `pairs` added to
@@ -301,7 +245,7 @@ async fn start(
             "none of the requested scopes can be granted to this app",
         );
     }
-    let (browser, new_cookie) = match browser_cookie(headers) {
+    let (browser, new_cookie) = match super::browser::cookie(headers, COOKIE) {
         Some(b) => (b, false),
         None => (authorizations::new_secret(), true),
     };
@@ -323,38 +267,23 @@ async fn start(
     }
     let mut resp = pages::sign_in(
         StatusCode::OK,
-        &AppNames::of(&client),
+        Some(&AppNames::of(&client)),
         SIGN_IN_PATH,
         &id,
         &csrf,
         None,
     );
     if new_cookie {
-        set_cookie(&mut resp, &browser, auth.settings.secure_cookies());
+        super::browser::set_cookie(
+            &mut resp,
+            COOKIE,
+            &browser,
+            "/oauth/authorize",
+            REQUEST_LIFETIME_SECONDS,
+            auth.settings.secure_cookies(),
+        );
     }
     resp
-}
-
-/// The browser-binding cookie's value, if the request carries one.
-fn browser_cookie(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(name, value)| *name == COOKIE && (32..=64).contains(&value.len()))
-        .map(|(_, value)| value.to_owned())
-}
-
-fn set_cookie(resp: &mut Response, value: &str, secure: bool) {
-    let cookie = format!(
-        "{COOKIE}={value}; Path=/oauth/authorize; Max-Age={REQUEST_LIFETIME_SECONDS}; HttpOnly; SameSite=Lax{}",
-        if secure { "; Secure" } else { "" }
-    );
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
-        resp.headers_mut().insert(header::SET_COOKIE, v);
-    }
 }
 
 /// An authorization request in progress.
@@ -409,7 +338,7 @@ impl Pending {
         let (Some(id), Some(csrf), Some(browser)) = (
             param(form, "request"),
             param(form, "csrf"),
-            browser_cookie(headers),
+            super::browser::cookie(headers, COOKIE),
         ) else {
             return Ok(None);
         };
@@ -424,11 +353,8 @@ impl Pending {
         let Some(r) = rows.first() else {
             return Ok(None);
         };
-        let same = |a: &str, b: &str| {
-            a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |x, (p, q)| x | (p ^ q)) == 0
-        };
-        if !same(&r.text(1)?, csrf)
-            || !same(&r.text(9)?, &authorizations::digest(&browser))
+        if !same_token(&r.text(1)?, csrf)
+            || !same_token(&r.text(9)?, &authorizations::digest(&browser))
             || r.int(10)? < now_ms()
         {
             return Ok(None);
@@ -546,7 +472,7 @@ pub async fn sign_in(
         }
         Ok(SignIn::Refused) => pages::sign_in(
             StatusCode::UNAUTHORIZED,
-            &app,
+            Some(&app),
             SIGN_IN_PATH,
             &pending.id,
             &pending.csrf,

@@ -41,6 +41,8 @@ pub fn smart_configuration_json(s: &AuthSettings) -> Value {
         ],
         "code_challenge_methods_supported": ["S256"],
         "introspection_endpoint": s.introspection_url(),
+        // where the member sees and revokes what they authorized
+        "management_endpoint": s.account_url(),
         "revocation_endpoint": s.revocation_url(),
         // RFC 8705 §3.3: tokens requested over mTLS are bound to the certificate
         "tls_client_certificate_bound_access_tokens": true,

@@ -15,10 +15,12 @@
 //! `server` (the HTTP router depends on this module, not the other way round).
 
 pub mod access_token;
+pub mod account;
 pub mod app_tokens;
 pub mod assertion;
 pub mod authorizations;
 pub mod authorize;
+pub mod browser;
 pub mod client_keys;
 pub mod clients;
 pub mod discovery;

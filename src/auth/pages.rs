@@ -1,5 +1,6 @@
 //! The member's pages (HTML from `templates/`, rendered by askama with HTML escaping; never
-//! string-built): the sign-in page, the authorization page and the error page, and the
+//! string-built): the sign-in page, the authorization page, the account page and the error
+//! page, and the
 //! response headers every page carries (no caching, no framing, no referrer, a strict
 //! content security policy).
 //!
@@ -43,7 +44,8 @@ impl AppNames {
 #[template(path = "signin.html")]
 pub struct SignInPage<'a> {
     pub plan: &'a str,
-    pub app: &'a AppNames,
+    /// The app asking (the authorization flow); `None` on the account page's sign-in.
+    pub app: Option<&'a AppNames>,
     pub action: &'a str,
     pub request: &'a str,
     pub csrf: &'a str,
@@ -62,6 +64,53 @@ pub struct AuthorizePage<'a> {
     pub asks: Vec<String>,
 }
 
+/// One authorization on the account page.
+pub struct AccountEntry {
+    /// The authorization's id (the revoke form's hidden `grant`).
+    pub id: String,
+    pub name: String,
+    pub organization: Option<String>,
+    /// When it was given, `YYYY-MM-DD`.
+    pub when: String,
+    /// Whose records, when the login acts for someone else (`Patient/…`); else empty.
+    pub for_whom: String,
+    /// `shared` or `withheld`.
+    pub sensitive: &'static str,
+    pub asks: Vec<String>,
+}
+
+#[derive(Template)]
+#[template(path = "account.html")]
+struct AccountPage<'a> {
+    plan: &'a str,
+    username: &'a str,
+    csrf: &'a str,
+    revoke_action: &'a str,
+    entries: &'a [AccountEntry],
+    notice: Option<&'a str>,
+}
+
+/// The account page: what the member has authorized, each with its revoke form.
+pub fn account(
+    username: &str,
+    csrf: &str,
+    revoke_action: &str,
+    entries: &[AccountEntry],
+    notice: Option<&str>,
+) -> Response {
+    render(
+        StatusCode::OK,
+        AccountPage {
+            plan: PLAN,
+            username,
+            csrf,
+            revoke_action,
+            entries,
+            notice,
+        },
+    )
+}
+
 #[derive(Template)]
 #[template(path = "error.html")]
 struct ErrorPage<'a> {
@@ -73,7 +122,7 @@ struct ErrorPage<'a> {
 /// The sign-in page (status 200, or 401 after a refused sign-in).
 pub fn sign_in(
     status: StatusCode,
-    app: &AppNames,
+    app: Option<&AppNames>,
     action: &str,
     request: &str,
     csrf: &str,
@@ -263,14 +312,14 @@ mod tests {
             name: "<script>x</script>".into(),
             organization: None,
         };
-        let resp = sign_in(StatusCode::OK, &app, "/a", "r", "c", None);
+        let resp = sign_in(StatusCode::OK, Some(&app), "/a", "r", "c", None);
         assert_eq!(
             resp.headers()[header::CONTENT_TYPE],
             "text/html; charset=utf-8"
         );
         let page = SignInPage {
             plan: PLAN,
-            app: &app,
+            app: Some(&app),
             action: "/a",
             request: "r",
             csrf: "c",

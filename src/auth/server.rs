@@ -72,6 +72,10 @@ impl AuthSettings {
     pub fn authorize_url(&self) -> String {
         format!("{}/authorize", self.oauth_base)
     }
+    /// The member's account page (SMART `management_endpoint`).
+    pub fn account_url(&self) -> String {
+        format!("{}/account", self.oauth_base)
+    }
     /// May the member's pages set `Secure` cookies? Over https always; over plain HTTP (on
     /// loopback, in development) the flag would make the browser drop them.
     pub fn secure_cookies(&self) -> bool {
@@ -228,7 +232,8 @@ pub fn router<S: Clone + Send + Sync + 'static>(auth: Arc<AuthServer>) -> Router
         .with_state(auth)
 }
 
-/// The member's pages: the authorization endpoint, sign-in and decision (HTML; the router
+/// The member's pages: the authorization endpoint, sign-in and decision, the account page
+/// (HTML; the router
 /// gives them their own error layer and no CORS).
 pub fn pages_router<S: Clone + Send + Sync + 'static>(auth: Arc<AuthServer>) -> Router<S> {
     use super::authorize;
@@ -239,5 +244,8 @@ pub fn pages_router<S: Clone + Send + Sync + 'static>(auth: Arc<AuthServer>) -> 
         )
         .route(authorize::SIGN_IN_PATH, post(authorize::sign_in))
         .route(authorize::DECIDE_PATH, post(authorize::decide))
+        .route(super::account::ACCOUNT_PATH, get(super::account::account))
+        .route(super::account::SIGN_IN_PATH, post(super::account::sign_in))
+        .route(super::account::REVOKE_PATH, post(super::account::revoke))
         .with_state(auth)
 }

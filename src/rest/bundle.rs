@@ -200,7 +200,9 @@ fn check_write_scope(ctx: &AccessContext, op: &WriteOp) -> Result<(), FhirError>
         crate::store::WriteKind::Delete { .. } => Interaction::Delete,
         _ => Interaction::Update,
     };
-    super::interactions::check_scope(ctx, &op.rtype, interaction)
+    super::interactions::check_scope(ctx, &op.rtype, interaction)?;
+    crate::store::access::may_write(ctx, &op.kind, op.prepared.as_ref())
+        .map_err(FhirError::forbidden)
 }
 
 /// Runs a GET entry and returns (status, resource JSON).

@@ -244,10 +244,10 @@ async fn put_one(
         .store
         .prepare_with(&text, Some(rtype), id_rule, prefer.lenient)?;
     let warnings = std::mem::take(&mut prepared.warnings);
-    let results = state
-        .store
-        .write(vec![WriteOp::put(kind, prepared)])
-        .await?;
+    let op = WriteOp::put(kind, prepared);
+    crate::store::access::may_write(ctx, &op.kind, op.prepared.as_ref())
+        .map_err(FhirError::forbidden)?;
+    let results = state.store.write(vec![op]).await?;
     let status = match results[0].outcome {
         WriteOutcome::Created => StatusCode::CREATED,
         _ => StatusCode::OK,
@@ -298,6 +298,8 @@ async fn create_conditionally(
             .store
             .prepare_with(&text, Some(rtype), IdRule::Assign, prefer.lenient)?;
     let warnings = std::mem::take(&mut prepared.warnings);
+    crate::store::access::may_write(ctx, &crate::store::WriteKind::Create, Some(&prepared))
+        .map_err(FhirError::forbidden)?;
     let ret = prefer.ret;
     match state
         .store
@@ -334,10 +336,9 @@ pub async fn delete(
     check_id(&id)?;
     require_write(&ctx)?;
     let if_match = if_match(&headers)?;
-    let results = state
-        .store
-        .write(vec![WriteOp::delete(&rtype, &id, if_match)])
-        .await?;
+    let op = WriteOp::delete(&rtype, &id, if_match);
+    crate::store::access::may_write(&ctx, &op.kind, None).map_err(FhirError::forbidden)?;
+    let results = state.store.write(vec![op]).await?;
     let result = &results[0];
     let text = match result.outcome {
         WriteOutcome::Deleted => format!("{rtype}/{id} deleted (version {})", result.version),

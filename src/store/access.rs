@@ -144,6 +144,36 @@ impl View {
     }
 }
 
+/// The write side of the one access layer: may `ctx` make this write? Contexts over every
+/// member (the operator, an `admin` token with write scopes) may write what their scopes
+/// allow (checked by the caller). A patient-scoped context — a member's own app holding
+/// `patient/Consent.c` (issue 21: the member's own Consents) — may only *create* a resource
+/// in its own member's compartment: never another member's, never shared data, never an
+/// update or a delete. `Err` is the reason (a 403 for the client).
+pub fn may_write(
+    ctx: &AccessContext,
+    kind: &super::WriteKind,
+    prepared: Option<&super::Prepared>,
+) -> Result<(), String> {
+    if !ctx.can_write {
+        return Err("this access token does not allow writes".into());
+    }
+    let Some(member) = ctx.patient() else {
+        return match ctx.scope {
+            crate::identity::DataScope::All => Ok(()),
+            _ => Err("this access token does not allow writes".into()),
+        };
+    };
+    let own = prepared.is_some_and(|p| !p.shared && p.patient_id.as_deref() == Some(member));
+    match kind {
+        super::WriteKind::Create if own => Ok(()),
+        super::WriteKind::Create => Err(format!(
+            "a member's token writes only for its own member: the resource must name Patient/{member}"
+        )),
+        _ => Err("a member's token may create resources, not change or delete them".into()),
+    }
+}
+
 /// The result of a write, for the writer (who may see what it wrote).
 pub(crate) fn written(
     rtype: String,
