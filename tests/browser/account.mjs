@@ -33,6 +33,8 @@ try {
     await shot("account-signin.png");
     const signedIn = await signIn(page, input.username, input.password);
     const signedInStatus = signedIn.status();
+    // the response can arrive before its page replaces the sign-in page: wait for the list
+    await page.locator('button[name="revoke"]').first().waitFor({ state: "visible" });
     const unlabelled = await unlabelledInputs(page);
     const textBefore = await page.evaluate(() => document.body.innerText);
     await shot("account.png");
@@ -42,6 +44,7 @@ try {
     if ((await button.count()) !== 1) throw new Error(`no single revoke button for ${input.revokeApp}: ${textBefore.slice(0, 500)}`);
     await button.focus();
     const revoked = await navigateBy(page, () => page.keyboard.press("Enter"));
+    await page.locator('[role="status"]').first().waitFor({ state: "visible" });
     const textAfter = await page.evaluate(() => document.body.innerText);
     await shot("account-revoked.png");
     emit({

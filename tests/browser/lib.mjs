@@ -110,7 +110,8 @@ export async function navigateBy(page, action) {
     } catch (e) {
         throw new Error(`no page came back within ${PAGE_TIMEOUT_MS / 1000} s (browser at ${page.url()}): ${e.message.split("\n")[0]}`);
     }
-    await page.waitForLoadState("load");
+    // the response can arrive before its document replaces the current one
+    await page.waitForURL(response.url(), { waitUntil: "load", timeout: PAGE_TIMEOUT_MS });
     return response;
 }
 
