@@ -40,6 +40,10 @@ pub const DEMO_APP_REDIRECT: &str = "http://127.0.0.1:8099/callback";
 pub const DEMO_PASSWORD: &str = "demo-password";
 /// How many demo members get a login (`member1`, `member2`, …).
 pub const DEMO_LOGINS: usize = 3;
+/// The demo authorized representatives (username, RelatedPerson id): a mother and guardian
+/// of two minors in one household, and a durable power of attorney for an adult.
+pub const DEMO_REPRESENTATIVES: [(&str, &str); 2] =
+    [("guardian1", "rp-nguyen-luis"), ("poa1", "rp-anderson-poa")];
 /// The PKCE verifier of the banner's authorize URL.
 const DEMO_VERIFIER: &str = "pdex-demo-verifier-0123456789-abcdefghijklmnopqrstuvwxyz";
 
@@ -150,8 +154,8 @@ pub async fn register_clients(store: &crate::store::Store) -> anyhow::Result<()>
 }
 
 /// Registers the demo member-app and sets the demo member logins (`member1` … for the first
-/// [`DEMO_LOGINS`] demo members), each only if it is not there yet. Returns (username,
-/// Patient id) of each login.
+/// [`DEMO_LOGINS`] demo members, and the [`DEMO_REPRESENTATIVES`]), each only if it is not
+/// there yet. Returns (username, whom it signs in as) of each login.
 pub async fn register_patient_access(
     store: &crate::store::Store,
 ) -> anyhow::Result<Vec<(String, String)>> {
@@ -181,6 +185,22 @@ pub async fn register_patient_access(
                 .map_err(|e| anyhow::anyhow!("demo login {username}: {e}"))?;
         }
         logins.push((username, patient.to_owned()));
+    }
+    for (username, related_person) in DEMO_REPRESENTATIVES {
+        if crate::auth::logins::get(store, username).await?.is_none() {
+            crate::auth::logins::set_representative_login(
+                store,
+                username,
+                related_person,
+                DEMO_PASSWORD,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("demo login {username}: {e}"))?;
+        }
+        logins.push((
+            username.to_owned(),
+            format!("RelatedPerson/{related_person}"),
+        ));
     }
     Ok(logins)
 }
@@ -364,7 +384,13 @@ pub fn patient_access_banner(
         .append_pair("code_challenge_method", "S256");
     let who: Vec<String> = logins
         .iter()
-        .map(|(u, p)| format!("{u} (Patient/{p})"))
+        .map(|(u, p)| {
+            if p.contains('/') {
+                format!("{u} ({p})")
+            } else {
+                format!("{u} (Patient/{p})")
+            }
+        })
         .collect();
     format!(
         r#"  Patient Access: a member signs in on our own page and authorizes the demo app.

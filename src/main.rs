@@ -141,11 +141,20 @@ enum KeysCommand {
 
 #[derive(Subcommand)]
 enum MemberCommand {
-    /// Create or replace a member's login; reads the password from stdin (one line).
+    /// Create or replace a member's login, or an authorized representative's; reads the
+    /// password from stdin (one line).
     SetLogin {
         /// The member's Patient id (it must exist in the store).
+        #[arg(
+            long,
+            required_unless_present = "related_person",
+            conflicts_with = "related_person"
+        )]
+        patient: Option<String>,
+        /// A representative's RelatedPerson id: its relationship (POWATT, DPOWATT, HPOWATT or
+        /// GUARD) and patient decide whom the login may act for.
         #[arg(long)]
-        patient: String,
+        related_person: Option<String>,
         /// The username the member signs in with.
         #[arg(long)]
         username: String,
@@ -701,13 +710,26 @@ async fn member_command(
 ) -> anyhow::Result<std::process::ExitCode> {
     use pdex::auth::logins;
     match cmd {
-        MemberCommand::SetLogin { patient, username } => {
+        MemberCommand::SetLogin {
+            patient,
+            related_person,
+            username,
+        } => {
             let mut password = String::new();
             std::io::stdin()
                 .read_line(&mut password)
                 .map_err(|e| anyhow::anyhow!("cannot read the password from stdin: {e}"))?;
             let password = password.trim_end_matches(['\r', '\n']);
-            match logins::set_login(store, &username, &patient, password).await {
+            let result = match (&patient, &related_person) {
+                (Some(p), _) => logins::set_login(store, &username, p, password).await,
+                (None, Some(rp)) => {
+                    logins::set_representative_login(store, &username, rp, password).await
+                }
+                (None, None) => Err(logins::LoginError::Invalid(
+                    "give --patient ID or --related-person ID".into(),
+                )),
+            };
+            match result {
                 Ok(login) => println!(
                     "{}",
                     serde_json::json!({"username": login.username, "patient": login.patient_id, "fhirUser": login.fhir_user})

@@ -1541,3 +1541,155 @@ async fn the_account_page_works_in_a_real_browser() {
         s.stop().await;
     }
 }
+
+fn related_person(
+    id: &str,
+    patient: &str,
+    role: &str,
+    person: &str,
+    period_end: Option<&str>,
+) -> Value {
+    let mut r = json!({
+        "resourceType": "RelatedPerson", "id": id, "active": true,
+        "patient": {"reference": format!("Patient/{patient}")},
+        "relationship": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode", "code": role}]}],
+        "identifier": [{"system": "urn:test:person", "value": person}],
+        "name": [{"family": "One", "given": ["Ada"]}]
+    });
+    if let Some(end) = period_end {
+        r["period"] = json!({"start": "2020-01-01", "end": end});
+    }
+    r
+}
+
+#[tokio::test]
+async fn a_representative_acts_only_for_whom_the_relationship_allows() {
+    let patient_input = regex::Regex::new(r#"name="patient" value="([^"]*)""#).unwrap();
+    for b in backends() {
+        let s = start(&b, |_| {}).await;
+        s.load(&[
+            json!({"resourceType": "Patient", "id": "pa-3", "name": [{"family": "One", "given": ["Cy"]}], "birthDate": "2015-03-01"}),
+            json!({"resourceType": "Patient", "id": "pa-4", "name": [{"family": "One", "given": ["Di"]}], "birthDate": "2017-07-01"}),
+            observation("obs-3", "pa-3", false),
+            observation("obs-4", "pa-4", false),
+            // Ada is the guardian of Cy and Di (one RelatedPerson per child, one identifier) ...
+            related_person("rp-ada-cy", "pa-3", "GUARD", "ada", None),
+            related_person("rp-ada-di", "pa-4", "DPOWATT", "ada", None),
+            // ... Bo's friend (not a representative) and his guardian once (ended)
+            related_person("rp-ada-bo-friend", "pa-2", "FRND", "ada", None),
+            related_person("rp-ada-bo-old", "pa-2", "GUARD", "ada", Some("2021-01-01")),
+        ])
+        .await;
+        // the CLI links a login to a RelatedPerson; one that is no representative is refused
+        let set = |rp: &str, username: &str| {
+            use std::io::Write;
+            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pdex"))
+                .args([
+                    "member",
+                    "set-login",
+                    "--database-url",
+                    &s.db.url,
+                    "--related-person",
+                    rp,
+                    "--username",
+                    username,
+                ])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
+            child.wait_with_output().unwrap()
+        };
+        let out = set("rp-ada-cy", "ada-rep");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let said: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(said["fhirUser"], "RelatedPerson/rp-ada-cy");
+        for rp in ["rp-ada-bo-friend", "rp-ada-bo-old", "rp-nobody"] {
+            assert!(!set(rp, "nope").status.success(), "{rp}");
+        }
+
+        // the authorization page offers Cy and Di, not Bo
+        let app = member_flow::register(&s, AppSpec::default()).await;
+        let req = Request::new(&s, &app, SCOPES);
+        let session = member_flow::open(&s, &req).await;
+        let page = member_flow::sign_in(&s, &session, "ada-rep", PASSWORD).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+        let offered: Vec<String> = patient_input
+            .captures_iter(&page.html)
+            .map(|c| c[1].to_owned())
+            .collect();
+        assert_eq!(offered, vec!["pa-3", "pa-4"], "{}", page.html);
+        assert!(page.html.contains("Di One, born 2017-07-01"));
+        // no choice, or someone not offered: refused, the request still open
+        let decide = |patient: Option<&'static str>| {
+            let mut form = vec![
+                ("request", session.request.as_str()),
+                ("csrf", session.csrf.as_str()),
+                ("sensitive", "withhold"),
+                ("decision", "approve"),
+            ];
+            if let Some(p) = patient {
+                form.push(("patient", p));
+            }
+            let cookie = session.cookie.clone();
+            let url = member_flow::decide_url(&s);
+            async move {
+                let refs: Vec<(&str, &str)> = form.to_vec();
+                member_flow::post(&url, Some(&cookie), &refs).await
+            }
+        };
+        assert_eq!(decide(None).await.status, StatusCode::BAD_REQUEST);
+        assert_eq!(decide(Some("pa-2")).await.status, StatusCode::BAD_REQUEST);
+        assert_eq!(decide(Some("pa-1")).await.status, StatusCode::BAD_REQUEST);
+        let done = decide(Some("pa-4")).await;
+        assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.html);
+        let code = done.redirect_param("code").unwrap();
+        let t: Value = member_flow::exchange(&s, &app, &code, &req.verifier)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(t["patient"], "pa-4");
+        let claims = verify_id_token(&s, t["id_token"].as_str().unwrap(), &app.client_id).await;
+        assert_eq!(claims["fhirUser"], "RelatedPerson/rp-ada-di");
+        let access = t["access_token"].as_str().unwrap();
+        assert_eq!(
+            status_of(&s, access, "RelatedPerson/rp-ada-di").await,
+            200,
+            "fhirUser is readable"
+        );
+        assert_eq!(ids(&s, access, "Observation").await, vec!["obs-4"]);
+        for other in [
+            "Patient/pa-3",
+            "Observation/obs-3",
+            "Patient/pa-2",
+            "Patient/pa-1",
+        ] {
+            assert_eq!(status_of(&s, access, other).await, 404, "{other}");
+        }
+        // the representative's account page shows for whom
+        let (_, account) = account_session(&s, "ada-rep").await;
+        assert!(
+            account.html.contains("for Patient/pa-4"),
+            "{}",
+            account.html
+        );
+
+        // a representation that ends: the next sign-in finds no one to act for
+        let mut ended = related_person("rp-ada-cy", "pa-3", "GUARD", "ada", None);
+        ended["active"] = json!(false);
+        let mut ended_di = related_person("rp-ada-di", "pa-4", "DPOWATT", "ada", None);
+        ended_di["active"] = json!(false);
+        s.load(&[ended, ended_di]).await;
+        let session = member_flow::open(&s, &Request::new(&s, &app, SCOPES)).await;
+        let page = member_flow::sign_in(&s, &session, "ada-rep", PASSWORD).await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.html);
+        s.stop().await;
+    }
+}

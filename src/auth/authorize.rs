@@ -458,9 +458,16 @@ pub async fn sign_in(
     .await;
     match outcome {
         Ok(SignIn::Accepted(login)) => {
+            let people = match people(&auth, &login).await {
+                Ok(p) if p.is_empty() => return no_one_to_act_for(),
+                Ok(p) => p,
+                Err(e) => return failure(e),
+            };
             if let Err(e) = pending.signed_in(&auth, &login.username).await {
                 return failure(e);
             }
+            // a login that may act for one person only: no choice to offer
+            let choices = if people.len() > 1 { people } else { Vec::new() };
             pages::authorize(
                 &app,
                 DECIDE_PATH,
@@ -468,6 +475,7 @@ pub async fn sign_in(
                 &pending.csrf,
                 &login.username,
                 &pending.scopes,
+                &choices,
             )
         }
         Ok(SignIn::Refused) => pages::sign_in(
@@ -480,6 +488,30 @@ pub async fn sign_in(
         ),
         Err(e) => failure(e),
     }
+}
+
+/// The 403 page of a representative whose representation has ended.
+fn no_one_to_act_for() -> Response {
+    pages::error(
+        StatusCode::FORBIDDEN,
+        "This account cannot share anyone's records right now. Contact your health plan.",
+    )
+}
+
+/// The people a login may act for, as the authorization page names them (Patient id, words).
+async fn people(auth: &AuthServer, login: &logins::Login) -> anyhow::Result<Vec<(String, String)>> {
+    let subjects = logins::acts_for(&auth.store, login).await?;
+    let ids: Vec<&str> = subjects.iter().map(|s| s.patient_id.as_str()).collect();
+    let found = auth.store.member_lookup().candidate_patients(&ids).await?;
+    Ok(subjects
+        .iter()
+        .map(|s| {
+            let words = found
+                .get(&s.patient_id)
+                .map_or_else(|| s.patient_id.clone(), pages::person_words);
+            (s.patient_id.clone(), words)
+        })
+        .collect())
 }
 
 /// `POST /oauth/authorize/decide`.
@@ -516,10 +548,10 @@ pub async fn decide(
             return pages::error(StatusCode::BAD_REQUEST, "Choose Allow or Don't allow.");
         }
     };
-    if let Err(e) = pending.delete(&auth).await {
-        return failure(e);
-    }
     if !approve {
+        if let Err(e) = pending.delete(&auth).await {
+            return failure(e);
+        }
         tracing::info!(target: "pdex::audit", client_id = %pending.client_id, "the member denied an authorization");
         return redirect_error(
             &pending.redirect_uri,
@@ -533,11 +565,35 @@ pub async fn decide(
         Ok(_) => return stale_form(),
         Err(e) => return failure(e),
     };
+    // whom for: decided again now (a representation may have ended since the sign-in)
+    let subjects = match logins::acts_for(&auth.store, &login).await {
+        Ok(s) if s.is_empty() => return no_one_to_act_for(),
+        Ok(s) => s,
+        Err(e) => return failure(e),
+    };
+    let subject = match (param(&form, "patient"), subjects.as_slice()) {
+        (None, [only]) => only,
+        (Some(chosen), _) => match subjects.iter().find(|s| s.patient_id == chosen) {
+            Some(s) => s,
+            None => {
+                return pages::error(
+                    StatusCode::BAD_REQUEST,
+                    "You cannot share the records of that person.",
+                );
+            }
+        },
+        (None, _) => {
+            return pages::error(StatusCode::BAD_REQUEST, "Choose whose records to share.");
+        }
+    };
+    if let Err(e) = pending.delete(&auth).await {
+        return failure(e);
+    }
     let approval = Approval {
         client_id: &pending.client_id,
         username: &login.username,
-        fhir_user: &login.fhir_user,
-        patient_id: &login.patient_id,
+        fhir_user: &subject.fhir_user,
+        patient_id: &subject.patient_id,
         scopes: &pending.scopes,
         allow_sensitive,
         redirect_uri: &pending.redirect_uri,

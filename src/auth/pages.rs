@@ -62,6 +62,8 @@ pub struct AuthorizePage<'a> {
     pub csrf: &'a str,
     pub username: &'a str,
     pub asks: Vec<String>,
+    /// Whose records, when the login may act for more than one person: (Patient id, words).
+    pub people: &'a [(String, String)],
 }
 
 /// One authorization on the account page.
@@ -149,6 +151,7 @@ pub fn authorize(
     csrf: &str,
     username: &str,
     granted: &[String],
+    people: &[(String, String)],
 ) -> Response {
     render(
         StatusCode::OK,
@@ -160,8 +163,31 @@ pub fn authorize(
             csrf,
             username,
             asks: describe(granted),
+            people,
         },
     )
+}
+
+/// A Patient in words for its representative: "Given Family, born YYYY-MM-DD".
+pub fn person_words(patient: &serde_json::Value) -> String {
+    let name = &patient["name"][0];
+    let given: Vec<&str> = name["given"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g.as_str())
+        .collect();
+    let mut words = format!(
+        "{} {}",
+        given.join(" "),
+        name["family"].as_str().unwrap_or("")
+    )
+    .trim()
+    .to_owned();
+    if let Some(born) = patient["birthDate"].as_str() {
+        words.push_str(&format!(", born {born}"));
+    }
+    words
 }
 
 /// An error page with `status` (never a redirect).

@@ -2,8 +2,9 @@
 //! lookups that must see every member — who holds this member id or subscriber id, is this a
 //! Patient on file, does the member have sensitive data — before any requester's access is
 //! known. It bypasses `access::View` on purpose, so it never hands a stored resource to a
-//! caller: it answers with Patient ids, flags, and the parsed demographics of candidate
-//! Patients that the matcher compares and the operation answers with an identifier only.
+//! caller: it answers with Patient ids, flags, the parsed demographics of candidate
+//! Patients that the matcher compares and the operation answers with an identifier only, and
+//! the RelatedPersons that decide whom a representative's login may act for.
 //! Everything it reads is an index or primary-key lookup.
 
 use super::{SqlValue, Store, index_key, placeholders};
@@ -121,6 +122,54 @@ impl MemberLookup<'_> {
             }
         }
         Ok(out)
+    }
+
+    /// The RelatedPerson `id` (not deleted), parsed: the person a representative's login
+    /// stands for (Patient Access, §pdex-114).
+    pub async fn related_person(&self, id: &str) -> anyhow::Result<Option<Value>> {
+        let rows = self
+            .store
+            .db
+            .fetch(
+                "SELECT content FROM resources WHERE rtype = 'RelatedPerson' AND id = ? AND deleted = 0",
+                &[id.into()],
+            )
+            .await?;
+        rows.first()
+            .map(|r| {
+                serde_json::from_str(&r.text(0)?)
+                    .map_err(|e| anyhow::anyhow!("stored RelatedPerson {id} is not JSON: {e}"))
+            })
+            .transpose()
+    }
+
+    /// The RelatedPersons (not deleted) holding the identifier `system|value`, parsed, by
+    /// id: the same person related to several members (FHIR has one RelatedPerson per
+    /// patient).
+    pub async fn related_persons_by_identifier(
+        &self,
+        system: Option<&str>,
+        value: &str,
+    ) -> anyhow::Result<Vec<(String, Value)>> {
+        let mut sql = String::from(
+            "SELECT DISTINCT r.id, r.content FROM idx_token t JOIN resources r ON r.pk = t.res_pk \
+             WHERE t.rtype = 'RelatedPerson' AND t.param = 'identifier' AND t.code = ? AND r.deleted = 0",
+        );
+        let mut params: Vec<SqlValue> = vec![index_key(value).into()];
+        if let Some(s) = system.filter(|s| !s.is_empty()) {
+            sql.push_str(" AND t.system = ?");
+            params.push(s.into());
+        }
+        sql.push_str(" ORDER BY r.id");
+        let rows = self.store.db.fetch(&sql, &params).await?;
+        rows.iter()
+            .map(|r| {
+                let id = r.text(0)?;
+                let v = serde_json::from_str(&r.text(1)?)
+                    .map_err(|e| anyhow::anyhow!("stored RelatedPerson {id} is not JSON: {e}"))?;
+                Ok((id, v))
+            })
+            .collect()
     }
 
     /// Is `Patient/{id}` on file (and not deleted)?
