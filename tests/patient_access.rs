@@ -1693,3 +1693,123 @@ async fn a_representative_acts_only_for_whom_the_relationship_allows() {
         s.stop().await;
     }
 }
+
+fn categorized(id: &str, patient: &str, category: &str) -> Value {
+    let mut o = observation(id, patient, false);
+    o["category"] = json!([{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": category}]}]);
+    o
+}
+
+#[tokio::test]
+async fn a_granular_scope_holds_on_every_read_path() {
+    for b in backends() {
+        let s = start(&b, |_| {}).await;
+        s.load(&[
+            categorized("obs-lab", "pa-1", "laboratory"),
+            categorized("obs-vital", "pa-1", "vital-signs"),
+            json!({"resourceType": "DiagnosticReport", "id": "dr-1", "status": "final",
+                   "code": {"text": "panel"}, "subject": {"reference": "Patient/pa-1"},
+                   "result": [{"reference": "Observation/obs-lab"}, {"reference": "Observation/obs-vital"}]}),
+        ])
+        .await;
+        let app = member_flow::register(&s, AppSpec::default()).await;
+        let scope = "launch/patient patient/Observation.rs?category=laboratory patient/DiagnosticReport.rs patient/Patient.rs patient/Observation.rs?code:bogus=1";
+        let t = member_flow::tokens(&s, &app, scope, "ada", PASSWORD, "share").await;
+        // granted as asked, except the query this server cannot enforce
+        assert_eq!(
+            t["scope"],
+            "launch/patient patient/DiagnosticReport.rs patient/Patient.rs patient/Observation.rs?category=laboratory",
+            "{t}"
+        );
+        let access = t["access_token"].as_str().unwrap();
+        let http = bearer(access);
+        // search, direct read, history, vread
+        assert_eq!(ids(&s, access, "Observation").await, vec!["obs-lab"]);
+        assert!(
+            ids(&s, access, "Observation?category=vital-signs")
+                .await
+                .is_empty()
+        );
+        assert_eq!(status_of(&s, access, "Observation/obs-lab").await, 200);
+        for path in [
+            "Observation/obs-vital",
+            "Observation/obs-vital/_history",
+            "Observation/obs-vital/_history/1",
+        ] {
+            assert_eq!(status_of(&s, access, path).await, 404, "{path}");
+        }
+        // _include and _revinclude
+        let bundle: Value = http
+            .get(s.url("DiagnosticReport?_include=DiagnosticReport:result"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let included = common::entries_with_mode(&bundle, "include");
+        assert_eq!(
+            included,
+            vec![("Observation".to_owned(), "obs-lab".to_owned())],
+            "{bundle}"
+        );
+        // a batch's GET entries
+        let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+            {"request": {"method": "GET", "url": "Observation/obs-vital"}},
+            {"request": {"method": "GET", "url": "Observation/obs-lab"}},
+            {"request": {"method": "GET", "url": "Observation?category=vital-signs"}}]});
+        let answer: Value = http
+            .post(s.url(""))
+            .header("Content-Type", "application/fhir+json")
+            .body(batch.to_string())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(
+            answer["entry"][0]["response"]["status"]
+                .as_str()
+                .unwrap()
+                .starts_with("404"),
+            "{answer}"
+        );
+        assert!(
+            answer["entry"][1]["response"]["status"]
+                .as_str()
+                .unwrap()
+                .starts_with("200")
+        );
+        assert_eq!(
+            answer["entry"][2]["resource"]["total"]
+                .as_u64()
+                .unwrap_or(0)
+                + answer["entry"][2]["resource"]["entry"]
+                    .as_array()
+                    .map_or(0, |e| e.len() as u64),
+            0,
+            "{answer}"
+        );
+        // $everything
+        let everything: Value = http
+            .get(s.url("Patient/pa-1/$everything"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let got = common::match_ids(&everything);
+        assert!(
+            got.contains(&"obs-lab".to_owned()) && got.contains(&"dr-1".to_owned()),
+            "{got:?}"
+        );
+        for hidden in ["obs-vital", "obs-1", "obs-1-psy"] {
+            assert!(!got.contains(&hidden.to_owned()), "{hidden}: {got:?}");
+        }
+        // no writes through a granular scope, and types it does not name stay out
+        assert_eq!(status_of(&s, access, "Condition").await, 403);
+        s.stop().await;
+    }
+}

@@ -238,7 +238,18 @@ async fn start(
         }
     }
     let requested = scopes::split(param(&p, "scope").unwrap_or_default());
-    let granted = scopes::negotiate_launch(&requested, &ceiling(&client));
+    // a granular scope is granted only when the access layer can enforce its query
+    let granted: Vec<String> = scopes::negotiate_launch(&requested, &ceiling(&client))
+        .into_iter()
+        .filter(|s| match scopes::parse(s) {
+            Some(scopes::Scope::Resource(scopes::ResourceScope {
+                rtype: Some(t),
+                query: Some(q),
+                ..
+            })) => auth.store.scope_query(&t, &q).is_some(),
+            _ => true,
+        })
+        .collect();
     if granted.is_empty() {
         return refuse(
             "invalid_scope",

@@ -267,10 +267,13 @@ pub fn describe(granted: &[String]) -> Vec<String> {
     for s in granted {
         match scopes::parse(s) {
             Some(Scope::Resource(r)) => {
-                let what = r.rtype.as_deref().map_or_else(
+                let mut what = r.rtype.as_deref().map_or_else(
                     || "all of your health and claims records".to_owned(),
                     |t| format!("your {}", type_words(t)),
                 );
+                if let Some(q) = &r.query {
+                    what.push_str(&format!(" (only those with {})", q.replace('&', " and ")));
+                }
                 if r.perms & (scopes::R | scopes::S) != 0 {
                     push(format!("See {what}"));
                 }

@@ -226,6 +226,15 @@ impl AccessContext {
         scopes::readable_types(&self.scopes, self.scope_contexts())
     }
 
+    /// The types this caller reads only through granular scopes, with their queries
+    /// (`scopes::granular_reads`); `store::access` turns them into row conditions.
+    pub fn granular_reads(&self) -> Vec<(String, Vec<String>)> {
+        if self.kind == ClientKind::Operator {
+            return Vec::new();
+        }
+        scopes::granular_reads(&self.scopes, self.scope_contexts())
+    }
+
     /// Was the operation scope `canonical` (e.g. [`scopes::MEMBER_MATCH`]) granted? Both
     /// bulk-member-match spellings and PDex's `system.Group.u?…` form are accepted.
     /// Operator contexts have every operation.

@@ -11,9 +11,11 @@
 //!   the bulk-member-match URL (PDex 2.1 `…/bulk-member-match`, 2.2 `…/BulkMemberMatch`),
 //!   and the Group export scope, written `system.Group.u?code=…` in the IG (read as
 //!   `system/Group.u?code=…`, protocols.md §2.5).
-//! - Granular `?param=value` scopes other than that Group scope are *not granted*: the
-//!   resource server does not enforce them as search restrictions, so granting one would
-//!   widen access. The token response's `scope` shows what was granted.
+//! - Granular `?param=value` scopes (SMART v2 "finer-grained resource constraints") are
+//!   granted only to member apps (`negotiate_launch`, typed `patient/` read scopes), and
+//!   enforced by the store's access layer as row conditions on every read path
+//!   ([`granular_reads`]); backend negotiation (`negotiate`) still grants none besides the
+//!   Group export scope. The token response's `scope` shows what was granted.
 
 /// HRex `$member-match` operation scope.
 pub const MEMBER_MATCH: &str =
@@ -178,11 +180,15 @@ impl ResourceScope {
         s
     }
 
-    /// Does this scope grant `perm` on `rtype`? Granular scopes never do (see module doc).
+    /// Does this scope grant `perm` on `rtype`? A granular scope grants reads and searches
+    /// only (the access layer then restricts the rows to its query), never writes, and only
+    /// on its one type.
     pub fn covers(&self, rtype: &str, perm: u8) -> bool {
-        self.query.is_none()
-            && self.perms & perm != 0
-            && self.rtype.as_deref().is_none_or(|t| t == rtype)
+        let allowed = match &self.query {
+            None => self.rtype.as_deref().is_none_or(|t| t == rtype),
+            Some(_) => perm & !(R | S) == 0 && self.rtype.as_deref() == Some(rtype),
+        };
+        allowed && self.perms & perm != 0
     }
 }
 
@@ -215,6 +221,66 @@ pub fn negotiate_launch(requested: &[String], ceiling: &[String]) -> Vec<String>
     for s in negotiate(Some(requested), ceiling, Context::Patient) {
         if !out.contains(&s) {
             out.push(s);
+        }
+    }
+    // granular reads (`patient/Observation.rs?category=laboratory`) under an unrestricted
+    // ceiling scope of their type
+    let ceiling: Vec<ResourceScope> = ceiling
+        .iter()
+        .filter_map(|s| match parse(s) {
+            Some(Scope::Resource(r)) if r.context == Context::Patient && r.query.is_none() => {
+                Some(r)
+            }
+            _ => None,
+        })
+        .collect();
+    for want in requested.iter().filter_map(|s| match parse(s) {
+        Some(Scope::Resource(r)) if r.context == Context::Patient && r.query.is_some() => Some(r),
+        _ => None,
+    }) {
+        let Some(t) = &want.rtype else { continue };
+        let perms = ceiling
+            .iter()
+            .filter(|g| g.rtype.as_deref().is_none_or(|gt| gt == t))
+            .fold(0, |acc, g| acc | (g.perms & want.perms & (R | S)));
+        if perms != 0 {
+            let s = ResourceScope { perms, ..want }.render();
+            if !out.contains(&s) {
+                out.push(s);
+            }
+        }
+    }
+    out
+}
+
+/// The types `granted` lets a caller read only through granular scopes in `contexts`, each
+/// with the queries it may read (ORed): the access layer's row conditions. A type that also
+/// has an unrestricted read scope is not listed.
+pub fn granular_reads(granted: &[String], contexts: &[Context]) -> Vec<(String, Vec<String>)> {
+    let reads: Vec<ResourceScope> = granted
+        .iter()
+        .filter_map(|s| match parse(s) {
+            Some(Scope::Resource(r)) if contexts.contains(&r.context) && r.perms & (R | S) != 0 => {
+                Some(r)
+            }
+            _ => None,
+        })
+        .collect();
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for r in &reads {
+        let (Some(t), Some(q)) = (&r.rtype, &r.query) else {
+            continue;
+        };
+        let unrestricted = reads
+            .iter()
+            .any(|o| o.query.is_none() && o.rtype.as_deref().is_none_or(|ot| ot == t));
+        if unrestricted {
+            continue;
+        }
+        match out.iter_mut().find(|(ot, _)| ot == t) {
+            Some((_, qs)) if !qs.contains(q) => qs.push(q.clone()),
+            Some(_) => {}
+            None => out.push((t.clone(), vec![q.clone()])),
         }
     }
     out
@@ -326,8 +392,9 @@ pub fn readable_types(granted: &[String], contexts: &[Context]) -> Option<Vec<St
     for s in granted {
         if let Some(Scope::Resource(r)) = parse(s)
             && contexts.contains(&r.context)
-            && r.query.is_none()
             && r.perms & (R | S) != 0
+            // a granular scope names its type (its rows restricted by `granular_reads`)
+            && (r.query.is_none() || r.rtype.is_some())
         {
             match r.rtype {
                 None => return None,
@@ -384,6 +451,55 @@ mod tests {
         );
         assert!(
             negotiate_launch(&v("patient/Observation.rs"), &v("patient/Coverage.rs")).is_empty()
+        );
+        // granular reads under an unrestricted ceiling of their type
+        assert_eq!(
+            negotiate_launch(&v("patient/Observation.rs?category=laboratory"), &ceiling),
+            v("patient/Observation.rs?category=laboratory")
+        );
+        assert_eq!(
+            negotiate_launch(
+                &v("patient/Observation.cruds?category=laboratory"),
+                &ceiling
+            ),
+            v("patient/Observation.rs?category=laboratory"),
+            "reads only"
+        );
+        assert!(negotiate_launch(&v("patient/*.rs?category=laboratory"), &ceiling).is_empty());
+        assert!(
+            negotiate_launch(
+                &v("patient/Observation.rs?category=laboratory"),
+                &v("patient/Coverage.rs")
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn granular_reads_are_listed_only_where_nothing_wider_is_granted() {
+        let p = [Context::Patient];
+        let g = v(
+            "patient/Observation.rs?category=laboratory patient/Observation.rs?category=vital-signs patient/Condition.rs",
+        );
+        assert_eq!(
+            granular_reads(&g, &p),
+            vec![(
+                "Observation".to_owned(),
+                vec![
+                    "category=laboratory".to_owned(),
+                    "category=vital-signs".to_owned()
+                ]
+            )]
+        );
+        assert_eq!(readable_types(&g, &p), Some(v("Observation Condition")));
+        assert!(allows(&g, &p, "Observation", S) && !allows(&g, &p, "Observation", C));
+        assert!(!allows(&g, &p, "Patient", R), "only its own type");
+        assert!(
+            granular_reads(
+                &v("patient/Observation.rs?category=laboratory patient/*.rs"),
+                &p
+            )
+            .is_empty()
         );
     }
 

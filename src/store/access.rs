@@ -15,6 +15,7 @@ use super::Store;
 use super::db::{Row, SqlValue};
 use super::release::Release;
 use crate::identity::{AccessContext, ClientKind};
+use crate::search::query::SearchRequest;
 use std::borrow::Cow;
 
 /// Proof that a row went through the release rules; only this module makes one.
@@ -55,16 +56,50 @@ pub(crate) const RESOURCE_COLUMNS: &str =
 pub struct View {
     ctx: AccessContext,
     release: Release,
+    /// Types read through granular scopes only, with their queries parsed (`None`: a query
+    /// that does not parse, which then matches nothing).
+    granular: Vec<(String, Vec<Option<SearchRequest>>)>,
+    /// To compile the granular queries into SQL (the search planner's filters).
+    store: Store,
 }
 
 impl Store {
     /// What `ctx` receives now.
     pub fn view(&self, ctx: &AccessContext) -> View {
         let now = chrono::Utc::now().timestamp_millis();
+        let granular = ctx
+            .granular_reads()
+            .into_iter()
+            .map(|(rtype, queries)| {
+                let reqs = queries
+                    .iter()
+                    .map(|q| self.scope_query(&rtype, q))
+                    .collect();
+                (rtype, reqs)
+            })
+            .collect();
         View {
             ctx: ctx.clone(),
             release: Release::for_context(ctx, &self.release, now),
+            granular,
+            store: self.clone(),
         }
+    }
+
+    /// The query of a granular scope on `rtype` as search filters, if it is one this server
+    /// can enforce: every parameter a search parameter of the type (SMART v2: "any search
+    /// parameter the resource type supports"), no result parameters (`_count`, `_sort`,
+    /// `_include`, …).
+    pub fn scope_query(&self, rtype: &str, query: &str) -> Option<SearchRequest> {
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        if pairs.is_empty() || pairs.iter().any(|(k, _)| k.starts_with('_') && k != "_id") {
+            return None;
+        }
+        crate::search::query::parse(&self.registry, rtype, &pairs, "", false)
+            .ok()
+            .filter(|r| r.filters.len() == pairs.len())
     }
 }
 
@@ -78,8 +113,51 @@ impl View {
     /// the access restriction and the release rules' row conditions.
     pub fn restriction(&self, alias: &str) -> (String, Vec<SqlValue>) {
         let (mut sql, mut params) = restriction(&self.ctx, alias);
+        self.granular_conditions(alias, &mut sql, &mut params);
         self.release.conditions(alias, &mut sql, &mut params);
         (sql, params)
+    }
+
+    /// [`View::restriction`] for `resource_history` rows, which have no index rows: without
+    /// the granular conditions, which the current version met (history and vread read the
+    /// current version through [`View::restriction`] first).
+    pub fn history_restriction(&self, alias: &str) -> (String, Vec<SqlValue>) {
+        let (mut sql, mut params) = restriction(&self.ctx, alias);
+        self.release.conditions(alias, &mut sql, &mut params);
+        (sql, params)
+    }
+
+    /// Granular scopes (SMART v2 `patient/Observation.rs?category=laboratory`): a row of a
+    /// type read only through them must match one of their queries, on every path that reads
+    /// through this view (search, includes, reads, `$everything`, exports).
+    fn granular_conditions(&self, alias: &str, sql: &mut String, params: &mut Vec<SqlValue>) {
+        if self.granular.is_empty() {
+            return;
+        }
+        // the queries' own chained filters read through the view without granular terms
+        let plain = View {
+            ctx: self.ctx.clone(),
+            release: self.release,
+            granular: Vec::new(),
+            store: self.store.clone(),
+        };
+        for (rtype, reqs) in &self.granular {
+            sql.push_str(&format!(" AND ({alias}.rtype <> ?"));
+            params.push(SqlValue::from(rtype));
+            for req in reqs {
+                let Some(req) = req else { continue };
+                match self.store.filters_condition(&plain, req, alias) {
+                    Ok((cond, p)) => {
+                        sql.push_str(&format!(" OR ({cond})"));
+                        params.extend(p);
+                    }
+                    Err(e) => {
+                        tracing::warn!(target: "pdex::access", rtype, error = %e.diagnostics, "a granular scope's query cannot be enforced; it matches nothing");
+                    }
+                }
+            }
+            sql.push(')');
+        }
     }
 
     /// Stored bytes of a row that met [`View::restriction`], as released.

@@ -17,7 +17,11 @@ impl Store {
         id: &str,
     ) -> anyhow::Result<Vec<StoredResource>> {
         let view = self.view(ctx);
-        let (restrict, params) = view.restriction("r");
+        let (restrict, params) = if table == "resource_history" {
+            view.history_restriction("r")
+        } else {
+            view.restriction("r")
+        };
         let mut all = vec![SqlValue::from(rtype), SqlValue::from(id)];
         all.extend(params);
         let sql = format!(
