@@ -92,10 +92,12 @@ async fn udap_discovery_serves_signed_metadata_for_each_listener() {
             );
             assert!(m["udap_authorization_extensions_required"].is_array());
             assert!(m["udap_certifications_supported"].is_array());
+            // B2B for payers, the authorization code for members' apps
             assert_eq!(
                 m["grant_types_supported"],
-                serde_json::json!(["client_credentials"])
+                serde_json::json!(["client_credentials", "authorization_code", "refresh_token"])
             );
+            assert!(m["authorization_endpoint"].is_string());
             assert!(!m["scopes_supported"].as_array().unwrap().is_empty());
             assert_eq!(
                 m["token_endpoint_auth_methods_supported"],
@@ -133,6 +135,10 @@ async fn udap_discovery_serves_signed_metadata_for_each_listener() {
             assert!(claims["jti"].as_str().is_some_and(|j| !j.is_empty()));
             assert_eq!(claims["token_endpoint"], m["token_endpoint"]);
             assert_eq!(claims["registration_endpoint"], m["registration_endpoint"]);
+            assert_eq!(
+                claims["authorization_endpoint"],
+                m["authorization_endpoint"]
+            );
             // x5c is the server's chain: its certificate, then the trust framework CA
             assert_eq!(x5c[0], server.server_cert.der);
             assert_eq!(x5c.last().unwrap(), &server.ca.der);
@@ -435,6 +441,236 @@ async fn udap_registration_new_update_errors_and_cancel() {
         )
         .await;
         assert_eq!(err["error"], "invalid_client");
+        server.stop().await;
+    }
+}
+
+/// UDAP for members' apps (issue 21 item 4; UDAP consumer-facing): a statement with
+/// `authorization_code` registers an `app` with its redirect URIs (the same redirect-URI
+/// and PKCE rules as every app), the member authorizes it on pdex's pages over TLS, and the
+/// app exchanges the code with its x5c client assertion (`udap=1`, no hl7-b2b extension).
+#[tokio::test]
+async fn udap_registers_member_apps_for_the_authorization_code_flow() {
+    const MEMBER_APP: &str = "https://app.example.org/udap-app";
+    const CALLBACK: &str = "https://app.example.org/callback";
+    for backend in common::backends() {
+        let server = TlsServer::start(&backend).await;
+        let leaf = server.ca.client(MEMBER_APP);
+        let app_claims = || {
+            let mut c = statement_claims(&server, MEMBER_APP, false);
+            c["client_name"] = "Member app (UDAP)".into();
+            c["grant_types"] = serde_json::json!(["authorization_code", "refresh_token"]);
+            c["response_types"] = serde_json::json!(["code"]);
+            c["redirect_uris"] = serde_json::json!([CALLBACK]);
+            c["scope"] = "launch/patient openid fhirUser offline_access patient/*.rs".into();
+            c
+        };
+        // what an authorization_code registration needs
+        for (why, change) in [
+            (
+                "no redirect_uris",
+                serde_json::json!({"redirect_uris": null}),
+            ),
+            (
+                "http redirect",
+                serde_json::json!({"redirect_uris": ["http://app.example.org/cb"]}),
+            ),
+            (
+                "no response_types",
+                serde_json::json!({"response_types": null}),
+            ),
+            (
+                "token response type",
+                serde_json::json!({"response_types": ["token"]}),
+            ),
+            ("no logo", serde_json::json!({"logo_uri": null})),
+        ] {
+            let mut c = app_claims();
+            for (k, v) in change.as_object().unwrap() {
+                if v.is_null() {
+                    c.as_object_mut().unwrap().remove(k);
+                } else {
+                    c[k] = v.clone();
+                }
+            }
+            let (status, err) = udap_register(&server, &leaf.sign_jwt(&c)).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{why}: {err}");
+            assert_eq!(err["error"], "invalid_client_metadata", "{why}: {err}");
+        }
+        let (status, reg) = udap_register(&server, &leaf.sign_jwt(&app_claims())).await;
+        assert_eq!(status, StatusCode::CREATED, "{reg}");
+        let client_id = reg["client_id"].as_str().unwrap().to_owned();
+        assert_eq!(
+            reg["grant_types"],
+            serde_json::json!(["authorization_code", "refresh_token"])
+        );
+        let client = pdex::auth::clients::get(&server.state.store, &client_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(client.kind, pdex::identity::ClientKind::App);
+        assert_eq!(client.redirect_uris, vec![CALLBACK.to_owned()]);
+
+        // a member and a login
+        let store = &server.state.store;
+        let patient = store
+            .prepare(
+                r#"{"resourceType":"Patient","id":"udap-m1","name":[{"family":"Member"}]}"#,
+                Some("Patient"),
+                pdex::store::IdRule::FromBody,
+            )
+            .unwrap();
+        store
+            .write(vec![pdex::store::WriteOp::put(
+                pdex::store::WriteKind::Update { if_match: None },
+                patient,
+            )])
+            .await
+            .unwrap();
+        pdex::auth::logins::set_login(store, "udap-member", "udap-m1", "correct horse battery")
+            .await
+            .unwrap();
+
+        // the authorization over TLS (no redirects followed; the cookie is Secure over https)
+        let browser = server
+            .client_builder(None)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let verifier = "udap-app-verifier-0123456789-abcdefghijklmnopqrstuvwxyz";
+        let challenge =
+            URL_SAFE_NO_PAD.encode(<sha2::Sha256 as sha2::Digest>::digest(verifier.as_bytes()));
+        let mut authorize = url::Url::parse(&server.oauth_url(false, "authorize")).unwrap();
+        authorize
+            .query_pairs_mut()
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &client_id)
+            .append_pair("redirect_uri", CALLBACK)
+            .append_pair(
+                "scope",
+                "launch/patient openid fhirUser offline_access patient/*.rs",
+            )
+            .append_pair("state", "s-1")
+            .append_pair("aud", &server.public_base)
+            .append_pair("code_challenge", &challenge)
+            .append_pair("code_challenge_method", "S256");
+        let page = browser.get(authorize.as_str()).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        let set_cookie = page.headers()["set-cookie"].to_str().unwrap().to_owned();
+        assert!(
+            set_cookie.contains("; Secure") && set_cookie.contains("HttpOnly"),
+            "{set_cookie}"
+        );
+        let cookie = set_cookie.split(';').next().unwrap().to_owned();
+        let html = page.text().await.unwrap();
+        let input = |html: &str, name: &str| {
+            regex::Regex::new(&format!(r#"name="{name}" value="([^"]*)""#))
+                .unwrap()
+                .captures(html)
+                .unwrap()[1]
+                .to_owned()
+        };
+        let (request, csrf) = (input(&html, "request"), input(&html, "csrf"));
+        let pages = server.oauth_url(false, "authorize");
+        let signed = browser
+            .post(format!("{pages}/signin"))
+            .header("Cookie", &cookie)
+            .form(&[
+                ("request", request.as_str()),
+                ("csrf", csrf.as_str()),
+                ("username", "udap-member"),
+                ("password", "correct horse battery"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(signed.status(), 200);
+        let decided = browser
+            .post(format!("{pages}/decide"))
+            .header("Cookie", &cookie)
+            .form(&[
+                ("request", request.as_str()),
+                ("csrf", csrf.as_str()),
+                ("sensitive", "withhold"),
+                ("decision", "approve"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(decided.status(), 303);
+        let location = url::Url::parse(decided.headers()["location"].to_str().unwrap()).unwrap();
+        let code = location
+            .query_pairs()
+            .find(|(k, _)| k == "code")
+            .unwrap()
+            .1
+            .into_owned();
+
+        // the exchange: the app's x5c assertion, udap=1
+        let token_url = server.oauth_url(false, "token");
+        let exchange = |assertion: String, code: String| {
+            let client = server.client(None);
+            let token_url = token_url.clone();
+            async move {
+                client
+                    .post(token_url)
+                    .form(&[
+                        ("grant_type", "authorization_code"),
+                        ("code", code.as_str()),
+                        ("redirect_uri", CALLBACK),
+                        ("code_verifier", verifier),
+                        (
+                            "client_assertion_type",
+                            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                        ),
+                        ("client_assertion", assertion.as_str()),
+                        ("udap", "1"),
+                    ])
+                    .send()
+                    .await
+                    .unwrap()
+            }
+        };
+        // another certificate (another SAN) is not this app
+        let stranger = server.ca.client("https://elsewhere.example.org/app");
+        let resp = exchange(
+            b2b_assertion(&stranger, &client_id, &token_url, None),
+            code.clone(),
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        let err: Value = resp.json().await.unwrap();
+        assert_eq!(err["error"], "invalid_client", "{err}");
+        // that attempt spent the code? no: client authentication fails before the code is read
+        let resp = exchange(b2b_assertion(&leaf, &client_id, &token_url, None), code).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let t: Value = resp.json().await.unwrap();
+        assert_eq!(t["patient"], "udap-m1", "{t}");
+        assert!(t["refresh_token"].is_string() && t["id_token"].is_string());
+        let read = server
+            .client(None)
+            .get(server.public_url("Patient/udap-m1"))
+            .bearer_auth(t["access_token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(read.status(), 200);
+
+        // discovery says so
+        let meta: Value = udap_metadata(&server, &server.public_base, "")
+            .await
+            .json()
+            .await
+            .unwrap();
+        let grants = meta["grant_types_supported"].as_array().unwrap();
+        assert!(
+            grants.contains(&"authorization_code".into())
+                && grants.contains(&"client_credentials".into())
+        );
+        assert_eq!(
+            meta["authorization_endpoint"],
+            server.oauth_url(false, "authorize")
+        );
         server.stop().await;
     }
 }

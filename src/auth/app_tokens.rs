@@ -61,6 +61,10 @@ async fn authenticate(
     form: &Form,
     cert: Option<&ClientCertificate>,
 ) -> Result<Client, OAuthError> {
+    if form.get("udap") == Some("1") {
+        // a UDAP app (consumer-facing): its x5c client assertion, no hl7-b2b extension
+        return super::token::udap_client(auth, form, cert, false).await;
+    }
     let presents_credentials = headers.contains_key(axum::http::header::AUTHORIZATION)
         || form.get("client_assertion").is_some()
         || form.get("client_assertion_type").is_some();

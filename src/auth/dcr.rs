@@ -9,8 +9,10 @@
 //!   certificate); `grant_types` must be, and becomes, `["client_credentials"]`; the client
 //!   is a payer; 201 with the registered metadata (RFC 7591 §3.2.1).
 //! - **UDAP**, when the body carries a `software_statement` (any listener): the statement is
-//!   checked by `auth::udap::validate_registration`; 201 for a new `iss`, 200 when the same
-//!   `iss` registers again (same `client_id`), and an empty `grant_types` cancels.
+//!   checked by `auth::udap::validate_registration`; `client_credentials` registers a
+//!   payer (B2B), `authorization_code` a member's `app` with its redirect URIs (UDAP
+//!   consumer-facing; the Patient Access flow then applies); 201 for a new `iss`, 200 when
+//!   the same `iss` registers again (same `client_id`), and an empty `grant_types` cancels.
 
 use super::clients::{self, NewClient};
 use super::server::AuthServer;
@@ -318,7 +320,25 @@ async fn register_udap(
             }),
         ));
     }
-    let scopes = negotiate_scopes(&statement.scope, &udap::SCOPES_SUPPORTED);
+    // a member app (authorization_code) registers patient/ scopes within what apps may get;
+    // a B2B client the scopes UDAP discovery lists
+    let app = statement
+        .grant_types
+        .iter()
+        .any(|g| g == "authorization_code");
+    let scopes = if app {
+        let defaults: Vec<String> = crate::identity::scopes::APP_DEFAULT_SCOPES
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        crate::identity::scopes::negotiate(
+            Some(&crate::identity::scopes::split(&statement.scope)),
+            &defaults,
+            crate::identity::scopes::Context::Patient,
+        )
+    } else {
+        negotiate_scopes(&statement.scope, &udap::SCOPES_SUPPORTED)
+    };
     let (status, client_id) = match existing {
         Some(mut client) => {
             // Same iss (and community): the new statement replaces the registration, same
@@ -326,6 +346,12 @@ async fn register_udap(
             client.name = statement.client_name.clone();
             client.scopes = scopes.clone();
             client.grant_types = statement.grant_types.clone();
+            client.redirect_uris = statement.redirect_uris.clone();
+            client.kind = if app {
+                ClientKind::App
+            } else {
+                ClientKind::Payer
+            };
             client.metadata = Some(udap_metadata(&statement));
             client.disabled = false;
             client.cert_thumbprint = Some(statement.certificate.thumbprint.clone());
@@ -339,7 +365,12 @@ async fn register_udap(
                 &state.store,
                 NewClient {
                     name: statement.client_name.clone(),
-                    kind: Some(ClientKind::Payer),
+                    kind: Some(if app {
+                        ClientKind::App
+                    } else {
+                        ClientKind::Payer
+                    }),
+                    redirect_uris: statement.redirect_uris.clone(),
                     organization: Some(OrgIdentifier {
                         system: URI_SYSTEM.into(),
                         value: statement.iss.clone(),

@@ -215,7 +215,7 @@ async fn issue(auth: &AuthServer, req: Request) -> Result<Response, OAuthError> 
     }
     let audiences = auth.settings.token_audiences();
     let client = if form.get("udap") == Some("1") {
-        udap_client(auth, &form, cert.as_ref()).await?
+        udap_client(auth, &form, cert.as_ref(), true).await?
     } else {
         authenticate_client(auth, &parts.headers, &form, cert.as_ref(), &audiences).await?
     };
@@ -255,6 +255,7 @@ pub async fn udap_client(
     auth: &AuthServer,
     form: &Form,
     _cert: Option<&ClientCertificate>,
+    require_b2b: bool,
 ) -> Result<Client, OAuthError> {
     let Some(anchors) = &auth.settings.trust else {
         return Err(OAuthError::invalid_request(
@@ -286,6 +287,7 @@ pub async fn udap_client(
         &registered_san,
         &auth.settings.token_audiences(),
         now,
+        require_b2b,
     )
     .map_err(|e| match e.code {
         "invalid_grant" => OAuthError::invalid_grant(e.description),
@@ -300,15 +302,17 @@ pub async fn udap_client(
             "this jti was already used: a client assertion may be used once",
         ));
     }
-    tracing::info!(
-        target: "pdex::audit",
-        client_id = %client.client_id,
-        organization_id = %b2b.b2b.organization_id,
-        purpose_of_use = ?b2b.b2b.purpose_of_use,
-        subject_id = b2b.b2b.subject_id.as_deref().unwrap_or(""),
-        subject_name = b2b.b2b.subject_name.as_deref().unwrap_or(""),
-        "UDAP B2B authorization"
-    );
+    if let Some(ext) = &b2b.b2b {
+        tracing::info!(
+            target: "pdex::audit",
+            client_id = %client.client_id,
+            organization_id = %ext.organization_id,
+            purpose_of_use = ?ext.purpose_of_use,
+            subject_id = ext.subject_id.as_deref().unwrap_or(""),
+            subject_name = ext.subject_name.as_deref().unwrap_or(""),
+            "UDAP B2B authorization"
+        );
+    }
     Ok(client)
 }
 

@@ -235,7 +235,9 @@ pub fn metadata(listener: &ListenerInfo) -> Value {
         "udap_authorization_extensions_required": [HL7_B2B],
         "udap_certifications_supported": [],
         "udap_certifications_required": [],
-        "grant_types_supported": ["client_credentials"],
+        // B2B for payers; authorization_code for members' apps (UDAP consumer-facing)
+        "grant_types_supported": ["client_credentials", "authorization_code", "refresh_token"],
+        "authorization_endpoint": listener.oauth_url("authorize"),
         "scopes_supported": SCOPES_SUPPORTED,
         "token_endpoint": listener.oauth_url("token"),
         "token_endpoint_auth_methods_supported": ["private_key_jwt"],
@@ -284,6 +286,7 @@ pub async fn discovery(
         "iat": now,
         "exp": now + METADATA_LIFETIME_SECS,
         "jti": uuid::Uuid::new_v4().to_string(),
+        "authorization_endpoint": body["authorization_endpoint"],
         "token_endpoint": body["token_endpoint"],
         "registration_endpoint": body["registration_endpoint"],
     }));
@@ -429,6 +432,8 @@ pub struct SoftwareStatement {
     pub client_name: String,
     /// Empty means: cancel the registration of `iss`.
     pub grant_types: Vec<String>,
+    /// A member app's (`authorization_code`) registered redirect URIs.
+    pub redirect_uris: Vec<String>,
     pub scope: String,
     pub token_endpoint_auth_method: String,
     pub contacts: Vec<String>,
@@ -511,23 +516,27 @@ pub fn validate_registration(
         }
     };
     let statement =
-        |grant_types, client_name: String, scope: String, contacts, logo_uri| SoftwareStatement {
-            iss: iss.to_owned(),
-            jti: jti.clone(),
-            exp,
-            client_name,
-            grant_types,
-            scope,
-            token_endpoint_auth_method: "private_key_jwt".into(),
-            contacts,
-            logo_uri,
-            certificate: certificate.clone(),
-            raw: raw.to_owned(),
+        |grant_types, redirect_uris, client_name: String, scope: String, contacts, logo_uri| {
+            SoftwareStatement {
+                iss: iss.to_owned(),
+                jti: jti.clone(),
+                exp,
+                client_name,
+                grant_types,
+                redirect_uris,
+                scope,
+                token_endpoint_auth_method: "private_key_jwt".into(),
+                contacts,
+                logo_uri,
+                certificate: certificate.clone(),
+                raw: raw.to_owned(),
+            }
         };
     // An empty grant_types cancels the registration (UDAP registration.md §3.4); the rest
     // of the metadata does not matter then.
     if grant_types.is_empty() {
         return Ok(statement(
+            Vec::new(),
             Vec::new(),
             String::new(),
             String::new(),
@@ -556,18 +565,53 @@ pub fn validate_registration(
             "unknown grant type {g:?}"
         )));
     }
-    if !has("client_credentials") {
-        // Member authorization through UDAP is not offered (discovery lists only
-        // client_credentials).
-        return Err(RegistrationError::invalid_metadata(
-            "this server registers UDAP B2B clients only: `grant_types` must be [\"client_credentials\"]",
-        ));
-    }
-    if c.get("redirect_uris").is_some() || c.get("response_types").is_some() {
-        return Err(RegistrationError::invalid_metadata(
-            "`redirect_uris` and `response_types` are only for authorization_code",
-        ));
-    }
+    let redirect_uris = if has("authorization_code") {
+        // UDAP registration.md §3.1: redirect_uris required for authorization_code, each an
+        // absolute https URI; response_types fixed to ["code"]; logo_uri required
+        let uris: Vec<String> = c["redirect_uris"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|u| u.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if uris.is_empty() || c["redirect_uris"].as_array().map(Vec::len) != Some(uris.len()) {
+            return Err(RegistrationError::invalid_metadata(
+                "`redirect_uris` (an array of URIs) is required with authorization_code",
+            ));
+        }
+        for u in &uris {
+            let ok = url::Url::parse(u).is_ok_and(|url| {
+                url.scheme() == "https"
+                    || (url.scheme() == "http"
+                        && matches!(url.host_str(), Some("localhost" | "127.0.0.1")))
+            });
+            if !ok {
+                return Err(RegistrationError::invalid_metadata(format!(
+                    "redirect URI {u:?} must be an absolute https URI"
+                )));
+            }
+        }
+        if c["response_types"] != serde_json::json!(["code"]) {
+            return Err(RegistrationError::invalid_metadata(
+                "`response_types` must be [\"code\"] with authorization_code",
+            ));
+        }
+        if c["logo_uri"].as_str().is_none() {
+            return Err(RegistrationError::invalid_metadata(
+                "`logo_uri` is required with authorization_code",
+            ));
+        }
+        uris
+    } else {
+        if c.get("redirect_uris").is_some() || c.get("response_types").is_some() {
+            return Err(RegistrationError::invalid_metadata(
+                "`redirect_uris` and `response_types` are only for authorization_code",
+            ));
+        }
+        Vec::new()
+    };
     match c["token_endpoint_auth_method"].as_str() {
         Some("private_key_jwt") => {}
         _ => {
@@ -605,6 +649,7 @@ pub fn validate_registration(
     }
     Ok(statement(
         grant_types,
+        redirect_uris,
         client_name,
         scope,
         contacts,
@@ -658,7 +703,9 @@ pub struct B2bAssertion {
     pub client_id: String,
     pub jti: String,
     pub exp: i64,
-    pub b2b: Hl7B2b,
+    /// The `hl7-b2b` extension (required for B2B `client_credentials`; a member app's
+    /// `authorization_code` exchange carries none).
+    pub b2b: Option<Hl7B2b>,
     /// The x5c leaf the assertion was signed with (re-validated on this request).
     pub certificate: ClientCertificate,
 }
@@ -680,8 +727,9 @@ pub fn is_x5c_assertion(assertion: &str) -> bool {
 /// x5c chain re-validated to the anchors on this request, the signature with its leaf, the
 /// leaf's SAN URI equal to the registered one, `iss == sub == client_id`, `aud` = a URL of
 /// the token endpoint, `exp - iat` ≤ 300 s, `jti`, and `extensions.hl7-b2b` with
-/// `organization_id` (a URI) and `purpose_of_use` (an array). `jti` replay is the caller's
-/// check.
+/// `organization_id` (a URI) and `purpose_of_use` (an array) when `require_b2b` (the B2B
+/// grant; UDAP consumer-facing apps exchanging a code send no extension). `jti` replay is
+/// the caller's check.
 pub fn validate_b2b_assertion(
     assertion: &str,
     anchors: &TrustAnchors,
@@ -689,6 +737,7 @@ pub fn validate_b2b_assertion(
     registered_san: &str,
     token_urls: &[String],
     now: i64,
+    require_b2b: bool,
 ) -> Result<B2bAssertion, TokenError> {
     let jws = Jws::parse(assertion).map_err(TokenError::client)?;
     let certificate = verified_x5c(&jws, anchors, now).map_err(|e| match e {
@@ -715,7 +764,12 @@ pub fn validate_b2b_assertion(
     }
     let (_, exp) = check_lifetime(c, now).map_err(TokenError::client)?;
     let jti = str_claim(c, "jti").map_err(TokenError::client)?.to_owned();
-    let b2b = hl7_b2b(&c["extensions"][HL7_B2B]).map_err(TokenError::grant)?;
+    let ext = &c["extensions"][HL7_B2B];
+    let b2b = if require_b2b || !ext.is_null() {
+        Some(hl7_b2b(ext).map_err(TokenError::grant)?)
+    } else {
+        None
+    };
     Ok(B2bAssertion {
         client_id: client_id.to_owned(),
         jti,
