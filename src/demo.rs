@@ -42,8 +42,10 @@ pub const DEMO_PASSWORD: &str = "demo-password";
 pub const DEMO_LOGINS: usize = 3;
 /// The demo authorized representatives (username, RelatedPerson id): a mother and guardian
 /// of two minors in one household, and a durable power of attorney for an adult.
-pub const DEMO_REPRESENTATIVES: [(&str, &str); 2] =
-    [("guardian1", "rp-nguyen-luis"), ("poa1", "rp-anderson-poa")];
+pub const DEMO_REPRESENTATIVES: [(&str, &str); 2] = [
+    ("guardian1", "rp-m000001-m000003"),
+    ("poa1", "rp-m000008-m000007"),
+];
 /// The PKCE verifier of the banner's authorize URL.
 const DEMO_VERIFIER: &str = "pdex-demo-verifier-0123456789-abcdefghijklmnopqrstuvwxyz";
 

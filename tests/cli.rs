@@ -398,6 +398,42 @@ async fn demo_mode_loads_the_bundled_data_and_its_banner_commands_work() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    // the demo guardian (a printed login) may act for the two minors of the household
+    let guardian = logins
+        .split(", ")
+        .find(|l| l.contains("RelatedPerson/"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("the banner prints a representative's login")
+        .to_owned();
+    let page = browser.get(&authorize).send().await.unwrap();
+    let cookie = page.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let html = page.text().await.unwrap();
+    let signed = browser
+        .post(format!("{oauth}/authorize/signin"))
+        .header("Cookie", &cookie)
+        .form(&[
+            ("request", input(&html, "request").as_str()),
+            ("csrf", input(&html, "csrf").as_str()),
+            ("username", guardian.as_str()),
+            ("password", password.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), 200);
+    let html = signed.text().await.unwrap();
+    for child in ["m000003", "m000004"] {
+        assert!(
+            html.contains(&format!(r#"name="patient" value="{child}""#)),
+            "{html}"
+        );
+    }
 
     // the payer-to-payer block, as printed, in bash with this pdex on the PATH
     let block = section("Payer to payer", "\u{0}");

@@ -203,8 +203,40 @@ fn every_expected_resource_type_is_generated() {
         "PractitionerRole",
         "Procedure",
         "Provenance",
+        "RelatedPerson",
     ] {
         assert!(!ds.all(ty).is_empty(), "no {ty}");
+    }
+    // the RelatedPersons are representatives: a guardian of a minor, or a power of attorney
+    let patients: std::collections::HashMap<&str, &serde_json::Value> = ds
+        .all("Patient")
+        .iter()
+        .map(|p| (p["id"].as_str().unwrap(), p))
+        .collect();
+    for rp in ds.all("RelatedPerson") {
+        let roles: Vec<&str> = rp["relationship"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["coding"][0]["code"].as_str().unwrap())
+            .collect();
+        let patient = rp["patient"]["reference"]
+            .as_str()
+            .unwrap()
+            .strip_prefix("Patient/")
+            .unwrap();
+        let born = patients[patient]["birthDate"].as_str().unwrap();
+        match roles[0] {
+            "GUARD" => assert!(
+                born > "2008-11-01",
+                "a guardian's member is a minor: {born}"
+            ),
+            "DPOWATT" => assert!(
+                born < "1952-01-01",
+                "a power of attorney for an elder: {born}"
+            ),
+            other => panic!("not a representative role: {other}"),
+        }
     }
     // meta.lastUpdated is spread: some within the last year before the as-of date, some older.
     let updated: Vec<&str> = ds

@@ -10,7 +10,8 @@
 //! Map: [`pool`] shared resources (organizations, practitioners, medications) · [`household`]
 //! who the members are (demographics, identifiers, coverage history, hard cases) · [`member`]
 //! everything a member has (clinical, claims, prior auths, provenance) · [`groups`] data-set-wide
-//! Groups (opt-out, attribution) · [`sink`] NDJSON writers · [`rng`], [`dates`], [`tables`].
+//! Groups (opt-out, attribution) · [`representatives`] the RelatedPersons of guardians and
+//! powers of attorney · [`sink`] NDJSON writers · [`rng`], [`dates`], [`tables`].
 //!
 //! Identifier systems of our payer ("Old Health Plan", NPI 9876543210, NAIC 98765): member id
 //! (`v2-0203#MB`) [`pool::MEMBER_ID_SYSTEM`], payer-wide UMB (`hrex-temp#UMB`)
@@ -36,6 +37,7 @@ pub mod groups;
 pub mod household;
 pub mod member;
 pub mod pool;
+pub mod representatives;
 pub mod rng;
 pub mod sink;
 pub mod tables;
@@ -140,6 +142,7 @@ pub fn run(opts: &SynthOptions) -> anyhow::Result<SynthSummary> {
             summary.opted_out_members += p.opted_out as u64;
             idx += 1;
         }
+        representatives::write(&mut sink, &hh)?;
         k += 1;
     }
     members_json.write_all(b"\n]\n")?;
