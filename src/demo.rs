@@ -399,9 +399,11 @@ pub fn patient_access_banner(
     Logins: {} — password {DEMO_PASSWORD}
     Open in a browser, sign in, choose, Allow; the browser then goes to {DEMO_APP_REDIRECT}?code=…
     {url}
+    The member's account page (what they allowed, and a button to stop each): {account}
     Exchange the code (within a minute) for the member's tokens:
     curl -s -d grant_type=authorization_code -d client_id={DEMO_APP_ID} -d redirect_uri={DEMO_APP_REDIRECT} -d code_verifier={DEMO_VERIFIER} -d code=CODE {token_url}
 "#,
-        who.join(", ")
+        who.join(", "),
+        account = authorize_url.replace("/authorize", "/account"),
     )
 }
