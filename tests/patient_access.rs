@@ -1690,6 +1690,9 @@ async fn a_representative_acts_only_for_whom_the_relationship_allows() {
         let session = member_flow::open(&s, &Request::new(&s, &app, SCOPES)).await;
         let page = member_flow::sign_in(&s, &session, "ada-rep", PASSWORD).await;
         assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.html);
+        // ... and the refresh token issued while it lasted is refused
+        let resp = member_flow::refresh(&s, &app, t["refresh_token"].as_str().unwrap(), None).await;
+        oauth_error(resp, StatusCode::BAD_REQUEST, "invalid_grant").await;
         s.stop().await;
     }
 }

@@ -162,6 +162,23 @@ async fn by_refresh_token(
         None => refreshed.scopes.clone(),
     };
     let a = &refreshed.authorization;
+    // a representative's authority is checked again: a guardianship or power of attorney
+    // that has ended since the authorization ends its refreshes too (§pdex-114)
+    if a.fhir_user.starts_with("RelatedPerson/") {
+        let still = match super::logins::get(&auth.store, &a.username).await? {
+            Some(login) => super::logins::acts_for(&auth.store, &login)
+                .await?
+                .iter()
+                .any(|s| s.patient_id == a.patient_id),
+            None => false,
+        };
+        if !still {
+            authorizations::revoke(&auth.store, &a.id).await?;
+            return Err(OAuthError::invalid_grant(
+                "the representative may no longer act for this member",
+            ));
+        }
+    }
     let mut body = issue(auth, client, a, &access_scopes, cnf).await?;
     // rotation: a new refresh token with the authorization's scopes, the old one spent
     if let Some(lifetime) = refresh_lifetime(&refreshed.scopes) {
