@@ -12,10 +12,9 @@
 
 use super::authorizations;
 use super::browser::{Params, failure, form_params, param, same_token};
-use super::logins::{self, SignIn};
+use super::logins::SignIn;
 use super::pages::{self, AccountEntry, AppNames};
 use super::server::AuthServer;
-use super::throttle::Throttle;
 use crate::store::SqlValue;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -223,18 +222,7 @@ pub async fn sign_in(
         Ok(None) => return stale_form(),
         Err(e) => return failure(e),
     };
-    let lockout = Throttle::new(
-        auth.store.clone(),
-        auth.settings.patient_access.login_failure_limit,
-        auth.settings.patient_access.login_lockout_seconds,
-    );
-    let outcome = logins::sign_in(
-        &auth.store,
-        &lockout,
-        param(&form, "username").unwrap_or_default(),
-        form.get("password").map(String::as_str).unwrap_or_default(),
-    )
-    .await;
+    let outcome = super::browser::sign_in(&auth, &form).await;
     match outcome {
         Ok(SignIn::Accepted(login)) => {
             // a new session id at sign-in: a cookie planted before it is worth nothing after

@@ -27,7 +27,6 @@ use super::clients::Client;
 use super::logins::{self, SignIn};
 use super::pages::{self, AppNames};
 use super::server::AuthServer;
-use super::throttle::Throttle;
 use crate::identity::{ClientKind, ListenerInfo, scopes};
 use crate::store::SqlValue;
 use axum::Extension;
@@ -455,18 +454,7 @@ pub async fn sign_in(
         Err(resp) => return *resp,
     };
     let app = AppNames::of(&client);
-    let lockout = Throttle::new(
-        auth.store.clone(),
-        auth.settings.patient_access.login_failure_limit,
-        auth.settings.patient_access.login_lockout_seconds,
-    );
-    let outcome = logins::sign_in(
-        &auth.store,
-        &lockout,
-        param(&form, "username").unwrap_or_default(),
-        form.get("password").map(String::as_str).unwrap_or_default(),
-    )
-    .await;
+    let outcome = super::browser::sign_in(&auth, &form).await;
     match outcome {
         Ok(SignIn::Accepted(login)) => {
             let people = match people(&auth, &login).await {

@@ -1,8 +1,11 @@
-//! What the member's pages (`authorize`, `account`) share: form bodies, the cookies that bind
-//! a browser, the constant-time comparison of form tokens, and store failures answered as
-//! error pages.
+//! What the member's pages (`authorize`, `account`) share: form bodies, the sign-in check,
+//! the cookies that bind a browser, the constant-time comparison of form tokens, and store
+//! failures answered as error pages.
 
+use super::logins::{self, SignIn};
 use super::pages;
+use super::server::AuthServer;
+use super::throttle::Throttle;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use std::collections::HashMap;
@@ -42,6 +45,23 @@ pub fn form_params(headers: &HeaderMap, body: &[u8]) -> Result<Params, Box<Respo
 /// A non-empty parameter.
 pub fn param<'a>(p: &'a Params, k: &str) -> Option<&'a str> {
     p.get(k).map(String::as_str).filter(|v| !v.is_empty())
+}
+
+/// The sign-in form's check (`username`, `password`) under the login lockout
+/// (`--login-failure-limit` within `--login-lockout-seconds`).
+pub async fn sign_in(auth: &AuthServer, form: &Params) -> anyhow::Result<SignIn> {
+    let lockout = Throttle::new(
+        auth.store.clone(),
+        auth.settings.patient_access.login_failure_limit,
+        auth.settings.patient_access.login_lockout_seconds,
+    );
+    logins::sign_in(
+        &auth.store,
+        &lockout,
+        param(form, "username").unwrap_or_default(),
+        form.get("password").map(String::as_str).unwrap_or_default(),
+    )
+    .await
 }
 
 /// A store failure as an error page (503 with `Retry-After` while the database is
