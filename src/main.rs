@@ -73,6 +73,22 @@ enum ClientCommand {
         /// The client to disable.
         client_id: String,
     },
+    /// Enable a disabled client again.
+    Enable {
+        /// The client to enable.
+        client_id: String,
+    },
+    /// Change a client's registered scopes or organization (e.g. a payer registered by DCR).
+    Update {
+        /// The client to change.
+        client_id: String,
+        /// The scopes it may be granted, space-separated (replaces the registered ones).
+        #[arg(long)]
+        scope: Option<String>,
+        /// Its organization, SYSTEM|VALUE (consent recipients and Group owners match it).
+        #[arg(long)]
+        organization: Option<String>,
+    },
 }
 
 #[derive(Args)]
@@ -820,17 +836,64 @@ async fn client_command(
             let _ = writeln!(out, "{}", serde_json::Value::from(list));
         }
         ClientCommand::Disable { client_id } => {
-            if !clients::set_disabled(store, &client_id, true).await? {
+            drop(out);
+            return set_client_disabled(store, &client_id, true).await;
+        }
+        ClientCommand::Enable { client_id } => {
+            drop(out);
+            return set_client_disabled(store, &client_id, false).await;
+        }
+        ClientCommand::Update {
+            client_id,
+            scope,
+            organization,
+        } => {
+            let Some(mut client) = clients::get(store, &client_id).await? else {
                 eprintln!("pdex: no client {client_id:?}");
                 return Ok(std::process::ExitCode::FAILURE);
+            };
+            if let Some(s) = scope {
+                client.scopes = pdex::identity::scopes::split(&s);
             }
-            let _ = writeln!(
-                out,
-                "{}",
-                serde_json::json!({"client_id": client_id, "disabled": true})
-            );
+            if let Some(o) = organization {
+                match clients::parse_organization(&o) {
+                    Ok(org) => client.organization = Some(org),
+                    Err(e) => {
+                        eprintln!("pdex: {e}");
+                        return Ok(std::process::ExitCode::FAILURE);
+                    }
+                }
+            }
+            match clients::update(store, &client).await {
+                Ok(updated) => {
+                    let _ = writeln!(out, "{}", updated.to_json());
+                }
+                Err(clients::ClientError::Invalid(e)) => {
+                    eprintln!("pdex: {e}");
+                    return Ok(std::process::ExitCode::FAILURE);
+                }
+                Err(clients::ClientError::Store(e)) => return Err(e),
+            }
         }
     }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `pdex client disable|enable CLIENT_ID`: takes effect on the next request of any process
+/// on the database.
+async fn set_client_disabled(
+    store: &pdex::store::Store,
+    client_id: &str,
+    disabled: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    if !pdex::auth::clients::set_disabled(store, client_id, disabled).await? {
+        eprintln!("pdex: no client {client_id:?}");
+        return Ok(std::process::ExitCode::FAILURE);
+    }
+    println!(
+        "{}",
+        serde_json::json!({"client_id": client_id, "disabled": disabled})
+    );
     Ok(std::process::ExitCode::SUCCESS)
 }
 

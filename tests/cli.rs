@@ -548,3 +548,98 @@ async fn cli_client_token(
         client_id,
     )
 }
+
+/// `pdex client disable`, `enable` and `update` (DESIGN §5) on the database a server is
+/// using: each takes effect at the server's next token request.
+#[tokio::test]
+async fn client_enable_and_update_from_the_cli() {
+    for b in common::backends() {
+        let s = common::TestServer::start(&b).await;
+        let db = s.db.url.clone();
+        let c = common::CliClient::register_as(
+            &db,
+            "payer",
+            Some("http://hl7.org/fhir/sid/us-npi|1111111111"),
+            "system/*.rs",
+        );
+        let token = || {
+            let assertion = c.key.sign(&serde_json::json!({
+                "iss": c.client_id, "sub": c.client_id, "aud": s.token_url(),
+                "exp": common::now() + 120, "jti": uuid::Uuid::new_v4().to_string(),
+            }));
+            let url = s.token_url();
+            async move {
+                let resp = reqwest::Client::new()
+                    .post(url)
+                    .form(&[
+                        ("grant_type", "client_credentials"),
+                        (
+                            "client_assertion_type",
+                            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                        ),
+                        ("client_assertion", assertion.as_str()),
+                    ])
+                    .send()
+                    .await
+                    .unwrap();
+                let status = resp.status();
+                (status, resp.json::<serde_json::Value>().await.unwrap())
+            }
+        };
+        let pdex = |args: &[&str]| {
+            Command::new(env!("CARGO_BIN_EXE_pdex"))
+                .args(["client"])
+                .args(args)
+                .args(["--database-url", &db])
+                .output()
+                .unwrap()
+        };
+        assert_eq!(token().await.0, 200);
+        assert!(pdex(&["disable", &c.client_id]).status.success());
+        let (status, err) = token().await;
+        assert_eq!(
+            (status.as_u16(), err["error"].as_str()),
+            (400, Some("invalid_client"))
+        );
+        let out = pdex(&["enable", &c.client_id]);
+        assert!(out.status.success());
+        let said: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(said["disabled"], false);
+        assert_eq!(token().await.0, 200);
+        let out = pdex(&[
+            "update",
+            &c.client_id,
+            "--scope",
+            "system/Organization.rs",
+            "--organization",
+            "http://hl7.org/fhir/sid/us-npi|2222222222",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let updated: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(updated["scope"], "system/Organization.rs");
+        assert_eq!(
+            updated["organization"],
+            "http://hl7.org/fhir/sid/us-npi|2222222222"
+        );
+        let (status, t) = token().await;
+        assert_eq!(status, 200);
+        assert_eq!(t["scope"], "system/Organization.rs");
+        // refused: an unknown client, a bad scope, a bad organization
+        assert!(!pdex(&["enable", "nobody"]).status.success());
+        assert!(
+            !pdex(&["update", &c.client_id, "--scope", "system/*.dus"])
+                .status
+                .success()
+        );
+        assert!(
+            !pdex(&["update", &c.client_id, "--organization", "no-bar"])
+                .status
+                .success()
+        );
+        s.stop().await;
+    }
+}

@@ -93,10 +93,10 @@ async fn payer_registers_over_mtls_and_gets_certificate_bound_tokens() {
         assert_eq!(reg["grant_types"], json!(["client_credentials"]));
         assert_eq!(reg["token_endpoint_auth_method"], "private_key_jwt");
         assert_eq!(reg["tls_client_auth_san_uri"], PAYER_A);
-        // the wide scope was not granted
+        // the wide scope narrowed to what a payer may hold: reading and the operations
         assert_eq!(
             reg["scope"],
-            "http://hl7.org/fhir/us/davinci-hrex/OperationDefinition/member-match"
+            "http://hl7.org/fhir/us/davinci-hrex/OperationDefinition/member-match system/*.read"
         );
         // the handler saw the presenting certificate: SAN URI and thumbprint recorded
         let stored = pdex::auth::clients::get(&server.state.store, &client_id)
@@ -130,11 +130,11 @@ async fn payer_registers_over_mtls_and_gets_certificate_bound_tokens() {
         let access = tok["access_token"].as_str().unwrap().to_owned();
         assert_eq!(claims(&access)["cnf"]["x5t#S256"], cert_a.thumbprint());
 
-        // the bound token with its certificate: accepted (403: member-match scope only, no
-        // read scope) …
+        // the bound token with its certificate: accepted (a payer's system token reads, and
+        // sees no member without a member token or a Group of its own) …
         let url = server.mtls_url("Patient");
         let with_a = a.get(&url).bearer_auth(&access).send().await.unwrap();
-        assert_eq!(with_a.status(), StatusCode::FORBIDDEN);
+        assert_eq!(with_a.status(), StatusCode::OK);
         // … replayed with another payer's certificate or without one: 401 invalid_token
         let with_b = b.get(&url).bearer_auth(&access).send().await.unwrap();
         assert_eq!(with_b.status(), StatusCode::UNAUTHORIZED);

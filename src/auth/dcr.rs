@@ -28,9 +28,12 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-/// Scopes a dynamically registered payer may hold (protocols.md §5.4: "Grant only
-/// client_credentials and the member-match / bulk-member-match / Group scopes").
-pub const PAYER_SCOPES: [&str; 4] = [
+/// Scopes a dynamically registered payer may hold, and gets when it asks for none: reading
+/// (`system/*.rs` — what it then sees is still decided by the member's consent and its Group
+/// ownership) and the payer-to-payer operations. Issue 18: protocols.md §5.4's narrower
+/// "operation scopes only" left a DCR payer able to match but never to read its members.
+pub const PAYER_SCOPES: [&str; 5] = [
+    "system/*.rs",
     scopes::MEMBER_MATCH,
     scopes::BULK_MEMBER_MATCH_2_1,
     scopes::BULK_MEMBER_MATCH,
@@ -217,7 +220,13 @@ async fn register_unsigned(
             )));
         }
     };
-    let scopes = negotiate_scopes(body["scope"].as_str().unwrap_or(""), &PAYER_SCOPES);
+    // the requested scope narrows the payer scopes (intersected as at the token endpoint)
+    let allowed: Vec<String> = PAYER_SCOPES.iter().map(|s| (*s).to_owned()).collect();
+    let requested = scopes::split(body["scope"].as_str().unwrap_or(""));
+    let mut scopes = scopes::negotiate(Some(&requested), &allowed, scopes::Context::System);
+    if scopes.is_empty() {
+        scopes = allowed;
+    }
     let name = body["client_name"]
         .as_str()
         .filter(|s| !s.trim().is_empty())
