@@ -25,9 +25,15 @@ async fn everything(s: &TestServer, ctx: &AccessContext, patient: &str) -> Vec<V
     let mut out = Vec::new();
     let mut pairs = vec![("_count".to_owned(), "50".to_owned())];
     loop {
-        let resp = pdex::ops::everything::run(s.state.clone(), ctx.clone(), patient.into(), pairs)
-            .await
-            .unwrap();
+        let resp = pdex::ops::everything::run(
+            s.state.clone(),
+            ctx.clone(),
+            s.base.clone(),
+            patient.into(),
+            pairs,
+        )
+        .await
+        .unwrap();
         assert_eq!(resp.status(), 200);
         let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
             .await
@@ -172,6 +178,7 @@ async fn a_member_scoped_context_cannot_reach_another_member() {
         let resp = pdex::ops::everything::run(
             s.state.clone(),
             payer_member("m000002", true),
+            s.base.clone(),
             "m000001".into(),
             vec![],
         )

@@ -56,10 +56,16 @@ async fn start_for(
     let params = request::parse(&server.state.store, ctx, raw, &opts)
         .unwrap()
         .params;
-    let resp =
-        pdex::ops::export::start_job(&server.state, ctx, "export", params, &server.url("$export"))
-            .await
-            .unwrap();
+    let resp = pdex::ops::export::start_job(
+        &server.state,
+        ctx,
+        "export",
+        params,
+        &server.url("$export"),
+        &server.base,
+    )
+    .await
+    .unwrap();
     assert_eq!(resp.status(), 202);
     resp.headers()["content-location"]
         .to_str()

@@ -153,6 +153,74 @@ async fn payer_registers_over_mtls_and_gets_certificate_bound_tokens() {
             .unwrap();
         assert_eq!(without.status(), StatusCode::UNAUTHORIZED);
 
+        // every URL handed out over mTLS is on the mTLS listener (issue 18): a search's
+        // links, an export's polling URL and its manifest's file URLs, which the bound
+        // token then follows with its certificate
+        let bundle: Value = a
+            .get(server.mtls_url("Organization"))
+            .bearer_auth(&access)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mtls_base = server.mtls_url("");
+        let mtls_base = mtls_base.trim_end_matches('/');
+        for link in bundle["link"].as_array().unwrap() {
+            assert!(
+                link["url"].as_str().unwrap().starts_with(mtls_base),
+                "{link}"
+            );
+        }
+        let kickoff = a
+            .get(server.mtls_url("$export?_type=Organization"))
+            .bearer_auth(&access)
+            .header("Prefer", "respond-async")
+            .header("Accept", "application/fhir+json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(kickoff.status(), StatusCode::ACCEPTED);
+        let poll = kickoff.headers()["content-location"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(poll.starts_with(mtls_base), "{poll}");
+        let mut manifest = Value::Null;
+        for _ in 0..60 {
+            let resp = a.get(&poll).bearer_auth(&access).send().await.unwrap();
+            if resp.status() == StatusCode::OK {
+                manifest = resp.json().await.unwrap();
+                break;
+            }
+            // 202 in progress, or 429 polled too soon: wait as Retry-After says
+            assert!(
+                matches!(
+                    resp.status(),
+                    StatusCode::ACCEPTED | StatusCode::TOO_MANY_REQUESTS
+                ),
+                "{}",
+                resp.status()
+            );
+            let wait = resp.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap();
+            tokio::time::sleep(std::time::Duration::from_secs(wait.min(5))).await;
+        }
+        assert!(
+            manifest["request"].as_str().unwrap().starts_with(mtls_base),
+            "{manifest}"
+        );
+        for file in manifest["output"].as_array().unwrap() {
+            let url = file["url"].as_str().unwrap();
+            assert!(url.starts_with(mtls_base), "{url}");
+            let got = a.get(url).bearer_auth(&access).send().await.unwrap();
+            assert_eq!(got.status(), StatusCode::OK, "{url}");
+        }
+
         // payer B cannot get a token for payer A's client, even with a valid assertion
         let jwt = assertion(&cert_a, &client_id, &token_url);
         let (status, err) = token(

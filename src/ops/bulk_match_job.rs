@@ -99,8 +99,7 @@ pub async fn kickoff_handler(
     let params = serde_json::to_string(&params).map_err(FhirError::internal)?;
     // No settling delay: the match reads the member store as it is when the job runs, and
     // its transactionTime is only the match date of the Groups.
-    let request_url = k.request_url(&state.base_url);
-    super::export::start_job_with(&state, ctx, JOB_KIND, params, &request_url, 0).await
+    super::export::start_job_with(&state, ctx, JOB_KIND, params, &k.request_url(), &k.base, 0).await
 }
 
 /// The single-member engine for one requesting payer (the `$member-match` matcher and

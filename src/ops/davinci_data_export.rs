@@ -222,8 +222,7 @@ pub async fn kickoff(
         job_ctx.scope = DataScope::Patients(members);
         job_ctx.allow_sensitive = false;
     }
-    let request_url = k.request_url(&state.base_url);
-    super::export::start_job(state, &job_ctx, JOB_KIND, params, &request_url).await
+    super::export::start_job(state, &job_ctx, JOB_KIND, params, &k.request_url(), &k.base).await
 }
 
 #[cfg(test)]

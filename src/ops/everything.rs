@@ -63,6 +63,7 @@ struct Cursor {
 pub async fn everything(
     State(state): State<SharedState>,
     Access(ctx): Access,
+    crate::web::Base(base): crate::web::Base,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
@@ -73,7 +74,7 @@ pub async fn everything(
         let text = body_text(&headers, &body)?;
         pairs.extend(parameters_to_pairs(&text)?);
     }
-    run(state, ctx, id, pairs).await
+    run(state, ctx, base, id, pairs).await
 }
 
 /// A Parameters body as name/value pairs (`fhir::parameters`, the one reader).
@@ -148,10 +149,12 @@ fn parse_request(state: &SharedState, pairs: Vec<(String, String)>) -> Result<Re
 }
 
 /// Runs `$everything` for `ctx` with the request's parameters (as name/value pairs) and
-/// returns the streaming response.
+/// returns the streaming response, its links and `fullUrl`s on `base` (the caller's
+/// listener).
 pub async fn run(
     state: SharedState,
     ctx: AccessContext,
+    base: String,
     id: String,
     pairs: Vec<(String, String)>,
 ) -> Result<Response, FhirError> {
@@ -213,9 +216,9 @@ pub async fn run(
         window,
         count: req.count,
         cursor: req.cursor.clone(),
-        link_base: format!("{}/Patient/{}/$everything", state.base_url, id),
+        link_base: format!("{}/Patient/{}/$everything", base, id),
         echo: req.echo,
-        base_url: state.base_url.clone(),
+        base_url: base,
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(32);
     tokio::spawn(async move {

@@ -89,8 +89,7 @@ async fn kickoff(state: &SharedState, k: &KickOff, level: Level) -> Result<Respo
     };
     let mut params = request::parse(&state.store, ctx, k.params()?, &opts)?.params;
     check_patients(state, ctx, &mut params, lenient).await?;
-    let request_url = k.request_url(&state.base_url);
-    start_job(state, ctx, JOB_KIND, params, &request_url).await
+    start_job(state, ctx, JOB_KIND, params, &k.request_url(), &k.base).await
 }
 
 /// Checks the `patient` list against the store (Patient level: Patients the caller can see;
@@ -154,9 +153,10 @@ pub async fn start_job(
     kind: &str,
     params: ExportParams,
     request_url: &str,
+    base: &str,
 ) -> Result<Response, FhirError> {
     let params = serde_json::to_string(&params).map_err(FhirError::internal)?;
-    start_job_with(state, ctx, kind, params, request_url, SETTLE_MS).await
+    start_job_with(state, ctx, kind, params, request_url, base, SETTLE_MS).await
 }
 
 /// [`start_job`] for any job kind, with its parameters already serialised (the runner of
@@ -168,6 +168,7 @@ pub async fn start_job_with(
     kind: &str,
     params: String,
     request_url: &str,
+    base: &str,
     settle_ms: i64,
 ) -> Result<Response, FhirError> {
     let engine = &state.bulk;
@@ -202,7 +203,8 @@ pub async fn start_job_with(
         return Ok(resp);
     };
     engine.wake.notify_waiters();
-    let poll = status_url(&state.base_url, &id);
+    // on the listener the kick-off came in on (issue 18)
+    let poll = status_url(base, &id);
     let mut resp = crate::web::http::fhir_json(
         StatusCode::ACCEPTED,
         crate::fhir::error::operation_outcome(
@@ -268,13 +270,15 @@ async fn own_job(state: &SharedState, ctx: &AccessContext, id: &str) -> Result<J
 pub async fn status(
     State(state): State<SharedState>,
     Access(ctx): Access,
+    crate::web::Base(base): crate::web::Base,
     Path(id): Path<String>,
 ) -> Result<Response, FhirError> {
     let job = own_job(&state, &ctx, &id).await?;
     match job.state.as_str() {
         state::COMPLETED => {
             let files = state.bulk.jobs.files(&id).await?;
-            let body = manifest::manifest(&state.base_url, &job, &files).to_string();
+            // the file URLs on the listener the poll came in on (issue 18)
+            let body = manifest::manifest(&base, &job, &files).to_string();
             let mut resp = (StatusCode::OK, body).into_response();
             let h = resp.headers_mut();
             h.insert(

@@ -57,6 +57,7 @@ enum Action {
 pub async fn transaction_or_batch(
     axum::extract::State(state): axum::extract::State<SharedState>,
     Access(ctx): Access,
+    crate::web::Base(base): crate::web::Base,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, FhirError> {
@@ -69,8 +70,8 @@ pub async fn transaction_or_batch(
     }
     let p = prefer(&headers);
     match bundle.bundle_type.as_deref() {
-        Some("transaction") => transaction(&state, &ctx, bundle, p.ret, p.lenient).await,
-        Some("batch") => batch(&state, &ctx, bundle, p.ret, p.lenient).await,
+        Some("transaction") => transaction(&state, &ctx, &base, bundle, p.ret, p.lenient).await,
+        Some("batch") => batch(&state, &ctx, &base, bundle, p.ret, p.lenient).await,
         other => Err(FhirError::bad_request(format!(
             "Bundle.type must be transaction or batch, not {other:?}"
         ))),
@@ -209,6 +210,7 @@ fn check_write_scope(ctx: &AccessContext, op: &WriteOp) -> Result<(), FhirError>
 async fn run_get(
     state: &SharedState,
     ctx: &AccessContext,
+    base: &str,
     url: &str,
 ) -> Result<(StatusCode, String), FhirError> {
     let (rtype, id, query) = parse_url(url);
@@ -227,7 +229,7 @@ async fn run_get(
         None => {
             let pairs = query_pairs(query.as_deref());
             let resp =
-                super::interactions::run_search(state, ctx, &rtype, pairs, &HeaderMap::new())
+                super::interactions::run_search(state, ctx, base, &rtype, pairs, &HeaderMap::new())
                     .await?;
             let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
                 .await
@@ -237,7 +239,7 @@ async fn run_get(
     }
 }
 
-fn response_entry(state: &SharedState, r: &WriteResult, ret: Return) -> Entry {
+fn response_entry(base: &str, r: &WriteResult, ret: Return) -> Entry {
     let status = match r.outcome {
         WriteOutcome::Created => "201 Created",
         WriteOutcome::Deleted | WriteOutcome::NoOp => "204 No Content",
@@ -263,14 +265,14 @@ fn response_entry(state: &SharedState, r: &WriteResult, ret: Return) -> Entry {
     Entry {
         full_url: resource
             .as_ref()
-            .map(|_| format!("{}/{}/{}", state.base_url, r.rtype, r.id)),
+            .map(|_| format!("{}/{}/{}", base, r.rtype, r.id)),
         resource,
         extra: vec![("response", response)],
     }
 }
 
 /// The entry of a conditional create whose criteria matched: 200 with the existing resource.
-fn existing_entry(state: &SharedState, r: &StoredResource, ret: Return) -> Entry {
+fn existing_entry(base: &str, r: &StoredResource, ret: Return) -> Entry {
     let response = json!({
         "status": "200 OK",
         "location": format!("{}/{}/_history/{}", r.rtype, r.id, r.version),
@@ -279,7 +281,7 @@ fn existing_entry(state: &SharedState, r: &StoredResource, ret: Return) -> Entry
     });
     let resource = (ret == Return::Representation).then(|| r.content.clone());
     Entry {
-        full_url: Some(format!("{}/{}/{}", state.base_url, r.rtype, r.id)),
+        full_url: Some(format!("{}/{}/{}", base, r.rtype, r.id)),
         resource,
         extra: vec![("response", response)],
     }
@@ -352,6 +354,7 @@ fn order_of(entry: &EntryIn) -> u8 {
 async fn transaction(
     state: &SharedState,
     ctx: &AccessContext,
+    base: &str,
     bundle: BundleIn,
     ret: Return,
     lenient: bool,
@@ -456,14 +459,14 @@ async fn transaction(
     let mut out: Vec<Option<Entry>> = (0..bundle.entry.len()).map(|_| None).collect();
     for (pos, r) in existing.iter().enumerate() {
         if let Some(r) = r {
-            out[pos] = Some(existing_entry(state, r, ret));
+            out[pos] = Some(existing_entry(base, r, ret));
         }
     }
     for ((pos, r), w) in positions.into_iter().zip(results.iter()).zip(&warnings) {
-        out[pos] = Some(with_warnings(response_entry(state, r, ret), w));
+        out[pos] = Some(with_warnings(response_entry(base, r, ret), w));
     }
     for (pos, url) in gets {
-        let entry = match run_get(state, ctx, &url).await {
+        let entry = match run_get(state, ctx, base, &url).await {
             Ok((status, body)) => Entry {
                 full_url: None,
                 resource: Some(body),
@@ -483,6 +486,7 @@ async fn transaction(
 async fn batch(
     state: &SharedState,
     ctx: &AccessContext,
+    base: &str,
     bundle: BundleIn,
     ret: Return,
     lenient: bool,
@@ -503,10 +507,10 @@ async fn batch(
                         .await?
                     {
                         Conditional::Created(r) => {
-                            Ok(with_warnings(response_entry(state, &r, ret), &warnings))
+                            Ok(with_warnings(response_entry(base, &r, ret), &warnings))
                         }
                         // released by the caller's view, as a read would give it
-                        Conditional::Exists(r) => Ok(existing_entry(state, &r, ret)),
+                        Conditional::Exists(r) => Ok(existing_entry(base, &r, ret)),
                     }
                 }
                 Action::Write { mut op } => {
@@ -515,12 +519,12 @@ async fn batch(
                     let warnings = take_warnings(&mut op);
                     let results = state.store.write(vec![*op]).await?;
                     Ok(with_warnings(
-                        response_entry(state, &results[0], ret),
+                        response_entry(base, &results[0], ret),
                         &warnings,
                     ))
                 }
                 Action::Get { url } => {
-                    let (status, body) = run_get(state, ctx, &url).await?;
+                    let (status, body) = run_get(state, ctx, base, &url).await?;
                     Ok(Entry {
                         full_url: None,
                         resource: Some(body),

@@ -12,7 +12,7 @@ use crate::web::http::{
     Return, check_format, fhir_json, if_match, prefer, query_pairs, resource_response,
     resource_text, written_response,
 };
-use crate::web::{Access, SharedState};
+use crate::web::{Access, Base, SharedState};
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -66,6 +66,7 @@ fn check_id(id: &str) -> Result<(), FhirError> {
 pub async fn read(
     State(state): State<SharedState>,
     Access(ctx): Access,
+    Base(base): Base,
     Path((rtype, id)): Path<(String, String)>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
@@ -88,7 +89,7 @@ pub async fn read(
     Ok(resource_response(
         StatusCode::OK,
         &r,
-        &state.base_url,
+        &base,
         Return::Representation,
         false,
     ))
@@ -97,6 +98,7 @@ pub async fn read(
 pub async fn vread(
     State(state): State<SharedState>,
     Access(ctx): Access,
+    Base(base): Base,
     Path((rtype, id, vid)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, FhirError> {
@@ -120,7 +122,7 @@ pub async fn vread(
     Ok(resource_response(
         StatusCode::OK,
         &r,
-        &state.base_url,
+        &base,
         Return::Representation,
         false,
     ))
@@ -129,6 +131,7 @@ pub async fn vread(
 pub async fn instance_history(
     State(state): State<SharedState>,
     Access(ctx): Access,
+    Base(base): Base,
     Path((rtype, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, FhirError> {
@@ -143,7 +146,7 @@ pub async fn instance_history(
     let entries: Vec<Entry> = versions
         .iter()
         .map(|r| {
-            let url = format!("{}/{}/{}", state.base_url, r.rtype, r.id);
+            let url = format!("{}/{}/{}", base, r.rtype, r.id);
             let (method, status) = match (r.deleted, r.version) {
                 (true, _) => ("DELETE", "204"),
                 (false, 1) => ("POST", "201"),
@@ -172,6 +175,7 @@ pub async fn instance_history(
 pub async fn create(
     State(state): State<SharedState>,
     Access(ctx): Access,
+    Base(base): Base,
     Path(rtype): Path<String>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
@@ -185,14 +189,14 @@ pub async fn create(
             .to_str()
             .map_err(|_| FhirError::bad_request("If-None-Exist is not ASCII"))?;
         let criteria = if_none_exist(&state, &rtype, text)?;
-        return create_conditionally(&state, &ctx, &rtype, &criteria, &headers, &body).await;
+        return create_conditionally(&state, &ctx, &base, &rtype, &criteria, &headers, &body).await;
     }
     put_one(
         &state,
         &ctx,
+        &base,
         &rtype,
-        IdRule::Assign,
-        WriteKind::Create,
+        (IdRule::Assign, WriteKind::Create),
         &headers,
         &body,
     )
@@ -202,6 +206,7 @@ pub async fn create(
 pub async fn update(
     State(state): State<SharedState>,
     Access(ctx): Access,
+    Base(base): Base,
     Path((rtype, id)): Path<(String, String)>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
@@ -217,9 +222,9 @@ pub async fn update(
     put_one(
         &state,
         &ctx,
+        &base,
         &rtype,
-        IdRule::Given(id),
-        kind,
+        (IdRule::Given(id), kind),
         &headers,
         &body,
     )
@@ -231,9 +236,9 @@ pub async fn update(
 async fn put_one(
     state: &SharedState,
     ctx: &crate::identity::AccessContext,
+    base: &str,
     rtype: &str,
-    id_rule: IdRule,
-    kind: WriteKind,
+    (id_rule, kind): (IdRule, WriteKind),
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Response, FhirError> {
@@ -253,13 +258,7 @@ async fn put_one(
         _ => StatusCode::OK,
     };
     let r = results[0].stored();
-    Ok(written_response(
-        status,
-        &r,
-        &state.base_url,
-        prefer.ret,
-        &warnings,
-    ))
+    Ok(written_response(status, &r, base, prefer.ret, &warnings))
 }
 
 /// The search of an `If-None-Exist` header or `ifNoneExist` entry (`param=value&…`, the query
@@ -285,6 +284,7 @@ pub fn if_none_exist(
 async fn create_conditionally(
     state: &SharedState,
     ctx: &crate::identity::AccessContext,
+    base: &str,
     rtype: &str,
     criteria: &query::SearchRequest,
     headers: &HeaderMap,
@@ -309,18 +309,12 @@ async fn create_conditionally(
         Conditional::Created(r) => Ok(written_response(
             StatusCode::CREATED,
             &r.stored(),
-            &state.base_url,
+            base,
             ret,
             &warnings,
         )),
         // released by the caller's view, as a read would give it
-        Conditional::Exists(r) => Ok(resource_response(
-            StatusCode::OK,
-            &r,
-            &state.base_url,
-            ret,
-            true,
-        )),
+        Conditional::Exists(r) => Ok(resource_response(StatusCode::OK, &r, base, ret, true)),
     }
 }
 
@@ -375,17 +369,19 @@ pub fn require_write(ctx: &crate::identity::AccessContext) -> Result<(), FhirErr
 pub async fn search_get(
     State(state): State<SharedState>,
     Access(ctx): Access,
+    Base(base): Base,
     Path(rtype): Path<String>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, FhirError> {
     let pairs = query_pairs(q.as_deref());
-    run_search(&state, &ctx, &rtype, pairs, &headers).await
+    run_search(&state, &ctx, &base, &rtype, pairs, &headers).await
 }
 
 pub async fn search_post(
     State(state): State<SharedState>,
     Access(ctx): Access,
+    Base(base): Base,
     Path(rtype): Path<String>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
@@ -404,7 +400,7 @@ pub async fn search_post(
     }
     let mut pairs = query_pairs(q.as_deref());
     pairs.extend(form_urlencoded::parse(&body).map(|(k, v)| (k.into_owned(), v.into_owned())));
-    run_search(&state, &ctx, &rtype, pairs, &headers).await
+    run_search(&state, &ctx, &base, &rtype, pairs, &headers).await
 }
 
 /// `GET /fhir?…`: whole-system search is not offered.
@@ -455,6 +451,7 @@ fn check_search_cost(
 pub async fn run_search(
     state: &SharedState,
     ctx: &crate::identity::AccessContext,
+    base: &str,
     rtype: &str,
     pairs: Vec<(String, String)>,
     headers: &HeaderMap,
@@ -484,9 +481,9 @@ pub async fn run_search(
         }
         let q = ser.finish();
         if q.is_empty() {
-            format!("{}/{}", state.base_url, rtype)
+            format!("{}/{}", base, rtype)
         } else {
-            format!("{}/{}?{}", state.base_url, rtype, q)
+            format!("{}/{}?{}", base, rtype, q)
         }
     };
     let mut links = vec![json!({"relation": "self", "url": link_to(req.cursor.as_deref())})];
@@ -520,14 +517,14 @@ pub async fn run_search(
     let mut entries: Vec<Entry> = Vec::with_capacity(page.matches.len() + page.included.len() + 1);
     for r in &page.matches {
         entries.push(Entry {
-            full_url: Some(format!("{}/{}/{}", state.base_url, r.rtype, r.id)),
+            full_url: Some(format!("{}/{}/{}", base, r.rtype, r.id)),
             resource: Some(shape(&r.content)),
             extra: vec![("search", json!({"mode": "match"}))],
         });
     }
     for r in &page.included {
         entries.push(Entry {
-            full_url: Some(format!("{}/{}/{}", state.base_url, r.rtype, r.id)),
+            full_url: Some(format!("{}/{}/{}", base, r.rtype, r.id)),
             resource: Some(r.content.clone()),
             extra: vec![("search", json!({"mode": "include"}))],
         });

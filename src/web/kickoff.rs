@@ -23,6 +23,9 @@ pub struct KickOff {
     pub uri: OriginalUri,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The FHIR base of the listener the kick-off came in on (`web::Base`): the polling URL
+    /// and the manifest are handed out on it.
+    pub base: String,
 }
 
 impl FromRequest<SharedState> for KickOff {
@@ -33,6 +36,7 @@ impl FromRequest<SharedState> for KickOff {
         let uri = OriginalUri::from_request_parts(&mut parts, state)
             .await
             .map_err(IntoResponse::into_response)?;
+        let Ok(super::Base(base)) = super::Base::from_request_parts(&mut parts, state).await;
         let req = Request::from_parts(parts, body);
         let method = req.method().clone();
         let headers = req.headers().clone();
@@ -45,6 +49,7 @@ impl FromRequest<SharedState> for KickOff {
             uri,
             headers,
             body,
+            base,
         })
     }
 }
@@ -83,9 +88,10 @@ impl KickOff {
         check_respond_async(&self.headers)
     }
 
-    /// The kick-off URL as the manifest's `request` reports it, on `base_url` (with the
-    /// query of a GET).
-    pub fn request_url(&self, base_url: &str) -> String {
+    /// The kick-off URL as the manifest's `request` reports it, on the listener's base (with
+    /// the query of a GET).
+    pub fn request_url(&self) -> String {
+        let base_url = &self.base;
         let path = self.uri.path();
         let tail = path.strip_prefix("/fhir").unwrap_or(path);
         match self.uri.query() {

@@ -94,6 +94,28 @@ impl FromRequestParts<SharedState> for Access {
     }
 }
 
+/// The FHIR base as this request's caller sees it: the base of the listener the request came
+/// in on (`ListenerInfo`: the public one or the mTLS one), else the configured base. Every
+/// URL handed out — `Location`, `Content-Location`, manifest `url`s, paging links,
+/// `fullUrl`s — is built on it (issue 18: a payer on the mTLS listener was sent to the public
+/// one, where its certificate-bound token is refused).
+pub struct Base(pub String);
+
+impl FromRequestParts<SharedState> for Base {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &SharedState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Base(
+            parts
+                .extensions
+                .get::<crate::identity::ListenerInfo>()
+                .map_or_else(|| state.base_url.clone(), |l| l.base_url.clone()),
+        ))
+    }
+}
+
 /// The plan's own identifiers from the configuration (`SYSTEM|VALUE` each).
 fn parse_payer_identifiers(
     config: &crate::config::ExchangeConfig,
