@@ -642,6 +642,7 @@ async fn authorize_requests_that_are_refused() {
 
 #[tokio::test]
 async fn sign_in_refusals_lockout_and_forged_forms() {
+    let alert = regex::Regex::new(r#"role="alert">([^<]*)<"#).unwrap();
     for b in backends() {
         let s = start(&b, |c| c.patient_access.login_failure_limit = 3).await;
         let app = member_flow::register(&s, AppSpec::default()).await;
@@ -655,10 +656,7 @@ async fn sign_in_refusals_lockout_and_forged_forms() {
             assert!(p.html.contains(r#"name="password""#));
             assert!(p.html.contains("The username or password is not right"));
         }
-        let message = |p: &member_flow::Page| {
-            let re = regex::Regex::new(r#"role="alert">([^<]*)<"#).unwrap();
-            re.captures(&p.html).unwrap()[1].to_owned()
-        };
+        let message = |p: &member_flow::Page| alert.captures(&p.html).unwrap()[1].to_owned();
         assert_eq!(message(&unknown), message(&wrong));
         // two more failures lock "ada": then even the right password is refused alike
         member_flow::sign_in(&s, &session, "ada", "still wrong").await;

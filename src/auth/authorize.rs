@@ -75,7 +75,7 @@ pub async fn authorize_post(
 ) -> Response {
     match form_params(&headers, &body) {
         Ok(params) => start(&auth, listener.map(|l| l.0), &headers, params).await,
-        Err(resp) => resp,
+        Err(resp) => *resp,
     }
 }
 
@@ -91,19 +91,20 @@ fn parse_params(bytes: &[u8]) -> Result<Params, String> {
     Ok(map)
 }
 
-fn form_params(headers: &HeaderMap, body: &[u8]) -> Result<Params, Response> {
+/// The refusal is boxed: a `Response` is large (clippy's `result_large_err`).
+fn form_params(headers: &HeaderMap, body: &[u8]) -> Result<Params, Box<Response>> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
     if !ct.starts_with("application/x-www-form-urlencoded") {
-        return Err(pages::error(
+        return Err(Box::new(pages::error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "This page takes a form (application/x-www-form-urlencoded).",
-        ));
+        )));
     }
-    parse_params(body).map_err(|why| pages::error(StatusCode::BAD_REQUEST, &why))
+    parse_params(body).map_err(|why| Box::new(pages::error(StatusCode::BAD_REQUEST, &why)))
 }
 
 fn param<'a>(p: &'a Params, k: &str) -> Option<&'a str> {
@@ -481,7 +482,7 @@ async fn form_request(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(Params, Pending, Client), Response> {
-    let form = form_params(headers, body)?;
+    let form = form_params(headers, body).map_err(|r| *r)?;
     let pending = match Pending::load(auth, headers, &form).await {
         Ok(Some(p)) => p,
         Ok(None) => return Err(stale_form()),
