@@ -337,14 +337,9 @@ async fn sessions(backend: &common::Backend, url: &str) -> String {
     let Ok(pool) = sqlx::PgPool::connect(admin).await else {
         return "(cannot connect)".into();
     };
-    let rows: Vec<(
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-    )> = sqlx::query_as(
-        "SELECT application_name || ' ' || coalesce(state, ''), wait_event_type, wait_event, \
-             left(query, 80) FROM pg_stat_activity WHERE datname = $1",
+    let rows: Vec<String> = sqlx::query_scalar(
+        "SELECT concat_ws(' | ', application_name, state, wait_event_type, wait_event, \
+         left(query, 80)) FROM pg_stat_activity WHERE datname = $1",
     )
     .bind(&database)
     .fetch_all(&pool)

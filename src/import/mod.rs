@@ -219,16 +219,22 @@ pub async fn import_files(
         // Statistics after the 1st, 10th, 100th… batch: plans made for an empty table (a
         // sequential scan for the id lookup) would otherwise stay in use as it grows.
         //
-        // Issue 15 item 1: the refresh runs on a task of its own and is never awaited here.
-        // While this loop body awaits, `written` is not polled, so the other batch in flight
-        // (Postgres writes two at once) sits in its open transaction with a pooled connection,
-        // its next statement unsent ("idle in transaction" right after `INSERT INTO
-        // resources`); awaiting anything here that needs the database can wait on that very
-        // batch, which only this loop can move on. Nothing awaited in this loop may wait on
-        // the database.
+        // Issue 15 item 1: with two writers the refresh runs on a task of its own and is
+        // never awaited here. While this loop body awaits, `written` is not polled, so the
+        // other batch in flight sits in its open transaction with a pooled connection, its
+        // next statement unsent ("idle in transaction" right after `INSERT INTO
+        // resources`); anything awaited here that needs the database can wait on that very
+        // batch, which only this loop can move on.
         batches += 1;
         if !opts.strict && (batches as f64).log10().fract() == 0.0 {
-            statistics.refresh(store);
+            if writers == 1 {
+                // One writer: no batch is in flight while the loop body runs (the stream
+                // starts the next one when polled), and SQLite's refresh needs that writer,
+                // so it runs here, alone, as before.
+                store.db.analyze().await?;
+            } else {
+                statistics.refresh(store);
+            }
         }
         let n = summary.written();
         bar.set_position(n);
@@ -267,10 +273,10 @@ pub async fn import_files(
     Ok(summary)
 }
 
-/// Planner statistics refreshed while an import runs, one refresh at a time, each on a task
-/// of its own (its own pooled connection) so that the import loop goes on polling the batch
-/// writes in flight (issue 15 item 1: awaiting the refresh inside the loop hung `pdex import`
-/// on PostgreSQL).
+/// Planner statistics refreshed while an import with several writers runs (PostgreSQL), one
+/// refresh at a time, each on a task of its own (its own pooled connection) so that the
+/// import loop goes on polling the batch writes in flight (issue 15 item 1: awaiting the
+/// refresh inside the loop hung `pdex import` on PostgreSQL).
 #[derive(Default)]
 struct Statistics {
     running: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
