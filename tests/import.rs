@@ -223,3 +223,128 @@ async fn owners_are_identical_in_every_run_on_every_store() {
         }
     }
 }
+
+/// Issue 15 item 1: `pdex import` into PostgreSQL hung for good, once in about eight imports
+/// of a 200-member synthetic set plus a folder of foreign NDJSON, with a server running on
+/// the same database (one connection "idle in transaction" right after `INSERT INTO
+/// resources`: the import loop awaited a statistics refresh while the other batch in flight
+/// was not polled). The set is imported with the real binary, again and again, into fresh
+/// databases and once more into each (nothing created), with a server on that
+/// database answering searches meanwhile; every import must end within a bound. A timeout is
+/// the failure — nothing here asserts a speed. `PDEX_IMPORT_STRESS_ROUNDS` sets the rounds
+/// (two imports each; default 4).
+#[tokio::test]
+async fn repeated_imports_with_a_server_running_never_hang() {
+    use std::time::Duration;
+    let rounds: usize = std::env::var("PDEX_IMPORT_STRESS_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let dir = tempfile::tempdir().unwrap();
+    let synth = dir.path().join("synth");
+    pdex::synth::run(&pdex::synth::SynthOptions {
+        members: 200,
+        seed: 15,
+        out: synth.clone(),
+        start_year: 2020,
+        sensitive_share: 0.2,
+    })
+    .unwrap();
+    // the demo plan's NDJSON: a second, foreign folder, as in the report
+    let foreign = common::demo_dir();
+    for b in backends() {
+        for round in 0..rounds {
+            let s = common::TestServer::start(&b).await;
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let reader = tokio::spawn(search_meanwhile(
+                s.client.clone(),
+                s.url("Observation?status=final&_count=20"),
+                s.url("Patient?family=a&_count=20"),
+                stop.clone(),
+            ));
+            for pass in ["into an empty database", "once more"] {
+                let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_pdex"))
+                    .args(["import", synth.to_str().unwrap(), foreign.to_str().unwrap()])
+                    .env("PDEX_DATABASE_URL", &s.db.url)
+                    .env_remove("PDEX_CONFIG")
+                    .kill_on_drop(true)
+                    .output();
+                let Ok(out) = tokio::time::timeout(Duration::from_secs(120), run).await else {
+                    panic!(
+                        "round {round}, import {pass} on {b:?}: no end within 120 s (the issue 15 hang); sessions: {}",
+                        sessions(&b, &s.db.url).await
+                    )
+                };
+                let out = out.expect("run pdex import");
+                assert!(
+                    out.status.success(),
+                    "round {round}, import {pass} on {b:?}: {} {}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                if pass == "once more" {
+                    assert!(
+                        stdout.contains("): 0 created,"),
+                        "round {round} on {b:?}: a re-import creates nothing: {stdout}"
+                    );
+                }
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let statuses = tokio::time::timeout(Duration::from_secs(60), reader)
+                .await
+                .expect("the searches stop")
+                .unwrap();
+            assert!(
+                statuses.iter().all(|s| *s != 500),
+                "round {round} on {b:?}: a search answered 500 during the import: {statuses:?}"
+            );
+            s.stop().await;
+        }
+    }
+}
+
+/// Searches the server until `stop`, each request bounded; returns the statuses.
+async fn search_meanwhile(
+    client: reqwest::Client,
+    a: String,
+    b: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        for url in [&a, &b] {
+            let sent = client
+                .get(url)
+                .timeout(std::time::Duration::from_secs(30))
+                .send()
+                .await;
+            if let Ok(r) = sent {
+                statuses.push(r.status().as_u16());
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    statuses
+}
+
+/// What PostgreSQL's sessions on the database at `url` are doing (for a hang's report).
+async fn sessions(backend: &common::Backend, url: &str) -> String {
+    let common::Backend::Postgres(admin) = backend else {
+        return "(SQLite)".into();
+    };
+    let database = url::Url::parse(url).unwrap().path()[1..].to_owned();
+    let Ok(pool) = sqlx::PgPool::connect(admin).await else {
+        return "(cannot connect)".into();
+    };
+    let rows: Vec<String> = sqlx::query_scalar(
+        "SELECT concat_ws(' | ', application_name, state, wait_event_type, wait_event, \
+         left(query, 80)) FROM pg_stat_activity WHERE datname = $1",
+    )
+    .bind(&database)
+    .fetch_all(&pool)
+    .await
+    .unwrap_or_default();
+    pool.close().await;
+    format!("{rows:?}")
+}

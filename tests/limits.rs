@@ -187,3 +187,89 @@ async fn slow_clients_are_cut_off_and_connections_are_capped() {
         s.stop().await;
     }
 }
+
+/// Issue 15 item 2: when the client goes away mid-search, the query stops — PostgreSQL used
+/// to run it on until its statement timeout, holding a search connection. A search that
+/// takes far longer than the poll below (with a 600 s statement timeout) is sent over a raw
+/// connection, which is closed once PostgreSQL runs the query; its query must then leave
+/// `pg_stat_activity` (bounded poll, 20 s), and later searches are answered normally on the
+/// pool's connections. PostgreSQL only: SQLite cannot stop a statement from outside.
+#[tokio::test]
+async fn a_search_is_cancelled_when_its_client_goes_away() {
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+    let Some(common::Backend::Postgres(admin_url)) =
+        backends().into_iter().find(|b| b.is_postgres())
+    else {
+        eprintln!("skipped: needs PDEX_TEST_POSTGRES_URL");
+        return;
+    };
+    let b = common::Backend::Postgres(admin_url.clone());
+    let s = TestServer::start_with(&b, |c| {
+        c.limits.search_max_parameters = 1_000;
+        c.limits.search_timeout_seconds = 600;
+    })
+    .await;
+    s.load(&[
+        serde_json::json!({"resourceType": "Patient", "id": "p1", "name": [{"family": "Able"}]}),
+    ])
+    .await;
+    let database = url::Url::parse(&s.db.url).unwrap().path()[1..].to_owned();
+    let watcher = sqlx::PgPool::connect(&admin_url).await.unwrap();
+    let running = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND state = 'active' \
+             AND query LIKE '%idx_string%' AND pid <> pg_backend_pid()",
+        )
+        .bind(&database)
+        .fetch_one(&watcher)
+        .await
+        .unwrap()
+    };
+    let poll = |want_running: bool| async move {
+        for _ in 0..200 {
+            if (running().await > 0) == want_running {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+
+    let token = s.admin.token(&s).await;
+    let addr = s
+        .base
+        .trim_start_matches("http://")
+        .trim_end_matches("/fhir")
+        .to_owned();
+    let query = repeated("name:contains=a", 900);
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    tcp.write_all(
+        format!(
+            "GET /fhir/Patient?{query} HTTP/1.1\r\nHost: pdex\r\nAuthorization: Bearer {token}\r\nAccept: application/fhir+json\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        poll(true).await,
+        "the search reached PostgreSQL within 20 s"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        running().await > 0,
+        "the search is still running half a second later (it must outlast the poll below)"
+    );
+    drop(tcp); // the client goes away
+    assert!(
+        poll(false).await,
+        "the search stopped within 20 s of its client going away (statement timeout: 600 s)"
+    );
+    // the search connections are back in step: every one of them answers
+    for _ in 0..10 {
+        assert_eq!(s.get("Patient?name=able").await.status(), StatusCode::OK);
+    }
+    watcher.close().await;
+    s.stop().await;
+}

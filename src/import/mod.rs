@@ -7,7 +7,7 @@
 use crate::fhir::json::{RawResource, replace_string_literal};
 use crate::store::{Dialect, IdRule, Store, WriteKind, WriteOp, WriteOutcome};
 use anyhow::Context;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -152,6 +152,7 @@ pub async fn import_files(
     };
     let mut failed = false;
     let mut batches: u64 = 0;
+    let mut statistics = Statistics::default();
     // Postgres takes two batches at once (each in its own transaction) so that both cores
     // work; SQLite has a single writer, and a strict import is one transaction.
     let writers = if opts.strict || store.db.dialect() == Dialect::Sqlite {
@@ -217,9 +218,23 @@ pub async fn import_files(
         }
         // Statistics after the 1st, 10th, 100th… batch: plans made for an empty table (a
         // sequential scan for the id lookup) would otherwise stay in use as it grows.
+        //
+        // Issue 15 item 1: with two writers the refresh runs on a task of its own and is
+        // never awaited here. While this loop body awaits, `written` is not polled, so the
+        // other batch in flight sits in its open transaction with a pooled connection, its
+        // next statement unsent ("idle in transaction" right after `INSERT INTO
+        // resources`); anything awaited here that needs the database can wait on that very
+        // batch, which only this loop can move on.
         batches += 1;
         if !opts.strict && (batches as f64).log10().fract() == 0.0 {
-            store.db.analyze().await?;
+            if writers == 1 {
+                // One writer: no batch is in flight while the loop body runs (the stream
+                // starts the next one when polled), and SQLite's refresh needs that writer,
+                // so it runs here, alone, as before.
+                store.db.analyze().await?;
+            } else {
+                statistics.refresh(store);
+            }
         }
         let n = summary.written();
         bar.set_position(n);
@@ -230,6 +245,8 @@ pub async fn import_files(
         ));
     }
     drop(written);
+    // every write has finished: a refresh still running has nothing left to wait on
+    statistics.finish().await?;
     let strict_tx = strict_cell.into_inner();
     drop(rx);
     let produced = producer.await?;
@@ -254,6 +271,50 @@ pub async fn import_files(
     bar.finish_and_clear();
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// Planner statistics refreshed while an import with several writers runs (PostgreSQL), one
+/// refresh at a time, each on a task of its own (its own pooled connection) so that the
+/// import loop goes on polling the batch writes in flight (issue 15 item 1: awaiting the
+/// refresh inside the loop hung `pdex import` on PostgreSQL).
+#[derive(Default)]
+struct Statistics {
+    running: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// The first refresh that failed, reported by [`Statistics::finish`].
+    failure: Option<anyhow::Error>,
+}
+
+impl Statistics {
+    /// Starts a refresh, unless one is still running (the next one will see these rows).
+    fn refresh(&mut self, store: &Store) {
+        if self.running.as_ref().is_some_and(|r| !r.is_finished()) {
+            return;
+        }
+        if let Some(done) = self.running.take() {
+            // finished: this poll returns at once
+            self.record(done.now_or_never());
+        }
+        let db = store.db.clone();
+        self.running = Some(tokio::spawn(async move { db.analyze().await }));
+    }
+
+    fn record(&mut self, outcome: Option<Result<anyhow::Result<()>, tokio::task::JoinError>>) {
+        let error = match outcome {
+            Some(Ok(Ok(()))) | None => return,
+            Some(Ok(Err(e))) => e,
+            Some(Err(e)) => anyhow::anyhow!("statistics refresh failed: {e}"),
+        };
+        self.failure.get_or_insert(error);
+    }
+
+    /// Waits for the refresh still running (call it once no write is in flight) and reports
+    /// the first failure.
+    async fn finish(mut self) -> anyhow::Result<()> {
+        if let Some(running) = self.running.take() {
+            self.record(Some(running.await));
+        }
+        self.failure.map_or(Ok(()), Err)
+    }
 }
 
 fn progress_bar(enabled: bool) -> indicatif::ProgressBar {

@@ -6,8 +6,9 @@ use anyhow::Context;
 use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Column, Row as _, TypeInfo, ValueRef};
+use sqlx::{Column, Connection as _, Row as _, TypeInfo, ValueRef};
 use std::str::FromStr;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -140,18 +141,20 @@ impl Database for PostgresDatabase {
 
     async fn fetch_search(&self, sql: &str, params: &[SqlValue]) -> anyhow::Result<Vec<Row>> {
         let sql = number_placeholders(sql);
-        let rows = bind(&sql, params.iter().cloned())
-            .fetch_all(&self.search_pool)
-            .await
-            .map_err(|e| match (&e, self.search_timeout) {
-                // 57014 query_canceled: the statement timeout stopped it
-                (sqlx::Error::Database(db), Some(bound))
-                    if db.code().as_deref() == Some("57014") =>
-                {
-                    super::db::search_timed_out(bound)
-                }
-                _ => classify(e),
-            })?;
+        let conn = self.search_pool.acquire().await.map_err(classify)?;
+        let mut running = CancelOnDrop::new(conn, &self.pool).await?;
+        let result = bind(&sql, params.iter().cloned())
+            .fetch_all(running.connection())
+            .await;
+        // it ended, with rows or an error: nothing to cancel
+        running.finished();
+        let rows = result.map_err(|e| match (&e, self.search_timeout) {
+            // 57014 query_canceled: the statement timeout stopped it
+            (sqlx::Error::Database(db), Some(bound)) if db.code().as_deref() == Some("57014") => {
+                super::db::search_timed_out(bound)
+            }
+            _ => classify(e),
+        })?;
         rows.iter().map(decode).collect()
     }
 
@@ -197,6 +200,91 @@ impl Database for PostgresDatabase {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// A search's connection while its query runs. Dropped before [`CancelOnDrop::finished`] —
+/// the request's future was dropped because the client went away (issue 15 item 2: the
+/// query used to run on until its statement timeout, holding a search connection) — it asks
+/// PostgreSQL to cancel the statement (`pg_cancel_backend`, over a connection of the main
+/// pool), then drains the answer so that the connection goes back to the pool idle and in
+/// step, or closes it. The connection stays out of the pool until then, so the cancel can
+/// never reach a later query on it; a cancel that arrives when the statement has already
+/// ended finds the backend idle, and PostgreSQL ignores it.
+struct CancelOnDrop {
+    conn: Option<PoolConnection<sqlx::Postgres>>,
+    backend: i32,
+    cancel_with: PgPool,
+}
+
+/// How long the cancel and the drain after it may take before the connection is closed.
+const CANCEL_BOUND: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl CancelOnDrop {
+    async fn new(
+        mut conn: PoolConnection<sqlx::Postgres>,
+        cancel_with: &PgPool,
+    ) -> anyhow::Result<Self> {
+        let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(classify)?;
+        Ok(CancelOnDrop {
+            conn: Some(conn),
+            backend,
+            cancel_with: cancel_with.clone(),
+        })
+    }
+
+    fn connection(&mut self) -> &mut sqlx::PgConnection {
+        self.conn
+            .as_mut()
+            .expect("present until finished or dropped")
+    }
+
+    /// The query ended (with rows or an error): the connection goes back as usual.
+    fn finished(mut self) {
+        self.conn.take();
+    }
+}
+
+/// Reads the cancelled statement's answer, within [`CANCEL_BOUND`]: a ping fails on its error
+/// (57014), the next one reads on to the ReadyForQuery messages. True: the connection is idle
+/// and in step.
+async fn drain(conn: &mut PoolConnection<sqlx::Postgres>) -> bool {
+    let pings = async {
+        for _ in 0..3 {
+            if conn.ping().await.is_ok() {
+                return true;
+            }
+        }
+        false
+    };
+    tokio::time::timeout(CANCEL_BOUND, pings).await == Ok(true)
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return; // no runtime: the pool closes the connection
+        };
+        let (backend, pool) = (self.backend, self.cancel_with.clone());
+        runtime.spawn(async move {
+            let cancel = sqlx::query("SELECT pg_cancel_backend($1)")
+                .bind(backend)
+                .execute(&pool);
+            let cancelled = matches!(tokio::time::timeout(CANCEL_BOUND, cancel).await, Ok(Ok(_)));
+            let drained = cancelled && drain(&mut conn).await;
+            if drained {
+                tracing::debug!(backend, "search cancelled: its client went away");
+            } else {
+                tracing::warn!(backend, "a cancelled search's connection is closed");
+                conn.close_on_drop();
+            }
+        });
     }
 }
 
